@@ -1,0 +1,167 @@
+"""Model sizes and builders: the only place where EfficientSAM dimensions live.
+
+``model_registry`` maps a name to a builder ``(checkpoint=None, **overrides) -> EfficientSam``;
+:func:`build_model` is the usual entry point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from esam.modeling import EfficientSam, ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
+
+
+@dataclass(frozen=True)
+class EfficientSamConfig:
+    """Architecture of an EfficientSAM model."""
+
+    encoder_embed_dim: int
+    """ViT token width (Ti 192, S 384, B 768)."""
+    encoder_num_heads: int
+    """ViT attention heads (Ti 3, S 6, B 12)."""
+    encoder_depth: int = 12
+    """Number of ViT blocks."""
+    img_size: int = 1024
+    """Side of the square encoder input; 1024 for the released models, smaller for tests."""
+    patch_size: int = 16
+    """ViT patch side in pixels."""
+    pretrain_img_size: int = 224
+    """Input side the position embedding is stored at (SAMI pretraining: 224 -> 14x14)."""
+    mlp_ratio: float = 4.0
+    """ViT MLP hidden width / token width."""
+    neck_dim: int = 256
+    """Channels of the image embedding after the neck."""
+    decoder_max_num_input_points: int = 6
+    """Prompt slots per query (a box takes two)."""
+    decoder_depth: int = 2
+    """Two-way transformer blocks."""
+    decoder_num_heads: int = 8
+    """Two-way transformer heads."""
+    decoder_mlp_dim: int = 2048
+    """Two-way transformer MLP width."""
+    decoder_upscaling_dims: tuple[int, ...] = (64, 32)
+    """Channels after each 2x upscaling step."""
+    num_multimask_outputs: int = 3
+    """Masks per prompt in multimask mode."""
+    iou_head_depth: int = 2
+    """Hidden layers of the IoU prediction MLP."""
+    iou_head_hidden_dim: int = 256
+    """Width of the IoU prediction MLP."""
+
+    def __post_init__(self) -> None:
+        if self.img_size % self.patch_size:
+            raise ValueError(f"img_size {self.img_size} must be a multiple of patch_size {self.patch_size}")
+        if self.encoder_embed_dim % self.encoder_num_heads:
+            raise ValueError(
+                f"encoder_embed_dim {self.encoder_embed_dim} must be divisible by encoder_num_heads {self.encoder_num_heads}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EfficientSamConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown EfficientSamConfig keys: {sorted(unknown)}")
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**d)
+
+
+MODEL_CONFIGS: dict[str, EfficientSamConfig] = {
+    "efficientsam_vitt": EfficientSamConfig(encoder_embed_dim=192, encoder_num_heads=3),
+    "efficientsam_vits": EfficientSamConfig(encoder_embed_dim=384, encoder_num_heads=6),
+    "efficientsam_vitb": EfficientSamConfig(encoder_embed_dim=768, encoder_num_heads=12),
+}
+
+
+def build_from_config(cfg: EfficientSamConfig) -> EfficientSam:
+    """An untrained EfficientSAM with the architecture ``cfg``."""
+    act: type[nn.Module] = nn.GELU
+    image_encoder = ImageEncoderViT(
+        img_size=cfg.img_size,
+        patch_size=cfg.patch_size,
+        embed_dim=cfg.encoder_embed_dim,
+        depth=cfg.encoder_depth,
+        num_heads=cfg.encoder_num_heads,
+        mlp_ratio=cfg.mlp_ratio,
+        pretrain_img_size=cfg.pretrain_img_size,
+        neck_dim=cfg.neck_dim,
+    )
+    grid = image_encoder.grid_size
+    model = EfficientSam(
+        image_encoder=image_encoder,
+        prompt_encoder=PromptEncoder(cfg.neck_dim, (grid, grid), (cfg.img_size, cfg.img_size)),
+        mask_decoder=MaskDecoder(
+            transformer_dim=cfg.neck_dim,
+            transformer=TwoWayTransformer(
+                depth=cfg.decoder_depth,
+                embedding_dim=cfg.neck_dim,
+                num_heads=cfg.decoder_num_heads,
+                mlp_dim=cfg.decoder_mlp_dim,
+                activation=act,
+            ),
+            num_multimask_outputs=cfg.num_multimask_outputs,
+            activation=act,
+            iou_head_depth=cfg.iou_head_depth,
+            iou_head_hidden_dim=cfg.iou_head_hidden_dim,
+            upscaling_layer_dims=cfg.decoder_upscaling_dims,
+        ),
+        decoder_max_num_input_points=cfg.decoder_max_num_input_points,
+    )
+    model.config = cfg  # type: ignore[assignment]
+    model.model_name = None  # type: ignore[assignment]
+    return model
+
+
+def _build(name: str, checkpoint: str | Path | None = None, **overrides: Any) -> EfficientSam:
+    cfg = dataclasses.replace(MODEL_CONFIGS[name], **overrides)
+    model = build_from_config(cfg)
+    model.model_name = name  # type: ignore[assignment]
+    if checkpoint is not None:
+        from esam.checkpoint import load_model_weights
+
+        load_model_weights(model, checkpoint, expected_name=name)
+    return model.eval()
+
+
+def build_efficientsam_vitt(checkpoint: str | Path | None = None, **overrides: Any) -> EfficientSam:
+    """EfficientSAM-Ti (ViT-Ti encoder, 192 dim, 3 heads)."""
+    return _build("efficientsam_vitt", checkpoint, **overrides)
+
+
+def build_efficientsam_vits(checkpoint: str | Path | None = None, **overrides: Any) -> EfficientSam:
+    """EfficientSAM-S (ViT-S encoder, 384 dim, 6 heads)."""
+    return _build("efficientsam_vits", checkpoint, **overrides)
+
+
+def build_efficientsam_vitb(checkpoint: str | Path | None = None, **overrides: Any) -> EfficientSam:
+    """EfficientSAM-B (ViT-B encoder, 768 dim, 12 heads)."""
+    return _build("efficientsam_vitb", checkpoint, **overrides)
+
+
+model_registry: dict[str, Callable[..., EfficientSam]] = {
+    "efficientsam_vitt": build_efficientsam_vitt,
+    "efficientsam_vits": build_efficientsam_vits,
+    "efficientsam_vitb": build_efficientsam_vitb,
+}
+
+
+def build_model(name: str, checkpoint: str | Path | None = None, **overrides: Any) -> EfficientSam:
+    """Build a registered model, loading ``checkpoint`` when given (else untrained weights).
+
+    Args:
+        name: a key of :data:`model_registry`.
+        checkpoint: official ``.pt`` / ``.pt.zip``, esam ``.pt`` or ``.safetensors`` file.
+        overrides: :class:`EfficientSamConfig` fields to change (e.g. ``img_size=256`` for tests).
+    """
+    if name not in model_registry:
+        raise ValueError(f"unknown model {name!r}; registered models: {sorted(model_registry)}")
+    return model_registry[name](checkpoint, **overrides)

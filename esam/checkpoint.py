@@ -1,0 +1,192 @@
+"""Reading and writing model weights.
+
+Supported inputs:
+
+* official EfficientSAM files, ``torch.save({"model": state_dict})`` (``efficient_sam_vitt.pt``),
+  and the zip archive the S model is published as (``efficient_sam_vits.pt.zip``, read in place);
+* esam checkpoints: ``{"format": "esam", "model_name", "config", "model": state_dict}``
+  (``.pt``), or the same in a ``.safetensors`` file with name and config in its metadata;
+* a bare state dict (``.pt`` or ``.safetensors``).
+
+Every ``torch.load`` uses ``weights_only=True`` and ``map_location="cpu"``. Loading is strict:
+missing, unexpected or shape-mismatched keys raise one :class:`CheckpointError` listing them
+all, and the model is left untouched. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from esam.utils.io import write_bytes_atomic
+
+OFFICIAL_WEIGHTS_HINT = (
+    "Official EfficientSAM weights (efficient_sam_vitt.pt, efficient_sam_vits.pt.zip) are published "
+    "in the weights/ folder of https://github.com/yformer/EfficientSAM; download them yourself and "
+    "pass the file path (e.g. --checkpoint weights/efficient_sam_vitt.pt)."
+)
+ESAM_FORMAT = "esam"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read or does not fit the model."""
+
+
+def _torch_load_bytes(data: bytes | io.BytesIO, source: str) -> Any:
+    buf = data if isinstance(data, io.BytesIO) else io.BytesIO(data)
+    try:
+        return torch.load(buf, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        raise CheckpointError(f"{source}: cannot be read as a PyTorch checkpoint with weights_only=True: {e}") from e
+
+
+def _read_official_zip(path: Path) -> Any:
+    """Read a zip archive that *contains* a checkpoint file (the published vits .pt.zip)."""
+    with zipfile.ZipFile(path) as zf:
+        names = [n for n in zf.namelist() if not n.endswith("/") and "__MACOSX" not in n]
+        if any(n.endswith("data.pkl") for n in names):  # torch.save's own zip format
+            return None
+        inner = [n for n in names if n.endswith((".pt", ".pth", ".safetensors"))]
+        if len(inner) != 1:
+            raise CheckpointError(f"{path}: expected exactly one .pt/.pth/.safetensors file in the archive, found {inner or names}")
+        data = zf.read(inner[0])
+    if inner[0].endswith(".safetensors"):
+        from safetensors.torch import load as st_load
+
+        return st_load(data)
+    return _torch_load_bytes(data, f"{path}!{inner[0]}")
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a weights file without building a model.
+
+    Returns:
+        (state_dict, info) where ``info`` may hold ``model_name`` and ``config`` (esam files)
+        and always ``format`` (``official``, ``esam`` or ``state_dict``).
+
+    Raises:
+        FileNotFoundError: the file does not exist (the message says where weights come from).
+        CheckpointError: unreadable file or unknown layout.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}. {OFFICIAL_WEIGHTS_HINT}")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    obj: Any = None
+    if zipfile.is_zipfile(path):
+        obj = _read_official_zip(path)
+    if obj is None:
+        obj = _torch_load_bytes(path.read_bytes(), str(path))
+    return _unpack(obj, str(path))
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path), device="cpu")
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot be read as safetensors: {e}") from e
+    info: dict[str, Any] = {"format": metadata.get("format", "state_dict")}
+    if "model_name" in metadata:
+        info["model_name"] = metadata["model_name"]
+    if "config" in metadata:
+        info["config"] = json.loads(metadata["config"])
+    return state, info
+
+
+def _unpack(obj: Any, source: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    if isinstance(obj, dict) and obj.get("format") == ESAM_FORMAT:
+        info = {"format": ESAM_FORMAT, "model_name": obj.get("model_name"), "config": obj.get("config")}
+        state = obj.get("model")
+    elif isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        info, state = {"format": "official"}, obj["model"]
+    elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        info, state = {"format": "state_dict"}, obj
+    else:
+        keys = sorted(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(
+            f"{source}: unknown checkpoint layout (top-level keys {keys}); expected {{'model': state_dict}}, "
+            "an esam checkpoint or a bare state dict"
+        )
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{source}: the 'model' entry is not a state dict of tensors")
+    return state, info
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise one :class:`CheckpointError` listing every missing, unexpected or mis-shaped key."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state)
+        if state[k].shape != expected[k].shape
+    )
+    if missing or unexpected or mismatched:
+        parts = [f"{source}: checkpoint does not match the model"]
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+            if items:
+                shown = ", ".join(items[:20]) + (f", ... ({len(items)} in all)" if len(items) > 20 else "")
+                parts.append(f"{title} ({len(items)}): {shown}")
+        raise CheckpointError("\n  ".join(parts))
+
+
+def load_model_weights(model: nn.Module, path: str | os.PathLike[str], expected_name: str | None = None) -> dict[str, Any]:
+    """Load a checkpoint strictly into ``model``.
+
+    Args:
+        model: the model to fill.
+        path: weights file (see module docstring).
+        expected_name: registry name of ``model``; an esam checkpoint saved for another model
+            is refused.
+
+    Returns:
+        The checkpoint ``info`` dict (format, model name, config).
+    """
+    state, info = read_checkpoint(path)
+    name = info.get("model_name")
+    if expected_name and name and name != expected_name:
+        raise CheckpointError(f"{path}: checkpoint is for model {name!r}, not {expected_name!r}")
+    check_state_dict(model, state, str(path))
+    model.load_state_dict(state, strict=True)
+    return info
+
+
+def save_checkpoint(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    model_name: str | None = None,
+    config: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model``'s weights with its name and config, atomically.
+
+    ``.safetensors`` paths get a safetensors file (name and config in its metadata); any other
+    suffix an esam ``torch.save`` checkpoint.
+    """
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save
+
+        meta = {"format": ESAM_FORMAT}
+        if model_name:
+            meta["model_name"] = model_name
+        if config is not None:
+            meta["config"] = json.dumps(config)
+        return write_bytes_atomic(path, save(state, metadata=meta))
+    buf = io.BytesIO()
+    torch.save({"format": ESAM_FORMAT, "model_name": model_name, "config": config, "model": state}, buf)
+    return write_bytes_atomic(path, buf.getvalue())

@@ -1,0 +1,1 @@
+"""The ``esam`` command line."""

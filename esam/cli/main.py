@@ -1,0 +1,59 @@
+"""Entry point of the ``esam`` command: one parser, one subcommand per job.
+
+Each subcommand lives in its own module exposing ``register(subparsers)``; modules are imported
+only to build the parser, and heavy dependencies are imported inside the handlers, so
+``esam --help`` stays fast and works without optional extras.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+# (module, attribute) pairs; each module's ``register`` adds one top-level subcommand.
+_SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "esam.cli.predict",
+    "esam.cli.eval",
+    "esam.cli.bench",
+    "esam.cli.report",
+)
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="esam", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # subcommand not shipped in this build
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (CliError, ValueError, FileNotFoundError) as e:
+        print(f"esam {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""The composite EfficientSAM model, call-compatible with the official implementation."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from esam.modeling.image_encoder import ImageEncoderViT
+from esam.modeling.mask_decoder import MaskDecoder
+from esam.modeling.prompt_encoder import PromptEncoder
+from esam.validation import check_image_batch, check_point_batch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class EfficientSam(nn.Module):
+    """SAMI-pretrained ViT encoder + EfficientSAM prompt encoder and mask decoder.
+
+    The public methods keep the official signatures so code written for the official
+    ``EfficientSam`` runs unchanged: ``forward``, ``get_image_embeddings`` and
+    ``predict_masks``. Preprocessing is the official one: the image is stretched (bilinear, no
+    padding) to the encoder's square input and normalised with ImageNet mean/std; the 256x256
+    logits are upsampled bicubically to the requested output size.
+    """
+
+    mask_threshold: float = 0.0
+    image_format: str = "RGB"
+    pixel_mean: Tensor
+    pixel_std: Tensor
+
+    def __init__(
+        self,
+        image_encoder: ImageEncoderViT,
+        prompt_encoder: PromptEncoder,
+        mask_decoder: MaskDecoder,
+        decoder_max_num_input_points: int = 6,
+        pixel_mean: tuple[float, float, float] = IMAGENET_MEAN,
+        pixel_std: tuple[float, float, float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.decoder_max_num_input_points = decoder_max_num_input_points
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def img_size(self) -> int:
+        """Side of the square encoder input in pixels (1024)."""
+        return self.image_encoder.img_size
+
+    def preprocess(self, x: Tensor) -> Tensor:
+        """Bx3xHxW in [0, 1] -> Bx3xSxS normalised (bilinear stretch, no padding)."""
+        s = self.img_size
+        if x.shape[2] != s or x.shape[3] != s:
+            x = F.interpolate(x, (s, s), mode="bilinear")
+        return (x - self.pixel_mean) / self.pixel_std
+
+    def get_image_embeddings(self, batched_images: Tensor) -> Tensor:
+        """Encode images: Bx3xHxW floats in [0, 1] (RGB) -> Bx256x64x64."""
+        check_image_batch(batched_images, "batched_images")
+        return self.image_encoder(self.preprocess(batched_images))
+
+    def get_rescaled_pts(self, batched_points: Tensor, input_h: int, input_w: int) -> Tensor:
+        """Map input-image pixels to encoder-input pixels; negative coordinates become -1."""
+        s = self.img_size
+        x = torch.where(batched_points[..., 0] >= 0, batched_points[..., 0] * s / input_w, -1.0)
+        y = torch.where(batched_points[..., 1] >= 0, batched_points[..., 1] * s / input_h, -1.0)
+        return torch.stack([x, y], dim=-1)
+
+    def encode_prompts(self, batched_points: Tensor, batched_point_labels: Tensor, input_h: int, input_w: int) -> Tensor:
+        """Sparse embeddings BxQxPxC for points BxQxNx2 (input pixels) and labels BxQxN.
+
+        Prompts are padded with label -1 (or truncated, as the official model does) to
+        ``decoder_max_num_input_points`` = P slots.
+        """
+        b, q, n, _ = batched_points.shape
+        p = self.decoder_max_num_input_points
+        pts = self.get_rescaled_pts(batched_points, input_h, input_w)
+        labels = batched_point_labels
+        if n > p:
+            pts, labels = pts[:, :, :p], labels[:, :, :p]
+        elif n < p:
+            pts = F.pad(pts, (0, 0, 0, p - n), value=-1.0)
+            labels = F.pad(labels, (0, p - n), value=-1)
+        emb = self.prompt_encoder(pts.reshape(b * q, p, 2), labels.reshape(b * q, p))
+        return emb.reshape(b, q, p, -1)
+
+    def predict_masks(
+        self,
+        image_embeddings: Tensor,
+        batched_points: Tensor,
+        batched_point_labels: Tensor,
+        multimask_output: bool,
+        input_h: int,
+        input_w: int,
+        output_h: int = -1,
+        output_w: int = -1,
+    ) -> tuple[Tensor, Tensor]:
+        """Decode prompts against precomputed embeddings.
+
+        Args:
+            image_embeddings: Bx256x64x64 from :meth:`get_image_embeddings`.
+            batched_points: BxQxNx2 (x, y) in input-image pixels.
+            batched_point_labels: BxQxN; -1 padding, 0 negative, 1 positive, 2/3 box corners.
+            multimask_output: 3 masks per query if True, else 1.
+            input_h, input_w: size of the image the points refer to.
+            output_h, output_w: upsample (bicubic) the logits to this size; -1 keeps 256x256.
+
+        Returns:
+            logits BxQxMxHoxWo and predicted IoU BxQxM.
+        """
+        check_point_batch(batched_points, batched_point_labels)
+        sparse = self.encode_prompts(batched_points, batched_point_labels, input_h, input_w)
+        low_res, iou = self.mask_decoder(
+            image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, multimask_output
+        )
+        if output_h > 0 and output_w > 0:
+            b, q, m = low_res.shape[:3]
+            up = F.interpolate(low_res.flatten(0, 2).unsqueeze(1), (output_h, output_w), mode="bicubic")
+            low_res = up.reshape(b, q, m, output_h, output_w)
+        return low_res, iou
+
+    def forward(
+        self,
+        batched_images: Tensor,
+        batched_points: Tensor,
+        batched_point_labels: Tensor,
+        scale_to_original_image_size: bool = True,
+    ) -> tuple[Tensor, Tensor]:
+        """Encode images and decode prompts end to end (3 masks per query).
+
+        Args:
+            batched_images: Bx3xHxW floats in [0, 1] (RGB).
+            batched_points: BxQxNx2 (x, y) in image pixels.
+            batched_point_labels: BxQxN.
+            scale_to_original_image_size: return HxW logits (else 256x256).
+
+        Returns:
+            logits BxQx3xHxW (or 256x256) and predicted IoU BxQx3.
+        """
+        check_image_batch(batched_images, "batched_images")
+        _, _, h, w = batched_images.shape
+        embeddings = self.get_image_embeddings(batched_images)
+        out_h, out_w = (h, w) if scale_to_original_image_size else (-1, -1)
+        return self.predict_masks(
+            embeddings, batched_points, batched_point_labels, True, h, w, out_h, out_w
+        )
+
+
+def set_reference_mode(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Switch a model between esam's fast path and the official computation.
+
+    Reference mode computes attention with explicit matmuls and decodes all prompts at once on
+    per-prompt copies of the image embedding, as the official implementation does. Outputs
+    agree to float rounding; benchmarks use it as the baseline.
+    """
+    for m in model.modules():
+        if hasattr(m, "use_sdpa"):
+            m.use_sdpa = not enabled
+        if isinstance(m, MaskDecoder):
+            m.reference_mode = enabled
+    return model

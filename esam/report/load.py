@@ -1,0 +1,356 @@
+"""Read results files into one tidy frame: one row per measured number.
+
+Every ``*.json`` below the given folders is parsed and checked with
+:func:`esam.utils.results.validate_results`. Files that are not JSON, not esam results, or fail
+the schema are not fatal: each becomes a :class:`SkippedFile` naming the path and the reason,
+and a warning on stderr. Per-instance row files (``*.rows.jsonl``, ``*.rows.csv``,
+``*.rows.json``) are ignored.
+
+Extra keys in a results file are tolerated. Tasks without a declared spec still produce rows;
+their metric directions are guessed from the metric names (see :mod:`esam.report.tasks`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from esam.report.tasks import TASKS, task_spec
+from esam.utils.results import ResultsSchemaError, validate_results
+
+#: Column order of the tidy frame.
+TIDY_COLUMNS: tuple[str, ...] = (
+    "task",
+    "model",
+    "dataset",
+    "setting",
+    "component",
+    "batch_size",
+    "compile",
+    "metric",
+    "value",
+    "higher_is_better",
+    "source",
+    "commit",
+    "device",
+    "hardware",
+    "dtype",
+    "date",
+    "results_file",
+    "reference",
+    "note",
+)
+#: Columns holding text; a missing value is the empty string, never NaN.
+STRING_COLUMNS: tuple[str, ...] = tuple(
+    c for c in TIDY_COLUMNS if c not in ("batch_size", "compile", "value", "higher_is_better")
+)
+
+#: Keys of a metrics row (list-valued ``metrics``) that describe the configuration, not a number.
+_ROW_CONFIG_KEYS = ("component", "batch_size", "dtype", "compile")
+_ROWS_SUFFIXES = (".rows.json", ".rows.jsonl", ".rows.csv")
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file that could not be used, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class LoadedResults:
+    """What :func:`load_results` found."""
+
+    frame: pd.DataFrame
+    files: list[str] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+
+def discover(dirs: Iterable[str | Path]) -> list[Path]:
+    """Every results candidate (``*.json``, not a rows file) below ``dirs``, sorted, no repeats.
+
+    Raises:
+        FileNotFoundError: a folder does not exist.
+    """
+    found: dict[Path, None] = {}
+    for d in dirs:
+        root = Path(d)
+        if not root.exists():
+            raise FileNotFoundError(f"results folder not found: {root}")
+        candidates = [root] if root.is_file() else sorted(root.rglob("*.json"))
+        for path in candidates:
+            if path.name.endswith(_ROWS_SUFFIXES) or path.name.startswith("."):
+                continue
+            if path.is_file():
+                found[path.resolve()] = None
+    return sorted(found)
+
+
+def empty_frame() -> pd.DataFrame:
+    """A tidy frame with no rows and the right column types."""
+    return normalise_frame(pd.DataFrame({c: [] for c in TIDY_COLUMNS}))
+
+
+def normalise_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Give ``df`` the tidy column order and types (missing text as ``""``)."""
+    df = df.copy()
+    for col in TIDY_COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    df = df[list(TIDY_COLUMNS)]
+    for col in STRING_COLUMNS:
+        df[col] = df[col].map(_text).astype(object)
+    df["value"] = pd.to_numeric(df["value"], errors="coerce").astype("float64")
+    df["batch_size"] = pd.to_numeric(df["batch_size"], errors="coerce").astype("Int64")
+    df["compile"] = df["compile"].map(_maybe_bool).astype("boolean")
+    df["higher_is_better"] = df["higher_is_better"].map(_maybe_bool).astype("boolean")
+    return df.reset_index(drop=True)
+
+
+def _text(v: Any) -> str:
+    if v is None or (isinstance(v, float) and v != v) or v is pd.NA:
+        return ""
+    return str(v)
+
+
+def _maybe_bool(v: Any) -> bool | None:
+    if v is None or v is pd.NA or (isinstance(v, float) and v != v) or v == "":
+        return None
+    if isinstance(v, str):
+        return v.strip().lower() in ("true", "1", "yes")
+    return bool(v)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+
+
+def _flatten_numbers(obj: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:
+    """``(dotted_name, value)`` for every number in a (nested) dict; other values are ignored."""
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if _is_number(value):
+            yield name, float(value)
+        elif isinstance(value, dict):
+            yield from _flatten_numbers(value, prefix=f"{name}.")
+
+
+def _short_commit(commit: Any) -> str:
+    if not commit:
+        return ""
+    text = str(commit)
+    dirty = text.endswith("-dirty")
+    sha = text[: -len("-dirty")] if dirty else text
+    return sha[:7] + ("-dirty" if dirty else "")
+
+
+def hardware_label(meta: dict[str, Any]) -> str:
+    """Human name of the machine a run used: the GPU for CUDA runs, else the CPU model."""
+    hw = meta.get("hardware") if isinstance(meta.get("hardware"), dict) else {}
+    device = str(meta.get("device") or "")
+    gpu = hw.get("gpu_name") if hw else None
+    cpu = hw.get("cpu_model") if hw else None
+    if gpu and not device.startswith("cpu"):
+        return str(gpu)
+    if cpu:
+        return str(cpu)
+    return device or "unknown"
+
+
+def _setting(task: str, config: dict[str, Any]) -> str:
+    spec = TASKS.get(task)
+    keys = spec.setting_keys if spec else ("prompt", "setting")
+    parts = [str(config[k]) for k in keys if config.get(k) not in (None, "")]
+    return " / ".join(parts)
+
+
+def _percent_scale(task: str, numbers: list[tuple[str, float]]) -> float:
+    """100 when every percentage metric of a file lies in [0, 1] (fractions), else 1."""
+    spec = TASKS.get(task)
+    if spec is None:
+        return 1.0
+    pct = [v for name, v in numbers if spec.is_declared(name) and spec.metric(name).unit == "%"]
+    if pct and all(0.0 <= v <= 1.0 for v in pct) and any(v > 0 for v in pct):
+        return 100.0
+    return 1.0
+
+
+def results_to_rows(obj: dict[str, Any], path: str) -> list[dict[str, Any]]:
+    """Tidy rows of one validated results object.
+
+    Flat ``metrics`` give one row per number (nested dicts are flattened with dotted names).
+    List-valued ``metrics`` (benchmark sweeps) give one row per number per list entry, with the
+    entry's ``component``/``batch_size``/``dtype``/``compile`` as configuration columns. The
+    model's ``params`` and ``macs`` become rows of the ``model`` task. Percentages written as
+    fractions (every one within [0, 1]) are scaled to 0-100 and the row's ``note`` says so.
+    """
+    task = str(obj["task"])
+    model = obj["model"]
+    meta = obj["meta"]
+    config = obj["config"]
+    dataset = obj.get("dataset") if isinstance(obj.get("dataset"), dict) else {}
+    base = {
+        "task": task,
+        "model": str(model.get("name")),
+        "dataset": (dataset or {}).get("name") or config.get("dataset") or "",
+        "setting": _setting(task, config),
+        "source": "measured",
+        "commit": _short_commit(meta.get("git_commit")),
+        "device": meta.get("device") or "",
+        "hardware": hardware_label(meta),
+        "dtype": meta.get("dtype") or config.get("dtype") or "",
+        "date": meta.get("start_time") or meta.get("end_time") or "",
+        "results_file": path,
+        "reference": "",
+        "note": "",
+    }
+    spec = task_spec(task)
+    rows: list[dict[str, Any]] = []
+
+    def add(extra: dict[str, Any], numbers: list[tuple[str, float]], scale: float) -> None:
+        tspec = spec
+        for name, value in numbers:
+            mspec = tspec.metric(name)
+            scaled = scale != 1.0 and tspec.is_declared(name) and mspec.unit == "%"
+            row = dict(base, **extra)
+            row.update(
+                metric=name,
+                value=value * scale if scaled else value,
+                higher_is_better=mspec.higher_is_better,
+            )
+            if scaled:
+                row["note"] = "stored as a fraction; shown in percent"
+            rows.append(row)
+
+    metrics = obj["metrics"]
+    if isinstance(metrics, dict):
+        numbers = list(_flatten_numbers(metrics))
+        add({}, numbers, _percent_scale(task, numbers))
+    else:
+        entries = [e for e in metrics if isinstance(e, dict)]
+        every = [(k, v) for e in entries for k, v in _flatten_numbers(e) if k not in _ROW_CONFIG_KEYS]
+        scale = _percent_scale(task, every)
+        for entry in entries:
+            extra = {k: entry.get(k) for k in _ROW_CONFIG_KEYS if k in entry}
+            if "dtype" in extra and not extra["dtype"]:
+                extra.pop("dtype")
+            numbers = [
+                (k, v) for k, v in _flatten_numbers(entry) if k not in _ROW_CONFIG_KEYS
+            ]
+            if not spec.declared or task != "throughput":
+                label = ", ".join(
+                    f"{k}={entry[k]}" for k in entry if k not in _ROW_CONFIG_KEYS and not _is_number(entry[k])
+                    and not isinstance(entry[k], (dict, list))
+                )
+                if label:
+                    extra["setting"] = " / ".join(p for p in (base["setting"], label) if p)
+            add(extra, numbers, scale)
+
+    rows.extend(_model_rows(model, base))
+    return rows
+
+
+def _model_rows(model: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of the ``model`` task from ``model.params`` and ``model.macs``."""
+    numbers: list[tuple[str, float]] = []
+    params = model.get("params")
+    if _is_number(params):
+        numbers.append(("params_total", float(params)))
+    elif isinstance(params, dict):
+        numbers.extend((f"params_{k}", v) for k, v in _flatten_numbers(params))
+    macs = model.get("macs")
+    if _is_number(macs):
+        numbers.append(("macs", float(macs)))
+    elif isinstance(macs, dict):
+        for key, value in _flatten_numbers(macs):
+            numbers.append(("macs" if key in ("total", "end_to_end") else f"macs_{key}", value))
+    spec = TASKS["model"]
+    return [
+        dict(
+            base,
+            task="model",
+            dataset="",
+            setting="",
+            dtype="",
+            metric=name,
+            value=value,
+            higher_is_better=spec.metric(name).higher_is_better,
+        )
+        for name, value in numbers
+    ]
+
+
+def read_results_file(path: Path) -> dict[str, Any]:
+    """Parse and validate one results file.
+
+    Raises:
+        ResultsSchemaError: not JSON, not an esam results object, or a schema violation; the
+            message names the reason (the caller adds the path).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ResultsSchemaError(f"unreadable: {e}") from e
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ResultsSchemaError(f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from e
+    if not isinstance(obj, dict) or "schema" not in obj:
+        kind = type(obj).__name__ if not isinstance(obj, dict) else "object without a 'schema' key"
+        raise ResultsSchemaError(f"not an esam results file (JSON {kind})")
+    try:
+        return validate_results(obj, source="results")
+    except ResultsSchemaError as e:
+        raise ResultsSchemaError(f"schema check failed: {str(e).removeprefix('results: ')}") from e
+
+
+def load_results(dirs: Iterable[str | Path], warn: bool = True) -> LoadedResults:
+    """Read every results file below ``dirs`` into a tidy frame.
+
+    Args:
+        dirs: folders (searched recursively) or single files.
+        warn: print a warning on stderr for each skipped file.
+    """
+    rows: list[dict[str, Any]] = []
+    loaded = LoadedResults(frame=empty_frame())
+    for path in discover(dirs):
+        display = str(path)
+        try:
+            obj = read_results_file(path)
+            file_rows = results_to_rows(obj, display)
+        except ResultsSchemaError as e:
+            loaded.skipped.append(SkippedFile(display, str(e)))
+            if warn:
+                print(f"esam report: warning: skipped {display}: {e}", file=sys.stderr)
+            continue
+        loaded.files.append(display)
+        rows.extend(file_rows)
+    if rows:
+        loaded.frame = normalise_frame(pd.DataFrame(rows))
+    return loaded
+
+
+def write_tidy_csv(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write the tidy frame as CSV (atomically)."""
+    from esam.utils.io import write_text_atomic
+
+    return write_text_atomic(path, normalise_frame(df).to_csv(index=False))
+
+
+def read_tidy_csv(path: str | Path) -> pd.DataFrame:
+    """Read a CSV written by :func:`write_tidy_csv` back into an identical frame."""
+    numeric = ("value", "batch_size", "compile", "higher_is_better")
+    df = pd.read_csv(
+        path,
+        dtype={c: str for c in STRING_COLUMNS},
+        keep_default_na=False,
+        na_values={c: [""] for c in numeric},
+    )
+    return normalise_frame(df)

@@ -1,0 +1,268 @@
+"""Declared metrics of every task the report knows.
+
+Each task states its metrics once: their label, whether a higher value is better, how repeated
+measurements of the same configuration are combined, and how a value is displayed. Tables,
+best-value marks and plots read these declarations instead of guessing.
+
+Tasks that are not declared here still appear in the report: :func:`task_spec` builds a generic
+spec for them, and :func:`guess_direction` infers the direction of undeclared metrics from their
+names (latency, memory, loss, parameter counts: lower is better; counts: no direction).
+
+This module imports nothing beyond the standard library.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+Direction = Literal["higher", "lower"]
+Aggregation = Literal["mean", "max", "min", "latest"]
+
+#: Columns of the tidy frame that may be used to split a task into tables or identify a row.
+KEY_COLUMNS = ("dataset", "setting", "hardware", "component", "model", "batch_size", "dtype", "compile")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric of a task.
+
+    Attributes:
+        name: key in the results file's ``metrics`` (or in each metrics row).
+        label: column header.
+        direction: ``"higher"`` or ``"lower"`` is better; ``None`` for bookkeeping numbers
+            (counts) that are shown but never ranked or marked.
+        aggregation: how repeated runs of the same configuration combine into one table cell.
+        unit: ``"%"`` for percentages (0-100), otherwise a free-form unit shown in the header.
+        display_factor: multiply the stored value by this before display (1e-6 shows counts in M).
+        decimals: digits after the decimal point when displayed.
+    """
+
+    name: str
+    label: str
+    direction: Direction | None = "higher"
+    aggregation: Aggregation = "mean"
+    unit: str = ""
+    display_factor: float = 1.0
+    decimals: int = 1
+
+    @property
+    def higher_is_better(self) -> bool | None:
+        """``True``/``False`` for ranked metrics, ``None`` for bookkeeping numbers."""
+        if self.direction is None:
+            return None
+        return self.direction == "higher"
+
+    def header(self) -> str:
+        """Column header with the unit and an arrow telling which way is better."""
+        arrow = {"higher": " ↑", "lower": " ↓", None: ""}[self.direction]
+        unit = f" ({self.unit})" if self.unit and self.unit != "%" else ""
+        return f"{self.label}{unit}{arrow}"
+
+    def format(self, value: float | None) -> str:
+        """Display form of ``value`` (empty for missing values)."""
+        if value is None or value != value:  # NaN check without importing math
+            return ""
+        scaled = value * self.display_factor
+        if self.decimals == 0:
+            return f"{scaled:,.0f}"
+        return f"{scaled:,.{self.decimals}f}"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task: its metrics, the primary metric tables sort by, and how tables are laid out.
+
+    Attributes:
+        name: value of ``task`` in results files.
+        label: section heading.
+        description: one sentence shown under the heading.
+        metrics: declared metrics in display order.
+        primary: metric the leaderboard ranks by.
+        setting_keys: config keys (or metrics-row keys) whose values form the ``setting`` column.
+        group_by: tidy columns that split the task into separate tables (one per value).
+        row_keys: tidy columns identifying one row within a table (besides ``source``).
+        accuracy: whether the primary metric is an accuracy usable on a plot's accuracy axis.
+    """
+
+    name: str
+    label: str
+    description: str
+    metrics: tuple[MetricSpec, ...]
+    primary: str
+    setting_keys: tuple[str, ...] = ()
+    group_by: tuple[str, ...] = ("dataset", "setting")
+    row_keys: tuple[str, ...] = ("model", "dtype")
+    accuracy: bool = False
+    declared: bool = True
+    _index: dict[str, MetricSpec] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._index.update({m.name: m for m in self.metrics})
+        if self.primary not in self._index:
+            raise ValueError(f"task {self.name!r}: primary metric {self.primary!r} is not declared")
+
+    def metric(self, name: str) -> MetricSpec:
+        """The declared spec of ``name``, or a spec guessed from the name for extra metrics."""
+        if name in self._index:
+            return self._index[name]
+        return guess_metric(name)
+
+    def is_declared(self, name: str) -> bool:
+        """Whether ``name`` is one of the task's declared metrics."""
+        return name in self._index
+
+
+def _pct(name: str, label: str, direction: Direction = "higher") -> MetricSpec:
+    return MetricSpec(name, label, direction=direction, aggregation="mean", unit="%", decimals=1)
+
+
+def _count(name: str, label: str) -> MetricSpec:
+    return MetricSpec(name, label, direction=None, aggregation="max", decimals=0)
+
+
+ZEROSHOT = TaskSpec(
+    name="zeroshot",
+    label="Zero-shot promptable segmentation",
+    description=(
+        "Mean IoU of the predicted mask against each ground-truth instance, prompted by its box "
+        "or by clicks; one table per dataset and prompt."
+    ),
+    metrics=(
+        _pct("miou", "mIoU"),
+        _pct("miou_small", "mIoU small"),
+        _pct("miou_medium", "mIoU medium"),
+        _pct("miou_large", "mIoU large"),
+        _count("n_instances", "instances"),
+    ),
+    primary="miou",
+    setting_keys=("prompt",),
+    accuracy=True,
+)
+
+INSTSEG = TaskSpec(
+    name="instseg",
+    label="Zero-shot instance segmentation",
+    description=(
+        "Mask AP (COCO protocol) when each detector box prompts the model; one table per "
+        "dataset and box source."
+    ),
+    metrics=(
+        _pct("ap", "AP"),
+        _pct("ap50", "AP50"),
+        _pct("ap75", "AP75"),
+        _pct("ap_small", "AP small"),
+        _pct("ap_medium", "AP medium"),
+        _pct("ap_large", "AP large"),
+        _count("n_detections", "detections"),
+    ),
+    primary="ap",
+    setting_keys=("box_source",),
+    accuracy=True,
+)
+
+THROUGHPUT = TaskSpec(
+    name="throughput",
+    label="Throughput and latency",
+    description=(
+        "Images per second, latency percentiles and peak memory per component, batch size, "
+        "dtype and compile mode; one table per hardware and component."
+    ),
+    metrics=(
+        MetricSpec("images_per_s", "images/s", "higher", "max", decimals=1),
+        MetricSpec("latency_p50_ms", "p50 latency", "lower", "min", unit="ms", decimals=2),
+        MetricSpec("latency_p90_ms", "p90 latency", "lower", "min", unit="ms", decimals=2),
+        MetricSpec("peak_mem_mib", "peak memory", "lower", "max", unit="MiB", decimals=0),
+        MetricSpec("miou_vs_fp32", "mIoU vs fp32", "higher", "mean", unit="%", decimals=2),
+    ),
+    primary="images_per_s",
+    group_by=("hardware", "component"),
+    row_keys=("model", "batch_size", "dtype", "compile"),
+)
+
+MODEL = TaskSpec(
+    name="model",
+    label="Model size",
+    description="Parameter counts and multiply-accumulates per image, as recorded by the benchmark.",
+    metrics=(
+        MetricSpec("params_total", "params", "lower", "max", unit="M", display_factor=1e-6, decimals=2),
+        MetricSpec(
+            "params_image_encoder", "image encoder", "lower", "max", unit="M", display_factor=1e-6, decimals=2
+        ),
+        MetricSpec(
+            "params_prompt_encoder", "prompt encoder", "lower", "max", unit="M", display_factor=1e-6, decimals=3
+        ),
+        MetricSpec(
+            "params_mask_decoder", "mask decoder", "lower", "max", unit="M", display_factor=1e-6, decimals=2
+        ),
+        MetricSpec("macs", "MACs", "lower", "max", unit="G", display_factor=1e-9, decimals=1),
+    ),
+    primary="params_total",
+    group_by=(),
+    row_keys=("model",),
+)
+
+#: Declared tasks in the order their sections appear in the report.
+TASKS: dict[str, TaskSpec] = {t.name: t for t in (ZEROSHOT, INSTSEG, THROUGHPUT, MODEL)}
+
+_LOWER_PATTERN = re.compile(
+    r"(latency|_ms$|(^|_)ms(_|$)|time|seconds|(^|_)s$|mem|mib|gib|bytes|loss|error|(^|_)err"
+    r"|params|macs|flops|size)",
+    re.IGNORECASE,
+)
+_COUNT_PATTERN = re.compile(r"^(n|num|count)_|_count$", re.IGNORECASE)
+
+
+def guess_direction(name: str) -> Direction | None:
+    """Direction of an undeclared metric from its name.
+
+    Counts (``n_*``, ``num_*``, ``*_count``) have no direction; names that speak of time,
+    latency, memory, loss, error or model size are lower-is-better; everything else
+    (accuracy-like scores, throughput) is higher-is-better.
+    """
+    if _COUNT_PATTERN.search(name):
+        return None
+    if "per_s" in name.lower() or "throughput" in name.lower() or "fps" in name.lower():
+        return "higher"
+    if _LOWER_PATTERN.search(name):
+        return "lower"
+    return "higher"
+
+
+def guess_metric(name: str) -> MetricSpec:
+    """A :class:`MetricSpec` for a metric no task declares."""
+    direction = guess_direction(name)
+    aggregation: Aggregation = "mean" if direction is not None else "max"
+    return MetricSpec(name=name, label=name, direction=direction, aggregation=aggregation, decimals=3)
+
+
+def generic_task(name: str, metric_names: list[str]) -> TaskSpec:
+    """A spec for a task no module declares: every metric guessed, the first one primary."""
+    names = list(dict.fromkeys(metric_names)) or ["value"]
+    metrics = tuple(guess_metric(n) for n in names)
+    ranked = [m.name for m in metrics if m.direction is not None]
+    return TaskSpec(
+        name=name,
+        label=f"{name} (generic table)",
+        description=(
+            "Task without a declared metric spec: metric directions are inferred from their names."
+        ),
+        metrics=metrics,
+        primary=ranked[0] if ranked else metrics[0].name,
+        declared=False,
+    )
+
+
+def task_spec(name: str, metric_names: list[str] | None = None) -> TaskSpec:
+    """The declared spec of ``name``, or a generic spec over ``metric_names``."""
+    if name in TASKS:
+        return TASKS[name]
+    return generic_task(name, metric_names or [])
+
+
+def metric_direction(task: str, metric: str) -> Direction | None:
+    """Direction of ``metric`` within ``task`` (declared, or guessed from the name)."""
+    if task in TASKS:
+        return TASKS[task].metric(metric).direction
+    return guess_direction(metric)

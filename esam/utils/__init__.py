@@ -1,0 +1,1 @@
+"""Small helpers shared across esam: atomic file output and run metadata."""
