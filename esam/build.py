@@ -14,7 +14,13 @@ from typing import Any
 
 from torch import nn
 
-from esam.modeling import EfficientSam, ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
+from esam.modeling import (
+    EfficientSam,
+    ImageEncoderViT,
+    MaskDecoder,
+    PromptEncoder,
+    TwoWayTransformer,
+)
 
 
 @dataclass(frozen=True)
@@ -56,14 +62,18 @@ class EfficientSamConfig:
 
     def __post_init__(self) -> None:
         if self.img_size % self.patch_size:
-            raise ValueError(f"img_size {self.img_size} must be a multiple of patch_size {self.patch_size}")
+            raise ValueError(
+                f"img_size {self.img_size} must be a multiple of patch_size {self.patch_size}"
+            )
         if self.encoder_embed_dim % self.encoder_num_heads:
             raise ValueError(
                 f"encoder_embed_dim {self.encoder_embed_dim} must be divisible by encoder_num_heads {self.encoder_num_heads}"
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EfficientSamConfig:
@@ -116,15 +126,14 @@ def build_from_config(cfg: EfficientSamConfig) -> EfficientSam:
         ),
         decoder_max_num_input_points=cfg.decoder_max_num_input_points,
     )
-    model.config = cfg  # type: ignore[assignment]
-    model.model_name = None  # type: ignore[assignment]
+    model.config = cfg
     return model
 
 
 def _build(name: str, checkpoint: str | Path | None = None, **overrides: Any) -> EfficientSam:
     cfg = dataclasses.replace(MODEL_CONFIGS[name], **overrides)
     model = build_from_config(cfg)
-    model.model_name = name  # type: ignore[assignment]
+    model.model_name = name
     if checkpoint is not None:
         from esam.checkpoint import load_model_weights
 

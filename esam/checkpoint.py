@@ -44,7 +44,9 @@ def _torch_load_bytes(data: bytes | io.BytesIO, source: str) -> Any:
     try:
         return torch.load(buf, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        raise CheckpointError(f"{source}: cannot be read as a PyTorch checkpoint with weights_only=True: {e}") from e
+        raise CheckpointError(
+            f"{source}: cannot be read as a PyTorch checkpoint with weights_only=True: {e}"
+        ) from e
 
 
 def _read_official_zip(path: Path) -> Any:
@@ -55,7 +57,9 @@ def _read_official_zip(path: Path) -> Any:
             return None
         inner = [n for n in names if n.endswith((".pt", ".pth", ".safetensors"))]
         if len(inner) != 1:
-            raise CheckpointError(f"{path}: expected exactly one .pt/.pth/.safetensors file in the archive, found {inner or names}")
+            raise CheckpointError(
+                f"{path}: expected exactly one .pt/.pth/.safetensors file in the archive, found {inner or names}"
+            )
         data = zf.read(inner[0])
     if inner[0].endswith(".safetensors"):
         from safetensors.torch import load as st_load
@@ -108,7 +112,11 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
 
 def _unpack(obj: Any, source: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if isinstance(obj, dict) and obj.get("format") == ESAM_FORMAT:
-        info = {"format": ESAM_FORMAT, "model_name": obj.get("model_name"), "config": obj.get("config")}
+        info = {
+            "format": ESAM_FORMAT,
+            "model_name": obj.get("model_name"),
+            "config": obj.get("config"),
+        }
         state = obj.get("model")
     elif isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         info, state = {"format": "official"}, obj["model"]
@@ -137,14 +145,22 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
     )
     if missing or unexpected or mismatched:
         parts = [f"{source}: checkpoint does not match the model"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+        for title, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        ):
             if items:
-                shown = ", ".join(items[:20]) + (f", ... ({len(items)} in all)" if len(items) > 20 else "")
+                shown = ", ".join(items[:20]) + (
+                    f", ... ({len(items)} in all)" if len(items) > 20 else ""
+                )
                 parts.append(f"{title} ({len(items)}): {shown}")
         raise CheckpointError("\n  ".join(parts))
 
 
-def load_model_weights(model: nn.Module, path: str | os.PathLike[str], expected_name: str | None = None) -> dict[str, Any]:
+def load_model_weights(
+    model: nn.Module, path: str | os.PathLike[str], expected_name: str | None = None
+) -> dict[str, Any]:
     """Load a checkpoint strictly into ``model``.
 
     Args:
@@ -188,5 +204,7 @@ def save_checkpoint(
             meta["config"] = json.dumps(config)
         return write_bytes_atomic(path, save(state, metadata=meta))
     buf = io.BytesIO()
-    torch.save({"format": ESAM_FORMAT, "model_name": model_name, "config": config, "model": state}, buf)
+    torch.save(
+        {"format": ESAM_FORMAT, "model_name": model_name, "config": config, "model": state}, buf
+    )
     return write_bytes_atomic(path, buf.getvalue())

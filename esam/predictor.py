@@ -53,7 +53,7 @@ class EfficientSamPredictor:
     def set_image(self, image: np.ndarray) -> None:
         """Encode an HxWx3 uint8 RGB image; the embedding is kept for later prompts."""
         check_image_array(image)
-        t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+        t = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None]
         t = t.to(self.device, dtype=torch.float32) / 255.0
         self.features = self.model.get_image_embeddings(t)
         self.original_size = (int(image.shape[0]), int(image.shape[1]))
@@ -146,7 +146,9 @@ class EfficientSamPredictor:
         if point_coords is not None or point_labels is not None:
             c, lab = check_points_and_labels(point_coords, point_labels)
             if q is not None and c.shape[0] != q:
-                raise ValueError(f"boxes has {q} queries but point_coords has {c.shape[0]}; they must match")
+                raise ValueError(
+                    f"boxes has {q} queries but point_coords has {c.shape[0]}; they must match"
+                )
             q = c.shape[0]
             parts_p.append(c)
             parts_l.append(lab)
@@ -156,7 +158,9 @@ class EfficientSamPredictor:
         lbl = np.concatenate(parts_l, axis=1)
         check_prompt_count(int(pts.shape[1]))
         if np.all(lbl == -1, axis=1).any():
-            raise ValueError("every query needs at least one prompt point that is not padding (label -1)")
+            raise ValueError(
+                "every query needs at least one prompt point that is not padding (label -1)"
+            )
         return pts, lbl
 
     def _upsample_to_bool(self, low: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -166,5 +170,7 @@ class EfficientSamPredictor:
         step = max(1, self.upsample_chunk)
         for i in range(0, q, step):
             part = F.interpolate(low[i : i + step].flatten(0, 1)[:, None], size, mode="bicubic")
-            out[i : i + step] = (part > self.model.mask_threshold).reshape(-1, m, *size).cpu().numpy()
+            out[i : i + step] = (
+                (part > self.model.mask_threshold).reshape(-1, m, *size).cpu().numpy()
+            )
         return out

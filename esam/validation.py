@@ -18,7 +18,9 @@ MAX_POINTS_PER_QUERY = 6
 def check_image_array(image: object, name: str = "image") -> np.ndarray:
     """An HxWx3 uint8 RGB array."""
     if not isinstance(image, np.ndarray):
-        raise ValueError(f"{name} must be a numpy array of shape HxWx3 and dtype uint8, got {type(image).__name__}")
+        raise ValueError(
+            f"{name} must be a numpy array of shape HxWx3 and dtype uint8, got {type(image).__name__}"
+        )
     if image.dtype != np.uint8:
         raise ValueError(f"{name} must have dtype uint8 (RGB values 0..255), got {image.dtype}")
     if image.ndim != 3 or image.shape[2] != 3:
@@ -31,14 +33,20 @@ def check_image_array(image: object, name: str = "image") -> np.ndarray:
 def check_image_batch(images: object, name: str = "images") -> torch.Tensor:
     """A Bx3xHxW floating-point tensor with values in [0, 1]."""
     if not isinstance(images, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape Bx3xHxW, got {type(images).__name__}")
+        raise ValueError(
+            f"{name} must be a torch.Tensor of shape Bx3xHxW, got {type(images).__name__}"
+        )
     if not images.is_floating_point():
-        raise ValueError(f"{name} must be floating point with values in [0, 1] (uint8 / 255), got {images.dtype}")
+        raise ValueError(
+            f"{name} must be floating point with values in [0, 1] (uint8 / 255), got {images.dtype}"
+        )
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"{name} must have shape Bx3xHxW, got {tuple(images.shape)}")
     if images.numel() and (images.min() < 0 or images.max() > 1):
         lo, hi = float(images.min()), float(images.max())
-        raise ValueError(f"{name} must have values in [0, 1] (divide uint8 images by 255), got range [{lo:.3g}, {hi:.3g}]")
+        raise ValueError(
+            f"{name} must have values in [0, 1] (divide uint8 images by 255), got range [{lo:.3g}, {hi:.3g}]"
+        )
     return images
 
 
@@ -62,7 +70,9 @@ def check_point_batch(points: object, labels: object) -> tuple[torch.Tensor, tor
         raise ValueError(f"points must be a tensor of shape BxQxNx2 (x, y pixels), got {shape}")
     if not isinstance(labels, torch.Tensor) or tuple(labels.shape) != tuple(points.shape[:3]):
         shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
-        raise ValueError(f"labels must be a tensor of shape BxQxN = {tuple(points.shape[:3])}, got {shape}")
+        raise ValueError(
+            f"labels must be a tensor of shape BxQxN = {tuple(points.shape[:3])}, got {shape}"
+        )
     check_labels_values(labels)
     return points, labels
 
@@ -89,7 +99,9 @@ def check_boxes(boxes: object, name: str = "boxes", single: bool = False) -> np.
         raise ValueError(f"{name} must be {expected}, got shape {arr.shape}")
     bad = np.nonzero((arr[:, 2] < arr[:, 0]) | (arr[:, 3] < arr[:, 1]))[0]
     if bad.size:
-        raise ValueError(f"{name} must satisfy x1 >= x0 and y1 >= y0, got {arr[bad[0]].tolist()} at index {int(bad[0])}")
+        raise ValueError(
+            f"{name} must satisfy x1 >= x0 and y1 >= y0, got {arr[bad[0]].tolist()} at index {int(bad[0])}"
+        )
     return arr
 
 
@@ -106,9 +118,13 @@ def check_points_and_labels(
     if coords.ndim != want or coords.shape[-1] != 2:
         raise ValueError(f"point_coords must have shape {form} (x, y pixels), got {coords.shape}")
     if labels.shape != coords.shape[:-1]:
-        raise ValueError(f"point_labels must have shape {coords.shape[:-1]} to match point_coords, got {labels.shape}")
+        raise ValueError(
+            f"point_labels must have shape {coords.shape[:-1]} to match point_coords, got {labels.shape}"
+        )
     if not np.all(labels == np.round(labels)):
-        raise ValueError(f"point_labels must be integers in {{-1, 0, 1, 2, 3}}, got {labels.tolist()}")
+        raise ValueError(
+            f"point_labels must be integers in {{-1, 0, 1, 2, 3}}, got {labels.tolist()}"
+        )
     check_labels_values(labels.astype(np.int64), "point_labels")
     return coords, labels.astype(np.int64)
 

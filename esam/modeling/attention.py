@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, use_sdpa: bool = True) -> torch.Tensor:
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, use_sdpa: bool = True
+) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v.
 
     Args:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -9,6 +11,8 @@ from torch import Tensor, nn
 from esam.modeling.image_encoder import ImageEncoderViT
 from esam.modeling.mask_decoder import MaskDecoder
 from esam.modeling.prompt_encoder import PromptEncoder
+from esam.modeling.transformer import TwoWayAttention
+from esam.modeling.vit import Attention
 from esam.validation import check_image_batch, check_point_batch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,6 +33,10 @@ class EfficientSam(nn.Module):
     image_format: str = "RGB"
     pixel_mean: Tensor
     pixel_std: Tensor
+    config: Any = None
+    """The architecture config the model was built from (set by the builders)."""
+    model_name: str | None = None
+    """Registry name, when built through the registry."""
 
     def __init__(
         self,
@@ -44,8 +52,12 @@ class EfficientSam(nn.Module):
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
         self.decoder_max_num_input_points = decoder_max_num_input_points
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False
+        )
 
     @property
     def img_size(self) -> int:
@@ -71,7 +83,9 @@ class EfficientSam(nn.Module):
         y = torch.where(batched_points[..., 1] >= 0, batched_points[..., 1] * s / input_h, -1.0)
         return torch.stack([x, y], dim=-1)
 
-    def encode_prompts(self, batched_points: Tensor, batched_point_labels: Tensor, input_h: int, input_w: int) -> Tensor:
+    def encode_prompts(
+        self, batched_points: Tensor, batched_point_labels: Tensor, input_h: int, input_w: int
+    ) -> Tensor:
         """Sparse embeddings BxQxPxC for points BxQxNx2 (input pixels) and labels BxQxN.
 
         Prompts are padded with label -1 (or truncated, as the official model does) to
@@ -120,7 +134,9 @@ class EfficientSam(nn.Module):
         )
         if output_h > 0 and output_w > 0:
             b, q, m = low_res.shape[:3]
-            up = F.interpolate(low_res.flatten(0, 2).unsqueeze(1), (output_h, output_w), mode="bicubic")
+            up = F.interpolate(
+                low_res.flatten(0, 2).unsqueeze(1), (output_h, output_w), mode="bicubic"
+            )
             low_res = up.reshape(b, q, m, output_h, output_w)
         return low_res, iou
 
@@ -159,7 +175,7 @@ def set_reference_mode(model: nn.Module, enabled: bool = True) -> nn.Module:
     agree to float rounding; benchmarks use it as the baseline.
     """
     for m in model.modules():
-        if hasattr(m, "use_sdpa"):
+        if isinstance(m, (Attention, TwoWayAttention)):
             m.use_sdpa = not enabled
         if isinstance(m, MaskDecoder):
             m.reference_mode = enabled

@@ -66,7 +66,8 @@ class MaskDecoder(nn.Module):
             in_dim = out_dim
         self.final_output_upscaling_layers = nn.ModuleList(layers)
         self.output_hypernetworks_mlps = nn.ModuleList(
-            MLPBlock(transformer_dim, transformer_dim, in_dim, 2, activation) for _ in range(self.num_mask_tokens)
+            MLPBlock(transformer_dim, transformer_dim, in_dim, 2, activation)
+            for _ in range(self.num_mask_tokens)
         )
         self.iou_prediction_head = MLPBlock(
             transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth, activation
@@ -102,13 +103,20 @@ class MaskDecoder(nn.Module):
         if self.reference_mode:
             # Official behaviour: one copy of the image embedding per prompt, all at once.
             tiled = torch.tile(image_embeddings[:, None], [1, q, 1, 1, 1]).flatten(0, 1)
-            masks, iou = self.predict_masks(tiled, image_pe, sparse_prompt_embeddings.reshape(b * q, n, c), out_slice)
+            masks, iou = self.predict_masks(
+                tiled, image_pe, sparse_prompt_embeddings.reshape(b * q, n, c), out_slice
+            )
             return masks.unflatten(0, (b, q)), iou.unflatten(0, (b, q))
         step = self.max_queries_per_pass or q
         mask_rows, iou_rows = [], []
         for i in range(b):
             parts = [
-                self.predict_masks(image_embeddings[i : i + 1], image_pe, sparse_prompt_embeddings[i, j : j + step], out_slice)
+                self.predict_masks(
+                    image_embeddings[i : i + 1],
+                    image_pe,
+                    sparse_prompt_embeddings[i, j : j + step],
+                    out_slice,
+                )
                 for j in range(0, q, step)
             ]
             mask_rows.append(torch.cat([p[0] for p in parts]))
@@ -116,7 +124,11 @@ class MaskDecoder(nn.Module):
         return torch.stack(mask_rows), torch.stack(iou_rows)
 
     def predict_masks(
-        self, image_embeddings: Tensor, image_pe: Tensor, sparse_prompt_embeddings: Tensor, out_slice: slice
+        self,
+        image_embeddings: Tensor,
+        image_pe: Tensor,
+        sparse_prompt_embeddings: Tensor,
+        out_slice: slice,
     ) -> tuple[Tensor, Tensor]:
         """Decode Q prompts against one image embedding (batch 1, shared) or Q copies.
 
@@ -131,7 +143,9 @@ class MaskDecoder(nn.Module):
         """
         q = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
-        tokens = torch.cat([output_tokens.unsqueeze(0).expand(q, -1, -1), sparse_prompt_embeddings], dim=1)
+        tokens = torch.cat(
+            [output_tokens.unsqueeze(0).expand(q, -1, -1), sparse_prompt_embeddings], dim=1
+        )
         _, c, h, w = image_embeddings.shape
         hs, src = self.transformer(image_embeddings, image_pe, tokens)
         iou_token_out = hs[:, 0, :]
@@ -141,7 +155,9 @@ class MaskDecoder(nn.Module):
         for layer in self.final_output_upscaling_layers:
             upscaled = layer(upscaled)
         idx = range(self.num_mask_tokens)[out_slice]
-        hyper_in = torch.stack([self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in idx], dim=1)
+        hyper_in = torch.stack(
+            [self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in idx], dim=1
+        )
         _, uc, uh, uw = upscaled.shape
         masks = (hyper_in @ upscaled.reshape(q, uc, uh * uw)).reshape(q, -1, uh, uw)
         iou_pred = self.iou_prediction_head(iou_token_out)[:, out_slice]

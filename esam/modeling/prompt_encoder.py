@@ -36,7 +36,9 @@ class PositionEmbeddingRandom(nn.Module):
         x = (grid.cumsum(dim=1) - 0.5) / w
         return self._pe_encoding(torch.stack([x, y], dim=-1)).permute(2, 0, 1)
 
-    def forward_with_coords(self, coords: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    def forward_with_coords(
+        self, coords: torch.Tensor, image_size: tuple[int, int]
+    ) -> torch.Tensor:
         """Encode pixel coordinates BxNx2 (x, y) in an image of ``image_size`` (h, w): -> BxNxC."""
         h, w = image_size
         norm = torch.stack([coords[..., 0] / w, coords[..., 1] / h], dim=-1)

@@ -49,7 +49,9 @@ class TwoWayAttention(nn.Module):
         """q: BqxNqxC, k/v: BkxNkxC with Bq, Bk equal or one of them 1 -> BxNqxC."""
         q, k, v = self.q_proj(q), self.k_proj(k), self.v_proj(v)
         batch = max(q.shape[0], k.shape[0])
-        out = attention(self._heads(q, batch), self._heads(k, batch), self._heads(v, batch), self.use_sdpa)
+        out = attention(
+            self._heads(q, batch), self._heads(k, batch), self._heads(v, batch), self.use_sdpa
+        )
         b, h, n, c = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * c))
 
@@ -69,15 +71,21 @@ class TwoWayAttentionBlock(nn.Module):
         super().__init__()
         self.self_attn = TwoWayAttention(embedding_dim, num_heads)
         self.norm1 = nn.LayerNorm(embedding_dim)
-        self.cross_attn_token_to_image = TwoWayAttention(embedding_dim, num_heads, attention_downsample_rate)
+        self.cross_attn_token_to_image = TwoWayAttention(
+            embedding_dim, num_heads, attention_downsample_rate
+        )
         self.norm2 = nn.LayerNorm(embedding_dim)
         self.mlp = MLPBlock(embedding_dim, mlp_dim, embedding_dim, 1, activation)
         self.norm3 = nn.LayerNorm(embedding_dim)
         self.norm4 = nn.LayerNorm(embedding_dim)
-        self.cross_attn_image_to_token = TwoWayAttention(embedding_dim, num_heads, attention_downsample_rate)
+        self.cross_attn_image_to_token = TwoWayAttention(
+            embedding_dim, num_heads, attention_downsample_rate
+        )
         self.skip_first_layer_pe = skip_first_layer_pe
 
-    def forward(self, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """queries/query_pe: QxNtxC; keys: (Q or 1)xNixC; key_pe: 1xNixC -> (queries, keys)."""
         if not self.skip_first_layer_pe:
             queries = queries + query_pe
@@ -119,14 +127,23 @@ class TwoWayTransformer(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(
             TwoWayAttentionBlock(
-                embedding_dim, num_heads, mlp_dim, activation, attention_downsample_rate, skip_first_layer_pe=i == 0
+                embedding_dim,
+                num_heads,
+                mlp_dim,
+                activation,
+                attention_downsample_rate,
+                skip_first_layer_pe=i == 0,
             )
             for i in range(depth)
         )
-        self.final_attn_token_to_image = TwoWayAttention(embedding_dim, num_heads, attention_downsample_rate)
+        self.final_attn_token_to_image = TwoWayAttention(
+            embedding_dim, num_heads, attention_downsample_rate
+        )
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
-    def forward(self, image_embedding: Tensor, image_pe: Tensor, point_embedding: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, image_embedding: Tensor, image_pe: Tensor, point_embedding: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """Run the transformer.
 
         Args:

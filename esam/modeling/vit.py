@@ -43,7 +43,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        qkv = (
+            self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        )
         out = attention(qkv[0], qkv[1], qkv[2], self.use_sdpa)  # B x heads x N x C/heads
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
@@ -76,7 +78,9 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], has_cls_slot: bool) -> torch.Tensor:
+def resize_pos_embed(
+    pos_embed: torch.Tensor, grid: tuple[int, int], has_cls_slot: bool
+) -> torch.Tensor:
     """Position embedding for an input grid.
 
     Args:
@@ -200,7 +204,9 @@ class ViT(nn.Module):
         else of BxNxC token tensors.
         """
         tokens, (h, w) = self.embed(x)
-        wanted = set(range(len(self.blocks) - n, len(self.blocks))) if isinstance(n, int) else set(n)
+        wanted = (
+            set(range(len(self.blocks) - n, len(self.blocks))) if isinstance(n, int) else set(n)
+        )
         outs = []
         for i, blk in enumerate(self.blocks):
             tokens = blk(tokens)

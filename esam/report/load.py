@@ -164,10 +164,15 @@ def hardware_label(meta: dict[str, Any]) -> str:
     return device or "unknown"
 
 
-def _setting(task: str, config: dict[str, Any]) -> str:
+def _setting(task: str, config: dict[str, Any], model: dict[str, Any]) -> str:
+    """The ``setting`` text: values of the task's setting keys, from the config or the model."""
     spec = TASKS.get(task)
     keys = spec.setting_keys if spec else ("prompt", "setting")
-    parts = [str(config[k]) for k in keys if config.get(k) not in (None, "")]
+    parts = []
+    for key in keys:
+        value = config.get(key, model.get(key))
+        if value not in (None, ""):
+            parts.append(str(value))
     return " / ".join(parts)
 
 
@@ -187,7 +192,9 @@ def results_to_rows(obj: dict[str, Any], path: str) -> list[dict[str, Any]]:
 
     Flat ``metrics`` give one row per number (nested dicts are flattened with dotted names).
     List-valued ``metrics`` (benchmark sweeps) give one row per number per list entry, with the
-    entry's ``component``/``batch_size``/``dtype``/``compile`` as configuration columns. The
+    entry's ``component``/``batch_size``/``dtype``/``compile`` as configuration columns. A task
+    with a declared spec contributes only its declared metrics (other numbers in its metrics,
+    such as warm-up counts, are configuration); an undeclared task contributes every number. The
     model's ``params`` and ``macs`` become rows of the ``model`` task. Percentages written as
     fractions (every one within [0, 1]) are scaled to 0-100 and the row's ``note`` says so.
     """
@@ -200,7 +207,7 @@ def results_to_rows(obj: dict[str, Any], path: str) -> list[dict[str, Any]]:
         "task": task,
         "model": str(model.get("name")),
         "dataset": (dataset or {}).get("name") or config.get("dataset") or "",
-        "setting": _setting(task, config),
+        "setting": _setting(task, config, model),
         "source": "measured",
         "commit": _short_commit(meta.get("git_commit")),
         "device": meta.get("device") or "",
@@ -217,6 +224,8 @@ def results_to_rows(obj: dict[str, Any], path: str) -> list[dict[str, Any]]:
     def add(extra: dict[str, Any], numbers: list[tuple[str, float]], scale: float) -> None:
         tspec = spec
         for name, value in numbers:
+            if tspec.declared and not tspec.is_declared(name):
+                continue  # bookkeeping numbers of a declared task (warm-up counts, ...)
             mspec = tspec.metric(name)
             scaled = scale != 1.0 and tspec.is_declared(name) and mspec.unit == "%"
             row = dict(base, **extra)

@@ -80,7 +80,8 @@ class TaskSpec:
         description: one sentence shown under the heading.
         metrics: declared metrics in display order.
         primary: metric the leaderboard ranks by.
-        setting_keys: config keys (or metrics-row keys) whose values form the ``setting`` column.
+        setting_keys: keys of the config (or, failing that, of the model block) whose values form
+            the ``setting`` column.
         group_by: tidy columns that split the task into separate tables (one per value).
         row_keys: tidy columns identifying one row within a table (besides ``source``).
         accuracy: whether the primary metric is an accuracy usable on a plot's accuracy axis.
@@ -177,8 +178,9 @@ THROUGHPUT = TaskSpec(
         MetricSpec("miou_vs_fp32", "mIoU vs fp32", "higher", "mean", unit="%", decimals=2),
     ),
     primary="images_per_s",
+    setting_keys=("mode",),
     group_by=("hardware", "component"),
-    row_keys=("model", "batch_size", "dtype", "compile"),
+    row_keys=("model", "setting", "batch_size", "dtype", "compile"),
 )
 
 MODEL = TaskSpec(
@@ -234,6 +236,11 @@ def guess_metric(name: str) -> MetricSpec:
     """A :class:`MetricSpec` for a metric no task declares."""
     direction = guess_direction(name)
     aggregation: Aggregation = "mean" if direction is not None else "max"
+    lowered = name.lower()
+    if lowered.startswith("params"):
+        return MetricSpec(name, name, direction, "max", unit="M", display_factor=1e-6, decimals=2)
+    if lowered.startswith(("macs", "flops")):
+        return MetricSpec(name, name, direction, "max", unit="G", display_factor=1e-9, decimals=1)
     return MetricSpec(name=name, label=name, direction=direction, aggregation=aggregation, decimals=3)
 
 

@@ -58,11 +58,17 @@ def git_commit(path: str | os.PathLike[str] | None = None) -> str | None:
     try:
         sha = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -98,10 +104,17 @@ def hardware_info(device: str = "cpu") -> dict[str, Any]:
             info["cuda_version"] = torch.version.cuda
             info["cudnn_version"] = torch.backends.cudnn.version()
             try:
-                drv = subprocess.run(
-                    ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                    capture_output=True, text=True, timeout=10, check=True,
-                ).stdout.strip().splitlines()
+                drv = (
+                    subprocess.run(
+                        ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                        capture_output=True,
+                        text=True,
+                        timeout=10,
+                        check=True,
+                    )
+                    .stdout.strip()
+                    .splitlines()
+                )
                 info["gpu_driver"] = drv[idx] if idx < len(drv) else (drv[0] if drv else None)
             except (OSError, subprocess.SubprocessError):
                 info["gpu_driver"] = None
@@ -110,7 +123,9 @@ def hardware_info(device: str = "cpu") -> dict[str, Any]:
     return info
 
 
-def run_metadata(device: str = "cpu", dtype: str = "fp32", start_time: str | None = None) -> dict[str, Any]:
+def run_metadata(
+    device: str = "cpu", dtype: str = "fp32", start_time: str | None = None
+) -> dict[str, Any]:
     """The ``meta`` block of a results file.
 
     Args:

@@ -28,7 +28,15 @@ REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
     "metrics": (dict, list),
     "meta": dict,
 }
-REQUIRED_META_KEYS = ("git_commit", "versions", "hardware", "device", "dtype", "start_time", "end_time")
+REQUIRED_META_KEYS = (
+    "git_commit",
+    "versions",
+    "hardware",
+    "device",
+    "dtype",
+    "start_time",
+    "end_time",
+)
 
 
 class ResultsSchemaError(ValueError):
@@ -42,14 +50,18 @@ def validate_results(obj: Any, source: str = "<results>") -> dict[str, Any]:
         ResultsSchemaError: naming ``source`` and the first offending key.
     """
     if not isinstance(obj, dict):
-        raise ResultsSchemaError(f"{source}: top level must be a JSON object, got {type(obj).__name__}")
+        raise ResultsSchemaError(
+            f"{source}: top level must be a JSON object, got {type(obj).__name__}"
+        )
     for key, typ in REQUIRED_KEYS.items():
         if key not in obj:
             raise ResultsSchemaError(f"{source}: missing key '{key}'")
         if not isinstance(obj[key], typ):
             raise ResultsSchemaError(f"{source}: key '{key}' has type {type(obj[key]).__name__}")
     if obj["schema"] != RESULTS_SCHEMA:
-        raise ResultsSchemaError(f"{source}: schema is {obj['schema']!r}, expected {RESULTS_SCHEMA!r}")
+        raise ResultsSchemaError(
+            f"{source}: schema is {obj['schema']!r}, expected {RESULTS_SCHEMA!r}"
+        )
     if "name" not in obj["model"]:
         raise ResultsSchemaError(f"{source}: missing key 'model.name'")
     for key in REQUIRED_META_KEYS:

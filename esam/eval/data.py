@@ -1,0 +1,457 @@
+"""COCO and LVIS instance annotations: loading, image resolution, validation and skip counting.
+
+Annotations are read through ``pycocotools`` (COCO) or the ``lvis`` package (LVIS v0.5 and v1).
+LVIS images live in COCO's ``train2017`` / ``val2017`` folders; their path is resolved from the
+image's ``coco_url`` (``<images>/<split>/<file>`` or ``<images>/<file>``).
+
+Nothing is dropped silently: every instance or image left out is counted under one of the
+``SKIP_*`` reasons below, and the counts go into the results file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("coco", "lvis")
+
+# instance-level skip reasons (counts of instances)
+SKIP_CROWD = "crowd"
+SKIP_AREA = "area_lt_1"
+SKIP_NO_SEGMENTATION = "no_segmentation"
+SKIP_SHORT_POLYGON = "polygon_lt_3_points"
+SKIP_BAD_POLYGON = "invalid_polygon"
+SKIP_BAD_RLE = "invalid_rle"
+SKIP_ZERO_BOX = "zero_size_box"
+SKIP_EMPTY_MASK = "empty_mask"
+SKIP_UNKNOWN_IMAGE = "annotation_unknown_image"
+SKIP_IN_SKIPPED_IMAGE = "instance_in_skipped_image"
+# image-level skip reasons (counts of images)
+SKIP_IMAGE_MISSING = "image_missing"
+SKIP_IMAGE_CORRUPT = "image_corrupt"
+SKIP_IMAGE_SIZE = "image_size_mismatch"
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """One ground-truth instance as given by the annotation file.
+
+    Attributes:
+        ann_id: annotation id.
+        category_id: category id.
+        area: the annotation's ``area`` field (pixels), used for the size buckets.
+        iscrowd: 1 for crowd regions, 0 otherwise (LVIS has no crowd regions).
+        bbox: (x, y, w, h) in image pixels, or None when the annotation has none.
+        segmentation: polygons (list of [x0, y0, x1, y1, ...]) or RLE dict, as stored.
+    """
+
+    ann_id: int
+    category_id: int
+    area: float
+    iscrowd: int
+    bbox: tuple[float, float, float, float] | None
+    segmentation: Any = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image and its kept instances.
+
+    Attributes:
+        image_id: image id.
+        height, width: size declared by the annotation file.
+        path: resolved image file, or None when no candidate exists.
+        tried: candidate paths looked at, for error messages.
+        instances: the instances that passed the annotation checks, by annotation id.
+    """
+
+    image_id: int
+    height: int
+    width: int
+    path: str | None
+    tried: tuple[str, ...]
+    instances: tuple[InstanceSpec, ...] = ()
+
+
+@dataclass
+class AnnotationSet:
+    """A loaded annotation file restricted to the evaluated images.
+
+    Attributes:
+        dataset: ``coco`` or ``lvis``.
+        annotations: the annotation file.
+        images_dir: the image folder.
+        images: the evaluated images, sorted by id (after ``limit_images``).
+        skips: instance and image skip counts so far, by reason.
+        api: the ``pycocotools.coco.COCO`` or ``lvis.LVIS`` object.
+        n_images_in_file: images listed in the annotation file.
+        info: facts about the file (LVIS version, category count).
+    """
+
+    dataset: str
+    annotations: Path
+    images_dir: Path
+    images: list[ImageSpec]
+    skips: Counter[str]
+    api: Any
+    n_images_in_file: int
+    info: dict[str, Any]
+
+
+class ImageReadError(Exception):
+    """An image could not be used; ``reason`` is one of the image-level skip reasons."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def load_api(dataset: str, annotations: str | Path) -> Any:
+    """Load an annotation file with pycocotools (``coco``) or the lvis package (``lvis``).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: unknown dataset, or the file is not a valid annotation json.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
+    path = Path(annotations)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"annotation file not found: {path}. COCO instances_val2017.json is published at "
+            "cocodataset.org (2017 Train/Val annotations); LVIS lvis_v1_val.json at lvisdataset.org."
+        )
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a valid JSON file: {e}") from e
+    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
+        raise ValueError(f"{path}: not an instance annotation file (needs 'images' and 'annotations')")
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            if dataset == "coco":
+                from pycocotools.coco import COCO
+
+                api: Any = COCO()
+                api.dataset = data
+                api.createIndex()
+            else:
+                from lvis import LVIS
+
+                api = _lvis_from_dict(LVIS, data)
+    except (KeyError, TypeError, AssertionError) as e:
+        raise ValueError(f"{path}: cannot be indexed as a {dataset} annotation file: {e!r}") from e
+    for line in buf.getvalue().splitlines():
+        log.debug("%s", line)
+    return api
+
+
+def _lvis_from_dict(lvis_cls: Any, data: dict[str, Any]) -> Any:
+    """An ``lvis.LVIS`` built from an already parsed dict (its constructor wants a path)."""
+    api = lvis_cls.__new__(lvis_cls)
+    api.logger = logging.getLogger("lvis")
+    api.dataset = data
+    api._create_index()
+    return api
+
+
+def image_entries(api: Any) -> dict[int, dict[str, Any]]:
+    """Image id -> image entry of the annotation file (COCO and LVIS objects alike)."""
+    return dict(api.imgs)
+
+
+def annotations_by_image(api: Any, dataset: str) -> dict[int, list[dict[str, Any]]]:
+    """Image id -> its annotations, each list sorted by annotation id."""
+    grouped: dict[int, list[dict[str, Any]]] = {}
+    for ann in api.dataset["annotations"]:
+        grouped.setdefault(int(ann["image_id"]), []).append(ann)
+    for anns in grouped.values():
+        anns.sort(key=lambda a: int(a["id"]))
+    return grouped
+
+
+def resolve_image_path(images_dir: Path, entry: dict[str, Any], dataset: str) -> tuple[str | None, tuple[str, ...]]:
+    """Find an image file.
+
+    COCO entries are looked up by ``file_name``; LVIS entries by ``coco_url`` (the COCO split
+    folder and file name), since LVIS images are COCO images. Both fall back to the other key
+    and to the bare file name in ``images_dir``.
+
+    Returns:
+        (path or None, candidate paths tried in order).
+    """
+    candidates: list[Path] = []
+    by_url: list[Path] = []
+    url = entry.get("coco_url")
+    if isinstance(url, str) and url:
+        parts = url.rstrip("/").split("/")
+        by_url = [images_dir / parts[-2] / parts[-1], images_dir / parts[-1]] if len(parts) >= 2 else []
+    by_name: list[Path] = []
+    name = entry.get("file_name")
+    if isinstance(name, str) and name:
+        by_name = [images_dir / name, images_dir / Path(name).name]
+        stem = Path(name).name
+        if stem.startswith("COCO_") and stem.count("_") >= 2:  # COCO_val2014_000000123.jpg
+            bare = stem.split("_", 2)[2]
+            by_name += [images_dir / bare]
+    candidates = by_name + by_url if dataset == "coco" else by_url + by_name
+    seen: list[str] = []
+    for c in candidates:
+        s = str(c)
+        if s in seen:
+            continue
+        seen.append(s)
+        if c.is_file():
+            return s, tuple(seen)
+    return None, tuple(seen)
+
+
+def polygon_problem(segmentation: list[Any]) -> str | None:
+    """Skip reason for a polygon list, or None when every part has >= 3 (x, y) points."""
+    if len(segmentation) == 0:
+        return SKIP_NO_SEGMENTATION
+    for part in segmentation:
+        if not isinstance(part, list | tuple) or not all(
+            isinstance(v, int | float) and math.isfinite(v) for v in part
+        ):
+            return SKIP_BAD_POLYGON
+        if len(part) % 2:
+            return SKIP_BAD_POLYGON
+        if len(part) < 6:
+            return SKIP_SHORT_POLYGON
+    return None
+
+
+def segmentation_problem(segmentation: Any, height: int, width: int) -> str | None:
+    """Skip reason for an annotation's segmentation, or None when it can be decoded."""
+    if segmentation is None:
+        return SKIP_NO_SEGMENTATION
+    if isinstance(segmentation, list):
+        return polygon_problem(segmentation)
+    if isinstance(segmentation, dict):
+        size, counts = segmentation.get("size"), segmentation.get("counts")
+        if not isinstance(size, list | tuple) or len(size) != 2 or counts is None:
+            return SKIP_BAD_RLE
+        if [int(size[0]), int(size[1])] != [height, width]:
+            return SKIP_BAD_RLE
+        if not isinstance(counts, list | str | bytes) or len(counts) == 0:
+            return SKIP_BAD_RLE
+        return None
+    return SKIP_NO_SEGMENTATION
+
+
+def box_problem(bbox: Any) -> str | None:
+    """Skip reason for a COCO (x, y, w, h) box, or None when it has positive width and height."""
+    if not isinstance(bbox, list | tuple) or len(bbox) != 4:
+        return SKIP_ZERO_BOX
+    try:
+        vals = [float(v) for v in bbox]
+    except (TypeError, ValueError):
+        return SKIP_ZERO_BOX
+    if not all(math.isfinite(v) for v in vals) or vals[2] <= 0 or vals[3] <= 0:
+        return SKIP_ZERO_BOX
+    return None
+
+
+def instance_problem(
+    ann: dict[str, Any],
+    height: int,
+    width: int,
+    *,
+    include_crowd: bool,
+    need_bbox: bool,
+    min_area: float = 1.0,
+) -> str | None:
+    """Why an annotation is left out of the benchmark, or None when it is kept."""
+    if int(ann.get("iscrowd", 0) or 0) and not include_crowd:
+        return SKIP_CROWD
+    if "area" not in ann:
+        raise ValueError(f"annotation id {ann.get('id')} has no 'area' field")
+    if float(ann["area"]) < min_area:
+        return SKIP_AREA
+    problem = segmentation_problem(ann.get("segmentation"), height, width)
+    if problem is not None:
+        return problem
+    if need_bbox:
+        return box_problem(ann.get("bbox"))
+    return None
+
+
+def load_annotation_set(
+    dataset: str,
+    annotations: str | Path,
+    images_dir: str | Path,
+    *,
+    include_crowd: bool = False,
+    limit_images: int | None = None,
+    need_bbox: bool = True,
+    min_area: float = 1.0,
+) -> AnnotationSet:
+    """Load annotations and keep the instances the benchmark evaluates.
+
+    Args:
+        dataset: ``coco`` or ``lvis``.
+        annotations: instance annotation json.
+        images_dir: image folder (for LVIS the folder holding COCO's split folders, or the
+            split folder itself).
+        include_crowd: keep ``iscrowd`` regions (left out by default).
+        limit_images: evaluate only the first N images by id.
+        need_bbox: the annotation's ``bbox`` must have positive width and height (box prompts
+            from annotation boxes).
+        min_area: instances with a smaller ``area`` field are left out.
+
+    Returns:
+        The images (sorted by id) with their kept instances and the skip counts.
+    """
+    if limit_images is not None and limit_images < 1:
+        raise ValueError(f"limit_images must be >= 1, got {limit_images}")
+    images_path = Path(images_dir)
+    if not images_path.is_dir():
+        raise FileNotFoundError(f"image folder not found: {images_path}")
+    api = load_api(dataset, annotations)
+    entries = image_entries(api)
+    grouped = annotations_by_image(api, dataset)
+    skips: Counter[str] = Counter()
+    unknown = sum(len(v) for k, v in grouped.items() if k not in entries)
+    if unknown:
+        log.warning("%d annotations refer to images missing from the file's 'images'", unknown)
+        skips[SKIP_UNKNOWN_IMAGE] += unknown
+    ids = sorted(entries)
+    if limit_images is not None:
+        ids = ids[:limit_images]
+    images: list[ImageSpec] = []
+    for image_id in ids:
+        entry = entries[image_id]
+        try:
+            h, w = int(entry["height"]), int(entry["width"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{annotations}: image id {image_id} lacks a valid height/width") from e
+        kept: list[InstanceSpec] = []
+        for ann in grouped.get(image_id, []):
+            problem = instance_problem(
+                ann, h, w, include_crowd=include_crowd, need_bbox=need_bbox, min_area=min_area
+            )
+            if problem is not None:
+                skips[problem] += 1
+                continue
+            bbox = ann.get("bbox")
+            kept.append(
+                InstanceSpec(
+                    ann_id=int(ann["id"]),
+                    category_id=int(ann.get("category_id", -1)),
+                    area=float(ann["area"]),
+                    iscrowd=int(ann.get("iscrowd", 0) or 0),
+                    bbox=tuple(float(v) for v in bbox) if box_problem(bbox) is None else None,  # type: ignore[arg-type]
+                    segmentation=ann["segmentation"],
+                )
+            )
+        path, tried = resolve_image_path(images_path, entry, dataset)
+        images.append(ImageSpec(image_id, h, w, path, tried, tuple(kept)))
+    info: dict[str, Any] = {"n_categories": len(api.cats)}
+    if dataset == "lvis":
+        info["lvis_version"] = {1230: "v0.5", 1203: "v1"}.get(len(api.cats), "unknown")
+    file_info = api.dataset.get("info")
+    if isinstance(file_info, dict) and "version" in file_info:
+        info["file_version"] = str(file_info["version"])
+    return AnnotationSet(
+        dataset=dataset,
+        annotations=Path(annotations),
+        images_dir=images_path,
+        images=images,
+        skips=skips,
+        api=api,
+        n_images_in_file=len(entries),
+        info=info,
+    )
+
+
+def handle_missing_images(
+    images: list[ImageSpec], skips: Counter[str], skip_bad_images: bool
+) -> list[ImageSpec]:
+    """Drop images whose file was not found, counting them, or raise.
+
+    Raises:
+        FileNotFoundError: when ``skip_bad_images`` is False and an image is missing; the
+            message names the image id and the paths tried.
+    """
+    kept = []
+    for spec in images:
+        if spec.path is not None:
+            kept.append(spec)
+            continue
+        if not skip_bad_images:
+            raise FileNotFoundError(
+                f"image id {spec.image_id} not found; tried {', '.join(spec.tried) or '(no file name)'}. "
+                "Pass the COCO image folder with --images, or --skip-bad-images to count and skip it."
+            )
+        log.warning("image id %d not found (tried %s): skipped", spec.image_id, ", ".join(spec.tried))
+        skips[SKIP_IMAGE_MISSING] += 1
+        skips[SKIP_IN_SKIPPED_IMAGE] += len(spec.instances)
+    return kept
+
+
+def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
+    """One RLE for polygons, uncompressed or compressed RLE (parts are merged)."""
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+        return mask_utils.frPyObjects(segmentation, height, width)
+    if isinstance(segmentation, dict):
+        counts = segmentation["counts"]
+        return {"size": [height, width], "counts": counts.encode() if isinstance(counts, str) else counts}
+    raise ValueError(f"unsupported segmentation of type {type(segmentation).__name__}")
+
+
+def decode_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
+    """The HxW bool mask of a segmentation (polygons or RLE)."""
+    from pycocotools import mask as mask_utils
+
+    return mask_utils.decode(segmentation_to_rle(segmentation, height, width)).astype(bool)
+
+
+def encode_mask(mask: np.ndarray) -> dict[str, Any]:
+    """Compressed RLE of an HxW bool mask, with ``counts`` as str (JSON-ready)."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+def read_image(path: str, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode an image file to HxWx3 uint8 RGB, pixels as stored (no EXIF rotation).
+
+    Raises:
+        ImageReadError: missing, undecodable or of a different size than ``expected_hw``.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            rgb = np.asarray(im.convert("RGB"))
+    except FileNotFoundError as e:
+        raise ImageReadError(SKIP_IMAGE_MISSING, f"{path}: file not found") from e
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise ImageReadError(SKIP_IMAGE_CORRUPT, f"{path}: cannot be decoded as an image ({e})") from e
+    if expected_hw is not None and tuple(rgb.shape[:2]) != tuple(expected_hw):
+        raise ImageReadError(
+            SKIP_IMAGE_SIZE,
+            f"{path}: image is {rgb.shape[0]}x{rgb.shape[1]} but the annotation file says "
+            f"{expected_hw[0]}x{expected_hw[1]}",
+        )
+    return np.ascontiguousarray(rgb)

@@ -1,0 +1,109 @@
+"""Mask IoU, COCO size buckets and the aggregate mIoU of a run.
+
+Size buckets follow COCO by the annotation's ``area``: small < 32^2, medium < 96^2, large
+otherwise. mIoU is the mean per-instance IoU in percent; sums use ``math.fsum`` so the result
+does not depend on the order rows arrive in (one process or several).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+SMALL_MAX_AREA = 32**2
+MEDIUM_MAX_AREA = 96**2
+SIZES = ("small", "medium", "large")
+
+MASK_CHOICES = ("score", "single", "oracle")
+"""How one mask is chosen from a model's outputs:
+
+* ``score``: run in multimask mode, keep the mask with the highest predicted IoU (default);
+* ``single``: run in single-output mode, keep that mask;
+* ``oracle``: run in multimask mode, keep the mask with the highest IoU against the ground truth
+  (an upper bound; SAM's paper reports it as "oracle").
+"""
+
+
+def size_bucket(area: float) -> str:
+    """COCO size bucket of an annotation area in pixels."""
+    if area < SMALL_MAX_AREA:
+        return "small"
+    if area < MEDIUM_MAX_AREA:
+        return "medium"
+    return "large"
+
+
+def mask_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """IoU in percent of matching masks.
+
+    Args:
+        pred: ...xHxW bool.
+        gt: ...xHxW bool (broadcast against ``pred``).
+
+    Returns:
+        float64 IoU in [0, 100] over the leading dims; 0 where both masks are empty.
+    """
+    pred = pred.astype(bool)
+    gt = gt.astype(bool)
+    inter = np.logical_and(pred, gt).sum(axis=(-2, -1), dtype=np.int64)
+    union = np.logical_or(pred, gt).sum(axis=(-2, -1), dtype=np.int64)
+    out = np.zeros(np.broadcast_shapes(inter.shape, union.shape), dtype=np.float64)
+    np.divide(100.0 * inter, union, out=out, where=union > 0)
+    return out
+
+
+def choose_masks(
+    masks: np.ndarray, scores: np.ndarray, gt: np.ndarray | None, mask_choice: str
+) -> np.ndarray:
+    """Index of the chosen mask for each of Q prompts.
+
+    Args:
+        masks: QxMxHxW bool.
+        scores: QxM predicted IoU.
+        gt: QxHxW bool ground truth (needed by ``oracle``).
+        mask_choice: one of :data:`MASK_CHOICES`.
+
+    Returns:
+        Q int64 indices into M (ties go to the lowest index).
+    """
+    if mask_choice == "single":
+        return np.zeros(masks.shape[0], dtype=np.int64)
+    if mask_choice == "score":
+        return np.argmax(scores, axis=1).astype(np.int64)
+    if mask_choice == "oracle":
+        if gt is None:
+            raise ValueError("mask choice 'oracle' needs ground-truth masks")
+        return np.argmax(mask_iou(masks, gt[:, None]), axis=1).astype(np.int64)
+    raise ValueError(f"unknown mask choice {mask_choice!r}; choose from {MASK_CHOICES}")
+
+
+def _mean(values: list[float]) -> float | None:
+    return math.fsum(values) / len(values) if values else None
+
+
+def aggregate_miou(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """mIoU over all rows and per size bucket.
+
+    Args:
+        rows: per-instance rows with ``iou`` (percent) and ``area``.
+
+    Returns:
+        ``miou``, ``miou_small``, ``miou_medium``, ``miou_large`` (None for an empty bucket)
+        and the counts ``n_instances``, ``n_small``, ``n_medium``, ``n_large``.
+    """
+    by_size: dict[str, list[float]] = {s: [] for s in SIZES}
+    every: list[float] = []
+    for row in rows:
+        iou = float(row["iou"])
+        every.append(iou)
+        by_size[size_bucket(float(row["area"]))].append(iou)
+    out: dict[str, Any] = {"miou": _mean(every)}
+    for s in SIZES:
+        out[f"miou_{s}"] = _mean(by_size[s])
+    out["n_instances"] = len(every)
+    for s in SIZES:
+        out[f"n_{s}"] = len(by_size[s])
+    return out

@@ -1,0 +1,151 @@
+"""Prompts derived from ground truth: boxes and clicks, seeded per instance.
+
+Coordinates are (x, y) in image pixels; a click at pixel (row i, column j) is the point
+(x, y) = (j, i), the convention of the RITM / EfficientViT-SAM click protocol.
+
+Rules (each recorded in the results under ``config``):
+
+* ``box`` from the annotation's ``bbox`` (x, y, w, h) -> (x, y, x + w, y + h), or the tight box
+  of the decoded mask (``box_source="mask"``): (x_min, y_min, x_max + 1, y_max + 1) in pixel-edge
+  coordinates, the box pycocotools computes for an RLE.
+* ``random`` clicks: uniform over the mask's pixels, without replacement when the mask has
+  enough pixels, all positive (the EfficientSAM paper's point protocol).
+* ``center`` click: the mask pixel farthest from the mask boundary (Euclidean distance
+  transform of the mask padded by one background pixel, so the image border counts as
+  boundary; ties go to the first pixel in row-major order).
+* ``iterative`` clicks: the first is the ``center`` click; each later one goes to the deepest
+  point of the larger error region of the previous prediction, where "larger" compares the
+  depth (maximum distance to the region boundary) of the false-negative and false-positive
+  regions, pixels already clicked excluded. A false-negative click is positive (label 1), a
+  false-positive click negative (label 0); a tie goes to the false positive. When the previous
+  mask has no error left the click is padding (label -1), which the models ignore.
+
+Random choices use a generator seeded by (seed, image id, annotation id), so a prompt depends
+on nothing else: not on the order of evaluation, the number of processes or data workers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+PROMPTS = ("box", "point1", "point3")
+CLICK_MODES = ("random", "center", "iterative")
+BOX_SOURCES = ("bbox", "mask")
+
+PAD_LABEL = -1
+
+
+def n_clicks(prompt: str) -> int:
+    """Number of clicks of a point prompt name (``point1`` -> 1, ``point3`` -> 3)."""
+    if prompt not in ("point1", "point3"):
+        raise ValueError(f"{prompt!r} is not a point prompt; choose point1 or point3")
+    return int(prompt[len("point") :])
+
+
+def instance_rng(seed: int, image_id: int, ann_id: int) -> np.random.Generator:
+    """A generator that depends only on (seed, image id, annotation id)."""
+    words = [int(v) & 0xFFFFFFFFFFFFFFFF for v in (seed, image_id, ann_id)]
+    return np.random.default_rng(np.random.SeedSequence(words))
+
+
+def box_from_bbox(bbox: tuple[float, float, float, float] | list[float]) -> np.ndarray:
+    """COCO (x, y, w, h) -> (x0, y0, x1, y1) float32."""
+    x, y, w, h = (float(v) for v in bbox)
+    return np.array([x, y, x + w, y + h], dtype=np.float32)
+
+
+def box_from_mask(mask: np.ndarray) -> np.ndarray:
+    """Tight (x0, y0, x1, y1) float32 box in pixel-edge coordinates of a non-empty HxW mask."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise ValueError("box_from_mask: the mask is empty")
+    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float32)
+
+
+def random_clicks(mask: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` clicks uniform over the pixels of a non-empty HxW mask, as nx2 float32 (x, y)."""
+    flat = np.flatnonzero(mask.ravel())
+    if flat.size == 0:
+        raise ValueError("random_clicks: the mask is empty")
+    picks = rng.choice(flat.size, size=n, replace=flat.size < n)
+    rows, cols = np.unravel_index(flat[picks], mask.shape)
+    return np.stack([cols, rows], axis=1).astype(np.float32)
+
+
+def _depth(region: np.ndarray) -> np.ndarray:
+    """Distance of each region pixel to the nearest non-region pixel, the border counting as one."""
+    padded = np.pad(region, 1, mode="constant", constant_values=False)
+    return ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
+
+
+def center_click(mask: np.ndarray) -> np.ndarray:
+    """The deepest pixel of a non-empty HxW mask, as a (x, y) float32 pair."""
+    if not mask.any():
+        raise ValueError("center_click: the mask is empty")
+    depth = _depth(mask.astype(bool))
+    row, col = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return np.array([col, row], dtype=np.float32)
+
+
+def next_error_click(
+    gt: np.ndarray, pred: np.ndarray, clicked: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
+    """The next iterative click for one instance.
+
+    Args:
+        gt: HxW bool ground-truth mask.
+        pred: HxW bool mask predicted from the clicks so far (all False before the first).
+        clicked: kx2 (x, y) clicks already given; those pixels are not chosen again.
+
+    Returns:
+        ((x, y) float32, label) with label 1 (false negative region), 0 (false positive) or
+        -1 (no error left; padding).
+    """
+    gt = gt.astype(bool)
+    pred = pred.astype(bool)
+    fn_depth = _depth(gt & ~pred)
+    fp_depth = _depth(~gt & pred)
+    if clicked is not None and len(clicked):
+        c = np.asarray(clicked, dtype=np.int64)
+        fn_depth[c[:, 1], c[:, 0]] = 0.0
+        fp_depth[c[:, 1], c[:, 0]] = 0.0
+    fn_max, fp_max = float(fn_depth.max()), float(fp_depth.max())
+    if fn_max == 0.0 and fp_max == 0.0:
+        return np.zeros(2, dtype=np.float32), PAD_LABEL
+    depth, label = (fn_depth, 1) if fn_max > fp_max else (fp_depth, 0)
+    row, col = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return np.array([col, row], dtype=np.float32), label
+
+
+def click_rule(prompt: str, click: str | None) -> str | None:
+    """One-line description of the click protocol, written into the results."""
+    if prompt == "box" or click is None:
+        return None
+    return {
+        "random": "clicks uniform over the GT mask pixels (without replacement), all positive",
+        "center": "one click at the GT mask pixel farthest from its boundary (EDT maximum)",
+        "iterative": (
+            "first click at the EDT maximum of the GT mask; each next click at the EDT maximum of "
+            "the deeper of the false-negative (positive click) and false-positive (negative click) "
+            "regions of the previous prediction; padding when no error is left"
+        ),
+    }[click]
+
+
+def validate_prompt_settings(prompt: str, click: str | None, box_source: str | None) -> None:
+    """Raise ValueError for impossible combinations (e.g. ``point3`` with ``center``)."""
+    if prompt not in PROMPTS:
+        raise ValueError(f"unknown prompt {prompt!r}; choose from {PROMPTS}")
+    if prompt == "box":
+        if box_source not in BOX_SOURCES:
+            raise ValueError(f"unknown box source {box_source!r}; choose from {BOX_SOURCES}")
+        return
+    if click not in CLICK_MODES:
+        raise ValueError(f"unknown click mode {click!r}; choose from {CLICK_MODES}")
+    if click == "center" and n_clicks(prompt) > 1:
+        raise ValueError(
+            "--click center defines a single click; for point3 use --click iterative (first click "
+            "at the centre, later clicks on the error regions) or --click random"
+        )

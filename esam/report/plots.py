@@ -1,0 +1,395 @@
+"""Report figures, drawn with matplotlib's object API (Agg for PNG) and saved as PNG and SVG.
+
+1. Accuracy against end-to-end throughput (log x), one panel per hardware, with the Pareto
+   front of the measured points, in the manner of the EfficientSAM paper's Figure 1.
+2. mIoU by object size (small / medium / large) per model, as grouped bars.
+3. Parameter count against accuracy.
+
+Measured and published points use distinct markers; published points never enter a Pareto
+front. A figure without enough data is not drawn; its :class:`PlotResult` says why.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from esam.utils.io import write_bytes_atomic
+
+#: (task, metric, preferred setting, axis label) for the accuracy axis, in order of preference.
+ACCURACY_AXES: tuple[tuple[str, str, str, str], ...] = (
+    ("zeroshot", "miou", "box", "zero-shot mIoU (%)"),
+    ("instseg", "ap", "", "instance-segmentation mask AP (%)"),
+)
+SIZE_METRICS = (("miou_small", "small"), ("miou_medium", "medium"), ("miou_large", "large"))
+_RC = {
+    "svg.hashsalt": "esam-report",
+    "svg.fonttype": "path",
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
+
+
+@dataclass
+class PlotResult:
+    """One figure: where it was written, or why it was not drawn."""
+
+    name: str
+    title: str
+    caption: str = ""
+    png: Path | None = None
+    svg: Path | None = None
+    skipped: str | None = None
+
+    @property
+    def drawn(self) -> bool:
+        """Whether the figure was written."""
+        return self.png is not None
+
+
+def pareto_front(x: Sequence[float], y: Sequence[float]) -> list[int]:
+    """Indices of the points no other point beats in both ``x`` and ``y`` (both maximised).
+
+    Returned in order of increasing ``x``. A point equal to another in both coordinates is kept
+    once (the first).
+    """
+    order = sorted(range(len(x)), key=lambda i: (-x[i], -y[i], i))
+    front: list[int] = []
+    best_y = -np.inf
+    for i in order:
+        if y[i] > best_y:
+            front.append(i)
+            best_y = y[i]
+    return sorted(front, key=lambda i: x[i])
+
+
+def _choose(sub: pd.DataFrame, column: str, preferred: str) -> str | None:
+    """The preferred value of ``column`` if present, else the most frequent one."""
+    values = [v for v in sub[column] if v]
+    if not values:
+        return "" if len(sub) else None
+    if preferred and preferred in values:
+        return preferred
+    return str(pd.Series(values).value_counts().index[0])
+
+
+def accuracy_table(tidy: pd.DataFrame, task: str, metric: str, setting: str) -> tuple[pd.DataFrame, str]:
+    """Per-model accuracy for one dataset and setting: measured (mean of runs) and published.
+
+    The dataset is COCO when present, the setting ``setting`` when present; both are chosen
+    from the measured rows when there are any, so published rows are only shown when they use
+    the same dataset and setting. Returns the table (model, source, reference, value) and a
+    label such as ``coco · box``.
+    """
+    sub = tidy[(tidy["task"] == task) & (tidy["metric"] == metric)]
+    basis = sub[sub["source"] == "measured"]
+    if basis.empty:
+        basis = sub
+    dataset = _choose(basis, "dataset", "coco")
+    if dataset is None:
+        return sub.iloc[0:0][["model", "source", "reference", "value"]], ""
+    basis = basis[basis["dataset"] == dataset]
+    chosen_setting = _choose(basis, "setting", setting) or ""
+    sub = sub[(sub["dataset"] == dataset) & (sub["setting"] == chosen_setting)]
+    measured = sub[sub["source"] == "measured"].groupby("model", as_index=False)["value"].mean()
+    measured["source"], measured["reference"] = "measured", ""
+    published = sub[sub["source"] == "published"][["model", "reference", "value"]].copy()
+    published["source"] = "published"
+    label = " · ".join(v for v in (dataset, chosen_setting) if v)
+    return pd.concat([measured, published], ignore_index=True), label
+
+
+def throughput_table(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Best end-to-end images/s per model, hardware and source (any batch size, dtype, mode)."""
+    sub = tidy[
+        (tidy["task"] == "throughput") & (tidy["metric"] == "images_per_s") & (tidy["component"] == "end_to_end")
+    ]
+    if sub.empty:
+        return pd.DataFrame(columns=["model", "hardware", "source", "reference", "value"])
+    return sub.groupby(["model", "hardware", "source", "reference"], as_index=False)["value"].max()
+
+
+def params_table(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Total parameter count per model and source (measured first, then published)."""
+    sub = tidy[(tidy["task"] == "model") & (tidy["metric"] == "params_total")]
+    return sub.groupby(["model", "source", "reference"], as_index=False, sort=False)["value"].max()
+
+
+def _pick(df: pd.DataFrame, model: str, source: str, reference: str = "") -> float | None:
+    """A model's value from ``df``: the one with ``reference`` if present, else the first."""
+    rows = df[(df["model"] == model) & (df["source"] == source)]
+    if rows.empty:
+        return None
+    same = rows[rows["reference"] == reference]
+    return float((same if not same.empty else rows)["value"].iloc[0])
+
+
+def _colors(models: list[str]) -> dict[str, Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(models) <= 10 else "tab20"]
+    return {m: cmap(i % cmap.N) for i, m in enumerate(sorted(set(models)))}
+
+
+def _save(fig: Any, out_dir: Path, name: str) -> tuple[Path, Path]:
+    paths = []
+    for ext in ("png", "svg"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=150, bbox_inches="tight", metadata={"Date": None} if ext == "svg" else {})
+        paths.append(write_bytes_atomic(out_dir / f"{name}.{ext}", buf.getvalue()))
+    return paths[0], paths[1]
+
+
+def _plain_log_axis(ax: Any) -> None:
+    """Label a log x axis with plain numbers (3, 10, 300) instead of powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _annotate(ax: Any, x: float, y: float, text: str, italic: bool = False) -> None:
+    ax.annotate(
+        text,
+        (x, y),
+        textcoords="offset points",
+        xytext=(4, 4),
+        fontsize=7,
+        style="italic" if italic else "normal",
+        color="0.25",
+    )
+
+
+def plot_accuracy_vs_throughput(
+    tidy: pd.DataFrame, out_dir: Path, task: str, metric: str, setting: str, label: str
+) -> PlotResult:
+    """Figure 1 for one accuracy metric: one panel per hardware, Pareto front of measured points."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    name = f"accuracy_vs_throughput_{task}"
+    acc, acc_label = accuracy_table(tidy, task, metric, setting)
+    thr = throughput_table(tidy)
+    title = f"{label} against end-to-end throughput"
+    result = PlotResult(name=name, title=title)
+    panels: dict[str, list[dict[str, Any]]] = {}
+    for row in thr.to_dict("records"):
+        y = _pick(acc, row["model"], row["source"], row["reference"])
+        if y is None:
+            continue
+        point = {"model": row["model"], "source": row["source"], "x": row["value"], "y": y}
+        panels.setdefault(row["hardware"], []).append(point)
+    n_points = sum(len(p) for p in panels.values())
+    if n_points < 2:
+        result.skipped = (
+            f"needs {label} and end-to-end throughput for at least two models on the same hardware "
+            f"(found {n_points})"
+        )
+        return result
+    hardware = sorted(panels, key=lambda h: (not any(p["source"] == "measured" for p in panels[h]), h))
+    ncols = min(3, len(hardware))
+    nrows = -(-len(hardware) // ncols)
+    colors = _colors([p["model"] for ps in panels.values() for p in ps])
+    with rc_context(_RC):
+        fig = Figure(figsize=(4.6 * ncols, 3.6 * nrows), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+        for ax, hw in zip(axes, hardware, strict=False):
+            points = panels[hw]
+            for p in points:
+                measured = p["source"] == "measured"
+                ax.scatter(
+                    p["x"],
+                    p["y"],
+                    s=46 if measured else 40,
+                    marker="o" if measured else "D",
+                    facecolors=colors[p["model"]] if measured else "none",
+                    edgecolors=colors[p["model"]],
+                    linewidths=1.4,
+                    zorder=3,
+                )
+                _annotate(ax, p["x"], p["y"], p["model"], italic=not measured)
+            meas = [p for p in points if p["source"] == "measured"]
+            if len(meas) >= 2:
+                idx = pareto_front([p["x"] for p in meas], [p["y"] for p in meas])
+                ax.plot(
+                    [meas[i]["x"] for i in idx],
+                    [meas[i]["y"] for i in idx],
+                    linestyle="--",
+                    color="0.35",
+                    linewidth=1.2,
+                    zorder=2,
+                )
+            _plain_log_axis(ax)
+            ax.set_title(hw, fontsize=9)
+            ax.set_xlabel("end-to-end images/s (log scale)")
+            ax.set_ylabel(f"{label}\n{acc_label}")
+            ax.margins(x=0.25, y=0.15)
+        for ax in axes[len(hardware) :]:
+            ax.set_visible(False)
+        handles = [
+            Line2D([], [], marker="o", linestyle="", color="0.3", label="measured"),
+            Line2D([], [], marker="D", linestyle="", markerfacecolor="none", color="0.3", label="published"),
+            Line2D([], [], linestyle="--", color="0.35", label="Pareto front (measured)"),
+        ]
+        fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
+        result.png, result.svg = _save(fig, out_dir, name)
+    result.caption = (
+        f"{label} ({acc_label}) against the best end-to-end images/s of each model on each hardware "
+        "(any batch size, dtype and mode). Filled circles: measured; open diamonds: published "
+        "(paired with published accuracy); dashed: Pareto front of the measured points."
+    )
+    return result
+
+
+def plot_miou_by_size(tidy: pd.DataFrame, out_dir: Path) -> PlotResult:
+    """Figure 2: grouped bars of mIoU for small, medium and large objects per model."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+
+    name = "miou_by_object_size"
+    result = PlotResult(name=name, title="mIoU by object size")
+    tables = {m: accuracy_table(tidy, "zeroshot", m, "box") for m, _ in SIZE_METRICS}
+    label = tables["miou_small"][1]
+    entries: list[tuple[str, str, list[float]]] = []
+    measured_models = sorted(set(tables["miou_small"][0].query("source == 'measured'")["model"]))
+    published = tables["miou_small"][0].query("source == 'published'")
+    keys = [(m, "measured", "") for m in measured_models]
+    keys += [(r["model"], "published", r["reference"]) for r in published.to_dict("records")]
+    for model, source, ref in keys:
+        values = [_pick(tables[m][0], model, source, ref) for m, _ in SIZE_METRICS]
+        if all(v is not None for v in values):
+            entries.append((model, source, [float(v) for v in values if v is not None]))
+    if not entries:
+        result.skipped = "needs zero-shot mIoU split by object size (miou_small/medium/large)"
+        return result
+    with rc_context(_RC):
+        fig = Figure(figsize=(max(5.0, 1.1 * len(entries) + 2.0), 3.8), layout="constrained")
+        ax = fig.subplots()
+        x = np.arange(len(entries))
+        width = 0.26
+        shades = ("#4C72B0", "#55A868", "#C44E52")
+        for j, (_, size) in enumerate(SIZE_METRICS):
+            for i, (_, source, values) in enumerate(entries):
+                published_bar = source == "published"
+                ax.bar(
+                    x[i] + (j - 1) * width,
+                    values[j],
+                    width,
+                    color=shades[j],
+                    alpha=0.45 if published_bar else 0.95,
+                    hatch="//" if published_bar else None,
+                    edgecolor=shades[j],
+                    label=size if i == 0 else None,
+                )
+        ax.set_xticks(x)
+        ax.set_xticklabels(
+            [f"{m}\n(published)" if s == "published" else m for m, s, _ in entries], fontsize=8
+        )
+        low = min(min(v) for _, _, v in entries)
+        ax.set_ylim(max(0.0, low - 10.0), min(100.0, max(max(v) for _, _, v in entries) + 5.0))
+        ax.set_ylabel(f"mIoU (%) · {label}")
+        ax.legend(title="object size", frameon=False, ncols=3, loc="upper left")
+        result.png, result.svg = _save(fig, out_dir, name)
+    result.caption = (
+        f"Zero-shot mIoU on {label} per COCO object-size bucket; hatched bars are published numbers."
+    )
+    return result
+
+
+def plot_params_vs_accuracy(
+    tidy: pd.DataFrame, out_dir: Path, task: str, metric: str, setting: str, label: str
+) -> PlotResult:
+    """Figure 3 for one accuracy metric: total parameters (log x) against accuracy."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    name = f"params_vs_accuracy_{task}"
+    result = PlotResult(name=name, title=f"Parameters against {label}")
+    acc, acc_label = accuracy_table(tidy, task, metric, setting)
+    params = params_table(tidy)
+    points = []
+    for row in acc.to_dict("records"):
+        p = _pick(params, row["model"], row["source"], row["reference"])
+        if p is not None:
+            points.append({"model": row["model"], "source": row["source"], "x": p / 1e6, "y": row["value"]})
+    # one published point per model: the first source listed
+    seen: set[tuple[str, str]] = set()
+    points = [p for p in points if not ((p["model"], p["source"]) in seen or seen.add((p["model"], p["source"])))]
+    if len(points) < 2:
+        result.skipped = f"needs parameter counts and {label} for at least two models (found {len(points)})"
+        return result
+    colors = _colors([p["model"] for p in points])
+    with rc_context(_RC):
+        fig = Figure(figsize=(5.6, 3.9), layout="constrained")
+        ax = fig.subplots()
+        for p in points:
+            measured = p["source"] == "measured"
+            ax.scatter(
+                p["x"],
+                p["y"],
+                s=46 if measured else 40,
+                marker="o" if measured else "D",
+                facecolors=colors[p["model"]] if measured else "none",
+                edgecolors=colors[p["model"]],
+                linewidths=1.4,
+                zorder=3,
+            )
+            _annotate(ax, p["x"], p["y"], p["model"], italic=not measured)
+        _plain_log_axis(ax)
+        ax.set_xlabel("total parameters (M, log scale)")
+        ax.set_ylabel(f"{label}\n{acc_label}")
+        ax.margins(x=0.2, y=0.15)
+        ax.legend(
+            handles=[
+                Line2D([], [], marker="o", linestyle="", color="0.3", label="measured"),
+                Line2D([], [], marker="D", linestyle="", markerfacecolor="none", color="0.3", label="published"),
+            ],
+            frameon=False,
+            loc="lower right",
+        )
+        result.png, result.svg = _save(fig, out_dir, name)
+    result.caption = (
+        f"Total parameter count against {label} ({acc_label}); published points pair published "
+        "parameter counts with published accuracy."
+    )
+    return result
+
+
+def make_plots(tidy: pd.DataFrame, out_dir: str | Path) -> list[PlotResult]:
+    """Draw every figure the data allows into ``out_dir``; the others come back as skipped."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[PlotResult] = []
+    for kind in ("throughput", "params"):
+        tries: list[PlotResult] = []
+        for task, metric, setting, label in ACCURACY_AXES:
+            if not ((tidy["task"] == task) & (tidy["metric"] == metric)).any():
+                continue
+            fn = plot_accuracy_vs_throughput if kind == "throughput" else plot_params_vs_accuracy
+            tries.append(fn(tidy, out, task, metric, setting, label))
+        if not tries:
+            title = "Accuracy against throughput" if kind == "throughput" else "Parameters against accuracy"
+            tries.append(
+                PlotResult(
+                    name=f"{kind}_plot",
+                    title=title,
+                    skipped="no zero-shot mIoU or instance-segmentation AP in the results",
+                )
+            )
+        results.extend(tries)
+        if kind == "throughput":
+            results.append(plot_miou_by_size(tidy, out))
+    return results

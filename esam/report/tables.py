@@ -1,0 +1,329 @@
+"""Per-task leaderboards from the tidy frame, rendered as Markdown, CSV and plain text.
+
+A task is split into tables by its spec's ``group_by`` columns (for example one table per
+dataset and prompt). Within a table each row is one configuration (its ``row_keys``, e.g.
+model and dtype) from one source; repeated measurements of the same configuration are combined
+with each metric's declared aggregation. Measured rows are ranked by the task's primary metric
+in its declared direction; published rows follow, unranked. The best measured value of every
+ranked column is marked; published values never are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from esam.report.tasks import TASKS, MetricSpec, TaskSpec, task_spec
+
+#: Labels of key columns in rendered tables.
+KEY_LABELS = {
+    "model": "model",
+    "dtype": "dtype",
+    "batch_size": "batch",
+    "compile": "compile",
+    "dataset": "dataset",
+    "setting": "setting",
+    "hardware": "hardware",
+    "component": "component",
+}
+
+
+@dataclass
+class Leaderboard:
+    """One ranked table of a task.
+
+    Attributes:
+        task: the task's spec.
+        group: the values of the task's ``group_by`` columns this table holds.
+        keys: key columns shown (row identity), ``model`` first.
+        metrics: metric columns shown, declared ones first.
+        rows: one row per configuration and source. Columns: ``rank`` (``<NA>`` for published
+            rows), the key columns, ``source``, ``reference``, ``provenance``, ``n_runs``, and one
+            float column per metric (named by the metric).
+        best: metric name -> positions (0-based, in ``rows`` order) holding its best measured value.
+    """
+
+    task: TaskSpec
+    group: dict[str, str]
+    keys: list[str]
+    metrics: list[MetricSpec]
+    rows: pd.DataFrame
+    best: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        """The group values joined, e.g. ``coco · box``; the task label for ungrouped tasks."""
+        parts = [v for v in self.group.values() if v]
+        return " · ".join(parts) if parts else self.task.label
+
+    @property
+    def slug(self) -> str:
+        """A file- and anchor-safe identifier of the table."""
+        text = "-".join([self.task.name, *[v for v in self.group.values() if v]])
+        return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+    @property
+    def n_measured(self) -> int:
+        """Number of measured rows."""
+        return int((self.rows["source"] == "measured").sum())
+
+    def is_best(self, position: int, metric: str) -> bool:
+        """Whether the cell at ``position`` of ``metric`` holds the best measured value."""
+        return position in self.best.get(metric, [])
+
+
+def _aggregate(values: pd.Series, dates: pd.Series, how: str) -> float:
+    values = values.astype("float64")
+    mask = values.notna()
+    if not mask.any():
+        return float("nan")
+    values, dates = values[mask], dates[mask]
+    if how == "max":
+        return float(values.max())
+    if how == "min":
+        return float(values.min())
+    if how == "latest":
+        return float(values.iloc[int(np.argmax(dates.astype(str).to_numpy()))])
+    return float(values.mean())
+
+
+def provenance(commit: str, device: str, dtype: str, date: str, n_runs: int = 1) -> str:
+    """Provenance text of a measured row: ``commit · device · dtype · date`` (+ run count)."""
+    parts = [commit or "no commit", device or "n/a", dtype or "n/a", (date or "n/a")[:10]]
+    text = " · ".join(parts)
+    return f"{text} · {n_runs} runs" if n_runs > 1 else text
+
+
+def _metric_order(spec: TaskSpec, present: list[str]) -> list[MetricSpec]:
+    declared = [m for m in spec.metrics if m.name in present]
+    extra = [spec.metric(n) for n in present if not spec.is_declared(n)]
+    return declared + extra
+
+
+def _build_rows(sub: pd.DataFrame, spec: TaskSpec, metrics: list[MetricSpec]) -> pd.DataFrame:
+    identity = [*spec.row_keys, "source", "reference"]
+    records: list[dict[str, Any]] = []
+    for key, rows in sub.groupby(identity, dropna=False, sort=False):
+        record: dict[str, Any] = dict(zip(identity, key, strict=True))
+        latest = rows.iloc[int(np.argmax(rows["date"].astype(str).to_numpy()))]
+        n_runs = int(rows["results_file"].nunique()) if record["source"] == "measured" else 1
+        record["n_runs"] = n_runs
+        if record["source"] == "measured":
+            record["provenance"] = provenance(
+                latest["commit"], latest["device"], latest["dtype"], latest["date"], n_runs
+            )
+        else:
+            record["provenance"] = record["reference"]
+        notes = sorted({n for n in rows["note"] if n})
+        record["note"] = "; ".join(notes)
+        for m in metrics:
+            mrows = rows[rows["metric"] == m.name]
+            record[m.name] = _aggregate(mrows["value"], mrows["date"], m.aggregation)
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def sort_rows(board: Leaderboard, metric: str | None = None, ascending: bool | None = None) -> Leaderboard:
+    """Sort a leaderboard in place and recompute ranks and best marks.
+
+    Measured rows come first, ranked by ``metric`` (the task's primary metric by default) in the
+    metric's declared direction unless ``ascending`` says otherwise; missing values go last.
+    Published rows follow, in the same order, without a rank.
+    """
+    name = metric or board.task.primary
+    mspec = board.task.metric(name)
+    if ascending is None:
+        ascending = mspec.direction == "lower"
+    df = board.rows.copy()
+    if name not in df.columns:
+        df[name] = np.nan
+    df["_published"] = (df["source"] != "measured").astype(int)
+    df["_missing"] = df[name].isna().astype(int)
+    df = df.sort_values(
+        ["_published", "_missing", name, "model"],
+        ascending=[True, True, ascending, True],
+        kind="mergesort",
+    ).drop(columns=["_published", "_missing"])
+    df = df.reset_index(drop=True)
+    measured = df["source"] == "measured"
+    ranks = pd.Series(pd.NA, index=df.index, dtype="Int64")
+    ranks[measured] = np.arange(1, int(measured.sum()) + 1)
+    df["rank"] = ranks
+    board.rows = df[["rank", *[c for c in df.columns if c != "rank"]]]
+    board.best = best_positions(board.rows, board.metrics)
+    return board
+
+
+def best_positions(rows: pd.DataFrame, metrics: list[MetricSpec]) -> dict[str, list[int]]:
+    """Positions of the best measured value of each ranked metric (ties all marked)."""
+    best: dict[str, list[int]] = {}
+    measured = (rows["source"] == "measured").to_numpy()
+    for m in metrics:
+        if m.direction is None or m.name not in rows.columns:
+            continue
+        values = rows[m.name].to_numpy(dtype="float64")
+        ok = measured & ~np.isnan(values)
+        if not ok.any():
+            continue
+        target = values[ok].max() if m.direction == "higher" else values[ok].min()
+        hits = np.flatnonzero(ok & np.isclose(values, target, rtol=1e-12, atol=0.0))
+        best[m.name] = [int(i) for i in hits]
+    return best
+
+
+def _group_sort_key(item: tuple[tuple[str, ...], pd.DataFrame]) -> tuple[Any, ...]:
+    values, sub = item
+    has_measured = bool((sub["source"] == "measured").any())
+    preferred = tuple(0 if v in ("coco", "box") else 1 for v in values)
+    return (not has_measured, preferred, values)
+
+
+def build_leaderboards(tidy: pd.DataFrame) -> dict[str, list[Leaderboard]]:
+    """Leaderboards of every task in ``tidy``: declared tasks first, in declaration order."""
+    tasks = [t for t in TASKS if (tidy["task"] == t).any()]
+    tasks += sorted(t for t in tidy["task"].unique() if t not in TASKS)
+    boards: dict[str, list[Leaderboard]] = {}
+    for task in tasks:
+        sub = tidy[tidy["task"] == task]
+        present = list(dict.fromkeys(sub["metric"]))
+        spec = task_spec(task, present)
+        metrics = _metric_order(spec, present)
+        if spec.group_by:
+            groups = [
+                (tuple(str(v) for v in (k if isinstance(k, tuple) else (k,))), g)
+                for k, g in sub.groupby(list(spec.group_by), dropna=False, sort=False)
+            ]
+        else:
+            groups = [((), sub)]
+        task_boards = []
+        for values, gsub in sorted(groups, key=_group_sort_key):
+            present_here = set(gsub["metric"])
+            gmetrics = [m for m in metrics if m.name in present_here]
+            rows = _build_rows(gsub, spec, gmetrics)
+            keys = ["model"] + [
+                k for k in spec.row_keys if k != "model" and rows[k].map(_filled).any()
+            ]
+            board = Leaderboard(
+                task=spec,
+                group=dict(zip(spec.group_by, values, strict=True)),
+                keys=keys,
+                metrics=gmetrics,
+                rows=rows,
+            )
+            task_boards.append(sort_rows(board))
+        boards[task] = task_boards
+    return boards
+
+
+def _filled(v: Any) -> bool:
+    return not (v is None or v is pd.NA or v == "" or (isinstance(v, float) and np.isnan(v)))
+
+
+def key_text(value: Any) -> str:
+    """Display text of a key cell (``compile`` as yes/no, missing as empty)."""
+    if not _filled(value):
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def main_board(boards: dict[str, list[Leaderboard]]) -> Leaderboard | None:
+    """The table shown first: the first table with measured rows of the first accuracy task."""
+    ordered = sorted(
+        (b for task_boards in boards.values() for b in task_boards),
+        key=lambda b: (not b.task.accuracy, b.n_measured == 0),
+    )
+    return ordered[0] if ordered else None
+
+
+# --- renderers ---------------------------------------------------------------------------------
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(board: Leaderboard) -> str:
+    """A GitHub-flavoured Markdown table; best measured values bold, published rows italic."""
+    headers = ["#", *[KEY_LABELS.get(k, k) for k in board.keys], *[m.header() for m in board.metrics]]
+    headers += ["runs", "provenance / source"]
+    lines = ["| " + " | ".join(_md_escape(h) for h in headers) + " |"]
+    align = ["---:"] + [":---"] * len(board.keys) + ["---:"] * len(board.metrics) + ["---:", ":---"]
+    lines.append("| " + " | ".join(align) + " |")
+    for pos, row in enumerate(board.rows.to_dict("records")):
+        published = row["source"] != "measured"
+        cells = [key_text(row["rank"])]
+        for k in board.keys:
+            text = _md_escape(key_text(row[k]))
+            if k == "model" and published:
+                text = f"*{text}* (published)"
+            cells.append(text)
+        for m in board.metrics:
+            text = m.format(row[m.name])
+            if text and published:
+                text = f"*{text}*"
+            elif text and board.is_best(pos, m.name):
+                text = f"**{text}**"
+            cells.append(text)
+        cells.append("" if published else str(row["n_runs"]))
+        prov = _md_escape(str(row["provenance"]))
+        cells.append(f"*{prov}*" if published else f"`{prov}`")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv_frame(board: Leaderboard) -> pd.DataFrame:
+    """The table as plain data: raw metric values, a ``best`` column naming best-marked metrics."""
+    df = board.rows.copy()
+    for col, value in board.group.items():
+        df.insert(0, col, value)
+    df.insert(0, "task", board.task.name)
+    df["best"] = [
+        ";".join(m.name for m in board.metrics if board.is_best(pos, m.name)) for pos in range(len(df))
+    ]
+    return df
+
+
+def to_text(board: Leaderboard, max_rows: int = 15) -> str:
+    """A fixed-width plain-text rendering for the terminal (best values starred)."""
+    headers = ["#", *[KEY_LABELS.get(k, k) for k in board.keys], *[m.header() for m in board.metrics]]
+    headers.append("source")
+    body: list[list[str]] = []
+    for pos, row in enumerate(board.rows.head(max_rows).to_dict("records")):
+        published = row["source"] != "measured"
+        cells = [key_text(row["rank"])]
+        cells += [key_text(row[k]) for k in board.keys]
+        for m in board.metrics:
+            text = m.format(row[m.name])
+            cells.append(f"{text}*" if text and board.is_best(pos, m.name) else text)
+        cells.append("published" if published else "measured")
+        body.append(cells)
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)]
+    numeric = {0} | set(range(1 + len(board.keys), 1 + len(board.keys) + len(board.metrics)))
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    out = [fmt(headers), fmt(["-" * w for w in widths])] + [fmt(r) for r in body]
+    if len(board.rows) > max_rows:
+        out.append(f"... {len(board.rows) - max_rows} more rows")
+    return "\n".join(out) + "\n"
+
+
+def task_markdown(boards: list[Leaderboard]) -> str:
+    """Markdown of one task: heading, description and one table per group."""
+    if not boards:
+        return ""
+    spec = boards[0].task
+    parts = [f"## {spec.label}\n", f"{spec.description}\n"]
+    for board in boards:
+        if spec.group_by:
+            parts.append(f"### {board.title}\n")
+        parts.append(to_markdown(board))
+    return "\n".join(parts)

@@ -1,0 +1,228 @@
+"""EfficientSamPredictor behaviour, bad input, and the ``esam predict`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import esam
+from esam.cli.main import main
+
+
+@pytest.fixture
+def predictor(tiny_model, rgb_image):
+    p = esam.EfficientSamPredictor(tiny_model)
+    p.set_image(rgb_image)
+    return p
+
+
+def test_predict_matches_model_forward(tiny_model, rgb_image, predictor) -> None:
+    box = np.array([15.0, 20.0, 55.0, 60.0])
+    masks, iou, low = predictor.predict(box=box)
+    images = torch.from_numpy(rgb_image).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        logits, ref_iou = tiny_model(
+            images, torch.tensor([[[[15.0, 20.0], [55.0, 60.0]]]]), torch.tensor([[[2, 3]]])
+        )
+    order = np.argsort(-ref_iou[0, 0].numpy(), kind="stable")
+    assert masks.shape == (3, 90, 120) and masks.dtype == bool
+    assert np.all(np.diff(iou) <= 0), "multimask outputs are sorted by predicted IoU"
+    assert np.allclose(iou, ref_iou[0, 0].numpy()[order], atol=1e-5)
+    assert (masks == (logits[0, 0].numpy() > 0)[order]).mean() > 0.999
+    assert low.shape == (3, 32, 32)  # 4x the 8x8 grid of the 128 px test model
+
+
+def test_batch_equals_single_calls_and_chunking_is_invisible(tiny_model, predictor) -> None:
+    rng = np.random.default_rng(0)
+    x0 = rng.uniform(0, 60, 9)
+    y0 = rng.uniform(0, 45, 9)
+    boxes = np.stack([x0, y0, x0 + rng.uniform(5, 50, 9), y0 + rng.uniform(5, 40, 9)], axis=1)
+    tiny_model.mask_decoder.max_queries_per_pass = 4
+    predictor.upsample_chunk = 2
+    masks, iou, _ = predictor.predict_batch(boxes=boxes)
+    assert masks.shape == (9, 3, 90, 120)
+    for i in (0, 4, 8):
+        m1, iou1, _ = predictor.predict(box=boxes[i])
+        assert np.allclose(iou1, iou[i], atol=1e-5)
+        assert (m1 == masks[i]).mean() > 0.999
+
+
+def test_points_with_box_and_single_mask(predictor) -> None:
+    masks, iou, low = predictor.predict(
+        point_coords=np.array([[30.0, 40.0]]),
+        point_labels=np.array([1]),
+        box=np.array([15, 20, 55, 60]),
+        multimask_output=False,
+    )
+    assert masks.shape == (1, 90, 120) and iou.shape == (1,) and low.shape == (1, 32, 32)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({}, "no prompt given"),
+        ({"box": [10, 10, 5, 20]}, "x1 >= x0"),
+        ({"box": [1, 2, 3]}, "box must be 4 values"),
+        ({"point_coords": [[1.0, 2.0]]}, "must be given together"),
+        ({"point_coords": [1.0, 2.0], "point_labels": [1]}, "point_coords must have shape Nx2"),
+        ({"point_coords": [[1.0, 2.0]], "point_labels": [1, 1]}, "point_labels must have shape"),
+        ({"point_coords": [[1.0, 2.0]], "point_labels": [5]}, r"\{-1, 0, 1, 2, 3\}"),
+        ({"point_coords": [[1.0, 2.0]], "point_labels": [-1]}, "not padding"),
+        ({"point_coords": [[float("nan"), 2.0]], "point_labels": [1]}, "finite"),
+        ({"point_coords": np.zeros((7, 2)), "point_labels": np.ones(7)}, "at most 6 prompt points"),
+    ],
+)
+def test_bad_prompts_raise_clear_errors(predictor, kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        predictor.predict(**kwargs)
+
+
+def test_bad_batch_prompts(predictor) -> None:
+    with pytest.raises(ValueError, match="boxes must be an array of shape Qx4"):
+        predictor.predict_batch(boxes=np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="boxes has 2 queries but point_coords has 3"):
+        predictor.predict_batch(
+            point_coords=np.zeros((3, 1, 2)),
+            point_labels=np.ones((3, 1)),
+            boxes=np.tile([0, 0, 5, 5], (2, 1)),
+        )
+
+
+@pytest.mark.parametrize(
+    ("image", "match"),
+    [
+        (np.zeros((10, 10, 3), dtype=np.float32), "dtype uint8"),
+        (np.zeros((10, 10), dtype=np.uint8), r"shape HxWx3"),
+        (np.zeros((10, 10, 4), dtype=np.uint8), r"shape HxWx3"),
+        ([[0, 1]], "numpy array"),
+    ],
+)
+def test_bad_images(tiny_model, image, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        esam.EfficientSamPredictor(tiny_model).set_image(image)
+
+
+def test_predict_before_set_image(tiny_model) -> None:
+    with pytest.raises(RuntimeError, match="set_image"):
+        esam.EfficientSamPredictor(tiny_model).predict(box=[0, 0, 5, 5])
+
+
+def test_model_level_bad_input(tiny_model) -> None:
+    img = torch.rand(1, 3, 32, 32)
+    pts, lab = torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2)
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
+        tiny_model(img * 255, pts, lab)
+    with pytest.raises(ValueError, match="floating point"):
+        tiny_model((img * 255).to(torch.uint8), pts, lab)
+    with pytest.raises(ValueError, match="Bx3xHxW"):
+        tiny_model(torch.rand(3, 32, 32), pts, lab)
+    with pytest.raises(ValueError, match="points must be a tensor of shape BxQxNx2"):
+        tiny_model(img, torch.zeros(1, 2, 2), lab)
+    with pytest.raises(ValueError, match="labels must be a tensor of shape BxQxN"):
+        tiny_model(img, pts, torch.ones(1, 2))
+    with pytest.raises(ValueError, match=r"\{-1, 0, 1, 2, 3\}"):
+        tiny_model(img, pts, torch.full((1, 1, 2), 4))
+
+
+def test_cli_predict_writes_mask_and_overlay(tmp_path: Path, rgb_image, monkeypatch) -> None:
+    import esam.build as build
+
+    real = build.build_model
+    monkeypatch.setattr(
+        build,
+        "build_model",
+        lambda name, ckpt=None: real(name, ckpt, img_size=128, encoder_depth=2),
+    )
+    monkeypatch.setattr(esam, "build_model", build.build_model)
+    img_path = tmp_path / "img.png"
+    Image.fromarray(rgb_image).save(img_path)
+    out, ov = tmp_path / "mask.png", tmp_path / "overlay.png"
+    rc = main(
+        [
+            "predict",
+            "--standin-weights",
+            "--image",
+            str(img_path),
+            "--box",
+            "15,20,55,60",
+            "--out",
+            str(out),
+            "--overlay",
+            str(ov),
+        ]
+    )
+    assert rc == 0
+    mask = np.asarray(Image.open(out))
+    assert mask.shape == (90, 120) and set(np.unique(mask)) <= {0, 255}
+    overlay = np.asarray(Image.open(ov))
+    assert overlay.shape == (90, 120, 3)
+    assert (overlay != rgb_image).any()
+    rc = main(
+        [
+            "predict",
+            "--standin-weights",
+            "--image",
+            str(img_path),
+            "--points",
+            "30,40;80,45",
+            "--labels",
+            "1,0",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+
+
+def test_cli_predict_errors(tmp_path: Path, capsys) -> None:
+    assert (
+        main(
+            [
+                "predict",
+                "--image",
+                str(tmp_path / "x.png"),
+                "--box",
+                "1,2,3,4",
+                "--out",
+                str(tmp_path / "m.png"),
+            ]
+        )
+        == 2
+    )
+    assert "--checkpoint" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "predict",
+                "--standin-weights",
+                "--image",
+                str(tmp_path / "x.png"),
+                "--box",
+                "1,2,3,4",
+                "--out",
+                str(tmp_path / "m.png"),
+            ]
+        )
+        == 2
+    )
+    assert "image not found" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(tmp_path / "w.pt"),
+                "--image",
+                str(tmp_path / "x.png"),
+                "--box",
+                "1,2",
+                "--out",
+                str(tmp_path / "m.png"),
+            ]
+        )
+        == 2
+    )
