@@ -3,8 +3,9 @@
 Every ``*.json`` below the given folders is parsed and checked with
 :func:`esam.utils.results.validate_results`. Files that are not JSON, not esam results, or fail
 the schema are not fatal: each becomes a :class:`SkippedFile` naming the path and the reason,
-and a warning on stderr. Per-instance row files (``*.rows.jsonl``, ``*.rows.csv``,
-``*.rows.json``) are ignored.
+and a warning on stderr. Side files are ignored: per-instance rows (``*.rows.jsonl``,
+``*.rows.csv``, ``*.rows.json``), raw segmentations (``*.segm.json``), and any file a results
+file names in its ``rows_file`` or ``files`` keys.
 
 Extra keys in a results file are tolerated. Tasks without a declared spec still produce rows;
 their metric directions are guessed from the metric names (see :mod:`esam.report.tasks`).
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -30,6 +31,7 @@ TIDY_COLUMNS: tuple[str, ...] = (
     "model",
     "dataset",
     "setting",
+    "variant",
     "component",
     "batch_size",
     "compile",
@@ -53,7 +55,8 @@ STRING_COLUMNS: tuple[str, ...] = tuple(
 
 #: Keys of a metrics row (list-valued ``metrics``) that describe the configuration, not a number.
 _ROW_CONFIG_KEYS = ("component", "batch_size", "dtype", "compile")
-_ROWS_SUFFIXES = (".rows.json", ".rows.jsonl", ".rows.csv")
+#: Side files written beside results files (per-instance rows, raw segmentations): never results.
+_SIDE_SUFFIXES = (".rows.json", ".rows.jsonl", ".rows.csv", ".segm.json")
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,19 @@ def discover(dirs: Iterable[str | Path]) -> list[Path]:
             raise FileNotFoundError(f"results folder not found: {root}")
         candidates = [root] if root.is_file() else sorted(root.rglob("*.json"))
         for path in candidates:
-            if path.name.endswith(_ROWS_SUFFIXES) or path.name.startswith("."):
+            if path.name.endswith(_SIDE_SUFFIXES) or path.name.startswith("."):
                 continue
             if path.is_file():
                 found[path.resolve()] = None
     return sorted(found)
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the working folder when it lies below it, else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def empty_frame() -> pd.DataFrame:
@@ -164,16 +175,48 @@ def hardware_label(meta: dict[str, Any]) -> str:
     return device or "unknown"
 
 
+#: Detectors recognised in the name of a detections file (``coco_vitdet.json`` -> ``vitdet``).
+KNOWN_DETECTORS = ("vitdet", "yolov8", "groundingdino", "grounding_dino", "detr", "maskrcnn")
+
+
+def _setting_value(key: str, value: Any) -> str:
+    """Display form of one setting value; a detections file becomes its detector's name."""
+    text = str(value)
+    if key == "detections":
+        stem = Path(text).name.split(".")[0].lower()
+        return next((d for d in KNOWN_DETECTORS if d in stem), stem)
+    return text
+
+
 def _setting(task: str, config: dict[str, Any], model: dict[str, Any]) -> str:
-    """The ``setting`` text: values of the task's setting keys, from the config or the model."""
+    """The ``setting`` text: the first present of the task's setting keys in each group.
+
+    Keys are looked up in the config, then in the model block. For instance segmentation the
+    box source is ``box_source`` when given, else the detector named by the detections file.
+    """
     spec = TASKS.get(task)
     keys = spec.setting_keys if spec else ("prompt", "setting")
     parts = []
-    for key in keys:
-        value = config.get(key, model.get(key))
-        if value not in (None, ""):
-            parts.append(str(value))
+    for group in keys:
+        for key in group.split("|"):
+            value = config.get(key, model.get(key))
+            if value not in (None, ""):
+                parts.append(_setting_value(key, value))
+                break
     return " / ".join(parts)
+
+
+def _variant(task: str, config: dict[str, Any]) -> str:
+    """``key=value`` pairs of the task's variant keys present in the config (sorted JSON for dicts)."""
+    spec = TASKS.get(task)
+    parts = []
+    for key in spec.variant_keys if spec else ():
+        value = config.get(key)
+        if value in (None, "", {}, []):
+            continue
+        text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
+        parts.append(f"{key}={text}")
+    return ", ".join(parts)
 
 
 def _percent_scale(task: str, numbers: list[tuple[str, float]]) -> float:
@@ -185,6 +228,20 @@ def _percent_scale(task: str, numbers: list[tuple[str, float]]) -> float:
     if pct and all(0.0 <= v <= 1.0 for v in pct) and any(v > 0 for v in pct):
         return 100.0
     return 1.0
+
+
+_PLACEHOLDER_WEIGHTS = ("untrained", "standin", "stand-in", "random")
+
+
+def _run_notes(obj: dict[str, Any]) -> list[str]:
+    """Caveats of a whole run shown beside its numbers: partial sweeps, placeholder weights."""
+    notes = []
+    if obj.get("complete") is False:
+        notes.append("incomplete run (complete = false)")
+    weights = str(obj["model"].get("weights") or "").lower()
+    if weights in _PLACEHOLDER_WEIGHTS:
+        notes.append(f"{weights} weights: accuracy is not meaningful")
+    return notes
 
 
 def results_to_rows(obj: dict[str, Any], path: str) -> list[dict[str, Any]]:
@@ -208,6 +265,7 @@ def results_to_rows(obj: dict[str, Any], path: str) -> list[dict[str, Any]]:
         "model": str(model.get("name")),
         "dataset": (dataset or {}).get("name") or config.get("dataset") or "",
         "setting": _setting(task, config, model),
+        "variant": _variant(task, config),
         "source": "measured",
         "commit": _short_commit(meta.get("git_commit")),
         "device": meta.get("device") or "",
@@ -216,18 +274,17 @@ def results_to_rows(obj: dict[str, Any], path: str) -> list[dict[str, Any]]:
         "date": meta.get("start_time") or meta.get("end_time") or "",
         "results_file": path,
         "reference": "",
-        "note": "",
+        "note": "; ".join(_run_notes(obj)),
     }
     spec = task_spec(task)
     rows: list[dict[str, Any]] = []
 
     def add(extra: dict[str, Any], numbers: list[tuple[str, float]], scale: float) -> None:
-        tspec = spec
         for name, value in numbers:
-            if tspec.declared and not tspec.is_declared(name):
+            if spec.declared and not spec.is_declared(name):
                 continue  # bookkeeping numbers of a declared task (warm-up counts, ...)
-            mspec = tspec.metric(name)
-            scaled = scale != 1.0 and tspec.is_declared(name) and mspec.unit == "%"
+            mspec = spec.metric(name)
+            scaled = scale != 1.0 and spec.is_declared(name) and mspec.unit == "%"
             row = dict(base, **extra)
             row.update(
                 metric=name,
@@ -235,7 +292,8 @@ def results_to_rows(obj: dict[str, Any], path: str) -> list[dict[str, Any]]:
                 higher_is_better=mspec.higher_is_better,
             )
             if scaled:
-                row["note"] = "stored as a fraction; shown in percent"
+                note = "stored as a fraction; shown in percent"
+                row["note"] = f"{row['note']}; {note}" if row["note"] else note
             rows.append(row)
 
     metrics = obj["metrics"]
@@ -244,19 +302,21 @@ def results_to_rows(obj: dict[str, Any], path: str) -> list[dict[str, Any]]:
         add({}, numbers, _percent_scale(task, numbers))
     else:
         entries = [e for e in metrics if isinstance(e, dict)]
-        every = [(k, v) for e in entries for k, v in _flatten_numbers(e) if k not in _ROW_CONFIG_KEYS]
+        every = [
+            (k, v) for e in entries for k, v in _flatten_numbers(e) if k not in _ROW_CONFIG_KEYS
+        ]
         scale = _percent_scale(task, every)
         for entry in entries:
             extra = {k: entry.get(k) for k in _ROW_CONFIG_KEYS if k in entry}
             if "dtype" in extra and not extra["dtype"]:
                 extra.pop("dtype")
-            numbers = [
-                (k, v) for k, v in _flatten_numbers(entry) if k not in _ROW_CONFIG_KEYS
-            ]
-            if not spec.declared or task != "throughput":
+            numbers = [(k, v) for k, v in _flatten_numbers(entry) if k not in _ROW_CONFIG_KEYS]
+            if task != "throughput":
+                # text fields of a sweep entry describe its configuration: extend the setting
                 label = ", ".join(
-                    f"{k}={entry[k]}" for k in entry if k not in _ROW_CONFIG_KEYS and not _is_number(entry[k])
-                    and not isinstance(entry[k], (dict, list))
+                    f"{k}={v}"
+                    for k, v in entry.items()
+                    if k not in _ROW_CONFIG_KEYS and isinstance(v, str) and v
                 )
                 if label:
                     extra["setting"] = " / ".join(p for p in (base["setting"], label) if p)
@@ -271,12 +331,12 @@ def _model_rows(model: dict[str, Any], base: dict[str, Any]) -> list[dict[str, A
     numbers: list[tuple[str, float]] = []
     params = model.get("params")
     if _is_number(params):
-        numbers.append(("params_total", float(params)))
+        numbers.append(("params_total", float(cast(float, params))))
     elif isinstance(params, dict):
         numbers.extend((f"params_{k}", v) for k, v in _flatten_numbers(params))
     macs = model.get("macs")
     if _is_number(macs):
-        numbers.append(("macs", float(macs)))
+        numbers.append(("macs", float(cast(float, macs))))
     elif isinstance(macs, dict):
         for key, value in _flatten_numbers(macs):
             numbers.append(("macs" if key in ("total", "end_to_end") else f"macs_{key}", value))
@@ -287,6 +347,7 @@ def _model_rows(model: dict[str, Any], base: dict[str, Any]) -> list[dict[str, A
             task="model",
             dataset="",
             setting="",
+            variant="",
             dtype="",
             metric=name,
             value=value,
@@ -310,7 +371,9 @@ def read_results_file(path: Path) -> dict[str, Any]:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ResultsSchemaError(f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from e
+        raise ResultsSchemaError(
+            f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}"
+        ) from e
     if not isinstance(obj, dict) or "schema" not in obj:
         kind = type(obj).__name__ if not isinstance(obj, dict) else "object without a 'schema' key"
         raise ResultsSchemaError(f"not an esam results file (JSON {kind})")
@@ -318,6 +381,15 @@ def read_results_file(path: Path) -> dict[str, Any]:
         return validate_results(obj, source="results")
     except ResultsSchemaError as e:
         raise ResultsSchemaError(f"schema check failed: {str(e).removeprefix('results: ')}") from e
+
+
+def _side_file_names(obj: dict[str, Any]) -> list[str]:
+    """Names of the side files a results object declares (``rows_file``, ``files``)."""
+    names = [obj.get("rows_file")]
+    files = obj.get("files")
+    if isinstance(files, dict):
+        names += list(files.values())
+    return [Path(n).name for n in names if isinstance(n, str) and n]
 
 
 def load_results(dirs: Iterable[str | Path], warn: bool = True) -> LoadedResults:
@@ -329,18 +401,26 @@ def load_results(dirs: Iterable[str | Path], warn: bool = True) -> LoadedResults
     """
     rows: list[dict[str, Any]] = []
     loaded = LoadedResults(frame=empty_frame())
+    failed: list[tuple[Path, str]] = []
+    side_files: set[Path] = set()
     for path in discover(dirs):
-        display = str(path)
+        display = display_path(path)
         try:
             obj = read_results_file(path)
             file_rows = results_to_rows(obj, display)
         except ResultsSchemaError as e:
-            loaded.skipped.append(SkippedFile(display, str(e)))
-            if warn:
-                print(f"esam report: warning: skipped {display}: {e}", file=sys.stderr)
+            failed.append((path, str(e)))
             continue
+        side_files.update(path.parent / name for name in _side_file_names(obj))
         loaded.files.append(display)
         rows.extend(file_rows)
+    for path, reason in failed:
+        if path in side_files:
+            continue  # a file a results file names as its own side output
+        display = display_path(path)
+        loaded.skipped.append(SkippedFile(display, reason))
+        if warn:
+            print(f"esam report: warning: skipped {display}: {reason}", file=sys.stderr)
     if rows:
         loaded.frame = normalise_frame(pd.DataFrame(rows))
     return loaded

@@ -28,7 +28,7 @@ ACCURACY_AXES: tuple[tuple[str, str, str, str], ...] = (
     ("instseg", "ap", "", "instance-segmentation mask AP (%)"),
 )
 SIZE_METRICS = (("miou_small", "small"), ("miou_medium", "medium"), ("miou_large", "large"))
-_RC = {
+_RC: dict[Any, Any] = {
     "svg.hashsalt": "esam-report",
     "svg.fonttype": "path",
     "font.size": 9,
@@ -82,8 +82,13 @@ def _choose(sub: pd.DataFrame, column: str, preferred: str) -> str | None:
     return str(pd.Series(values).value_counts().index[0])
 
 
-def accuracy_table(tidy: pd.DataFrame, task: str, metric: str, setting: str) -> tuple[pd.DataFrame, str]:
-    """Per-model accuracy for one dataset and setting: measured (mean of runs) and published.
+def accuracy_table(
+    tidy: pd.DataFrame, task: str, metric: str, setting: str
+) -> tuple[pd.DataFrame, str]:
+    """Per-model accuracy for one dataset and setting: measured and published.
+
+    Measured runs of one configuration variant are averaged; a model measured in several
+    variants (mask choice, click rule, ...) is represented by its best one.
 
     The dataset is COCO when present, the setting ``setting`` when present; both are chosen
     from the measured rows when there are any, so published rows are only shown when they use
@@ -100,7 +105,14 @@ def accuracy_table(tidy: pd.DataFrame, task: str, metric: str, setting: str) -> 
     basis = basis[basis["dataset"] == dataset]
     chosen_setting = _choose(basis, "setting", setting) or ""
     sub = sub[(sub["dataset"] == dataset) & (sub["setting"] == chosen_setting)]
-    measured = sub[sub["source"] == "measured"].groupby("model", as_index=False)["value"].mean()
+    # repeated runs: mean per configuration variant; then the best variant of each model
+    measured = (
+        sub[sub["source"] == "measured"]
+        .groupby(["model", "variant"], as_index=False)["value"]
+        .mean()
+        .groupby("model", as_index=False)["value"]
+        .max()
+    )
     measured["source"], measured["reference"] = "measured", ""
     published = sub[sub["source"] == "published"][["model", "reference", "value"]].copy()
     published["source"] = "published"
@@ -111,7 +123,9 @@ def accuracy_table(tidy: pd.DataFrame, task: str, metric: str, setting: str) -> 
 def throughput_table(tidy: pd.DataFrame) -> pd.DataFrame:
     """Best end-to-end images/s per model, hardware and source (any batch size, dtype, mode)."""
     sub = tidy[
-        (tidy["task"] == "throughput") & (tidy["metric"] == "images_per_s") & (tidy["component"] == "end_to_end")
+        (tidy["task"] == "throughput")
+        & (tidy["metric"] == "images_per_s")
+        & (tidy["component"] == "end_to_end")
     ]
     if sub.empty:
         return pd.DataFrame(columns=["model", "hardware", "source", "reference", "value"])
@@ -133,6 +147,37 @@ def _pick(df: pd.DataFrame, model: str, source: str, reference: str = "") -> flo
     return float((same if not same.empty else rows)["value"].iloc[0])
 
 
+def throughput_panels(
+    tidy: pd.DataFrame, task: str, metric: str, setting: str
+) -> tuple[dict[str, list[dict[str, Any]]], str]:
+    """Points of the accuracy-against-throughput figure, per hardware.
+
+    Each point is ``{"model", "source", "x" (images/s), "y" (accuracy), "front"}``. Measured
+    throughput pairs with measured accuracy, published with published (preferring the same
+    source). ``front`` is true for measured points on the Pareto front of their panel's measured
+    points; published points are never on it.
+    """
+    acc, acc_label = accuracy_table(tidy, task, metric, setting)
+    panels: dict[str, list[dict[str, Any]]] = {}
+    for row in throughput_table(tidy).to_dict("records"):
+        y = _pick(acc, row["model"], row["source"], row["reference"])
+        if y is None:
+            continue
+        point = {
+            "model": row["model"],
+            "source": row["source"],
+            "x": row["value"],
+            "y": y,
+            "front": False,
+        }
+        panels.setdefault(row["hardware"], []).append(point)
+    for points in panels.values():
+        measured = [p for p in points if p["source"] == "measured"]
+        for i in pareto_front([p["x"] for p in measured], [p["y"] for p in measured]):
+            measured[i]["front"] = True
+    return panels, acc_label
+
+
 def _colors(models: list[str]) -> dict[str, Any]:
     from matplotlib import colormaps
 
@@ -144,7 +189,13 @@ def _save(fig: Any, out_dir: Path, name: str) -> tuple[Path, Path]:
     paths = []
     for ext in ("png", "svg"):
         buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=150, bbox_inches="tight", metadata={"Date": None} if ext == "svg" else {})
+        fig.savefig(
+            buf,
+            format=ext,
+            dpi=150,
+            bbox_inches="tight",
+            metadata={"Date": None} if ext == "svg" else {},
+        )
         paths.append(write_bytes_atomic(out_dir / f"{name}.{ext}", buf.getvalue()))
     return paths[0], paths[1]
 
@@ -180,17 +231,9 @@ def plot_accuracy_vs_throughput(
     from matplotlib.lines import Line2D
 
     name = f"accuracy_vs_throughput_{task}"
-    acc, acc_label = accuracy_table(tidy, task, metric, setting)
-    thr = throughput_table(tidy)
+    panels, acc_label = throughput_panels(tidy, task, metric, setting)
     title = f"{label} against end-to-end throughput"
     result = PlotResult(name=name, title=title)
-    panels: dict[str, list[dict[str, Any]]] = {}
-    for row in thr.to_dict("records"):
-        y = _pick(acc, row["model"], row["source"], row["reference"])
-        if y is None:
-            continue
-        point = {"model": row["model"], "source": row["source"], "x": row["value"], "y": y}
-        panels.setdefault(row["hardware"], []).append(point)
     n_points = sum(len(p) for p in panels.values())
     if n_points < 2:
         result.skipped = (
@@ -198,7 +241,9 @@ def plot_accuracy_vs_throughput(
             f"(found {n_points})"
         )
         return result
-    hardware = sorted(panels, key=lambda h: (not any(p["source"] == "measured" for p in panels[h]), h))
+    hardware = sorted(
+        panels, key=lambda h: (not any(p["source"] == "measured" for p in panels[h]), h)
+    )
     ncols = min(3, len(hardware))
     nrows = -(-len(hardware) // ncols)
     colors = _colors([p["model"] for ps in panels.values() for p in ps])
@@ -220,12 +265,11 @@ def plot_accuracy_vs_throughput(
                     zorder=3,
                 )
                 _annotate(ax, p["x"], p["y"], p["model"], italic=not measured)
-            meas = [p for p in points if p["source"] == "measured"]
-            if len(meas) >= 2:
-                idx = pareto_front([p["x"] for p in meas], [p["y"] for p in meas])
+            front = sorted((p for p in points if p["front"]), key=lambda p: p["x"])
+            if len(front) >= 2:
                 ax.plot(
-                    [meas[i]["x"] for i in idx],
-                    [meas[i]["y"] for i in idx],
+                    [p["x"] for p in front],
+                    [p["y"] for p in front],
                     linestyle="--",
                     color="0.35",
                     linewidth=1.2,
@@ -240,7 +284,15 @@ def plot_accuracy_vs_throughput(
             ax.set_visible(False)
         handles = [
             Line2D([], [], marker="o", linestyle="", color="0.3", label="measured"),
-            Line2D([], [], marker="D", linestyle="", markerfacecolor="none", color="0.3", label="published"),
+            Line2D(
+                [],
+                [],
+                marker="D",
+                linestyle="",
+                markerfacecolor="none",
+                color="0.3",
+                label="published",
+            ),
             Line2D([], [], linestyle="--", color="0.35", label="Pareto front (measured)"),
         ]
         fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
@@ -268,9 +320,10 @@ def plot_miou_by_size(tidy: pd.DataFrame, out_dir: Path) -> PlotResult:
     keys = [(m, "measured", "") for m in measured_models]
     keys += [(r["model"], "published", r["reference"]) for r in published.to_dict("records")]
     for model, source, ref in keys:
-        values = [_pick(tables[m][0], model, source, ref) for m, _ in SIZE_METRICS]
-        if all(v is not None for v in values):
-            entries.append((model, source, [float(v) for v in values if v is not None]))
+        picked = [_pick(tables[m][0], model, source, ref) for m, _ in SIZE_METRICS]
+        found = [v for v in picked if v is not None]
+        if len(found) == len(picked):
+            entries.append((model, source, found))
     if not entries:
         result.skipped = "needs zero-shot mIoU split by object size (miou_small/medium/large)"
         return result
@@ -288,9 +341,10 @@ def plot_miou_by_size(tidy: pd.DataFrame, out_dir: Path) -> PlotResult:
                     values[j],
                     width,
                     color=shades[j],
-                    alpha=0.45 if published_bar else 0.95,
-                    hatch="//" if published_bar else None,
-                    edgecolor=shades[j],
+                    alpha=0.55 if published_bar else 0.95,
+                    hatch="///" if published_bar else None,
+                    edgecolor="0.25" if published_bar else shades[j],
+                    linewidth=0.6,
                     label=size if i == 0 else None,
                 )
         ax.set_xticks(x)
@@ -302,9 +356,7 @@ def plot_miou_by_size(tidy: pd.DataFrame, out_dir: Path) -> PlotResult:
         ax.set_ylabel(f"mIoU (%) · {label}")
         ax.legend(title="object size", frameon=False, ncols=3, loc="upper left")
         result.png, result.svg = _save(fig, out_dir, name)
-    result.caption = (
-        f"Zero-shot mIoU on {label} per COCO object-size bucket; hatched bars are published numbers."
-    )
+    result.caption = f"Zero-shot mIoU on {label} per COCO object-size bucket; hatched bars are published numbers."
     return result
 
 
@@ -320,16 +372,21 @@ def plot_params_vs_accuracy(
     result = PlotResult(name=name, title=f"Parameters against {label}")
     acc, acc_label = accuracy_table(tidy, task, metric, setting)
     params = params_table(tidy)
-    points = []
-    for row in acc.to_dict("records"):
-        p = _pick(params, row["model"], row["source"], row["reference"])
-        if p is not None:
-            points.append({"model": row["model"], "source": row["source"], "x": p / 1e6, "y": row["value"]})
-    # one published point per model: the first source listed
+    points: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
-    points = [p for p in points if not ((p["model"], p["source"]) in seen or seen.add((p["model"], p["source"])))]
+    for row in acc.to_dict("records"):
+        count = _pick(params, row["model"], row["source"], row["reference"])
+        key = (row["model"], row["source"])
+        if count is None or key in seen:
+            continue  # one point per model and source: the first published source listed
+        seen.add(key)
+        points.append(
+            {"model": row["model"], "source": row["source"], "x": count / 1e6, "y": row["value"]}
+        )
     if len(points) < 2:
-        result.skipped = f"needs parameter counts and {label} for at least two models (found {len(points)})"
+        result.skipped = (
+            f"needs parameter counts and {label} for at least two models (found {len(points)})"
+        )
         return result
     colors = _colors([p["model"] for p in points])
     with rc_context(_RC):
@@ -355,7 +412,15 @@ def plot_params_vs_accuracy(
         ax.legend(
             handles=[
                 Line2D([], [], marker="o", linestyle="", color="0.3", label="measured"),
-                Line2D([], [], marker="D", linestyle="", markerfacecolor="none", color="0.3", label="published"),
+                Line2D(
+                    [],
+                    [],
+                    marker="D",
+                    linestyle="",
+                    markerfacecolor="none",
+                    color="0.3",
+                    label="published",
+                ),
             ],
             frameon=False,
             loc="lower right",
@@ -381,7 +446,11 @@ def make_plots(tidy: pd.DataFrame, out_dir: str | Path) -> list[PlotResult]:
             fn = plot_accuracy_vs_throughput if kind == "throughput" else plot_params_vs_accuracy
             tries.append(fn(tidy, out, task, metric, setting, label))
         if not tries:
-            title = "Accuracy against throughput" if kind == "throughput" else "Parameters against accuracy"
+            title = (
+                "Accuracy against throughput"
+                if kind == "throughput"
+                else "Parameters against accuracy"
+            )
             tries.append(
                 PlotResult(
                     name=f"{kind}_plot",

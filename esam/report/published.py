@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from esam.report.load import SkippedFile, empty_frame, normalise_frame
+from esam.report.load import SkippedFile, display_path, empty_frame, normalise_frame
 from esam.report.tasks import metric_direction
 
 PUBLISHED_SCHEMA = "esam.published/1"
@@ -79,7 +79,7 @@ def load_published(path: str | Path) -> PublishedNumbers:
     is skipped on its own, named by its index.
     """
     path = Path(path)
-    display = str(path)
+    display = display_path(path)
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
@@ -92,7 +92,9 @@ def load_published(path: str | Path) -> PublishedNumbers:
         return PublishedNumbers(empty_frame(), display, [SkippedFile(display, reason)])
     entries = obj.get("entries")
     if not isinstance(entries, list):
-        return PublishedNumbers(empty_frame(), display, [SkippedFile(display, "'entries' is not a list")])
+        return PublishedNumbers(
+            empty_frame(), display, [SkippedFile(display, "'entries' is not a list")]
+        )
 
     rows: list[dict[str, Any]] = []
     skipped: list[SkippedFile] = []

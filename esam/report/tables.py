@@ -28,6 +28,7 @@ KEY_LABELS = {
     "setting": "setting",
     "hardware": "hardware",
     "component": "component",
+    "variant": "variant",
 }
 
 
@@ -104,7 +105,7 @@ def _metric_order(spec: TaskSpec, present: list[str]) -> list[MetricSpec]:
 
 
 def _build_rows(sub: pd.DataFrame, spec: TaskSpec, metrics: list[MetricSpec]) -> pd.DataFrame:
-    identity = [*spec.row_keys, "source", "reference"]
+    identity = [*spec.row_keys, "variant", "source", "reference"]
     records: list[dict[str, Any]] = []
     for key, rows in sub.groupby(identity, dropna=False, sort=False):
         record: dict[str, Any] = dict(zip(identity, key, strict=True))
@@ -117,6 +118,7 @@ def _build_rows(sub: pd.DataFrame, spec: TaskSpec, metrics: list[MetricSpec]) ->
             )
         else:
             record["provenance"] = record["reference"]
+        record["results_file"] = latest["results_file"]
         notes = sorted({n for n in rows["note"] if n})
         record["note"] = "; ".join(notes)
         for m in metrics:
@@ -126,7 +128,9 @@ def _build_rows(sub: pd.DataFrame, spec: TaskSpec, metrics: list[MetricSpec]) ->
     return pd.DataFrame.from_records(records)
 
 
-def sort_rows(board: Leaderboard, metric: str | None = None, ascending: bool | None = None) -> Leaderboard:
+def sort_rows(
+    board: Leaderboard, metric: str | None = None, ascending: bool | None = None
+) -> Leaderboard:
     """Sort a leaderboard in place and recompute ranks and best marks.
 
     Measured rows come first, ranked by ``metric`` (the task's primary metric by default) in the
@@ -206,6 +210,8 @@ def build_leaderboards(tidy: pd.DataFrame) -> dict[str, list[Leaderboard]]:
             keys = ["model"] + [
                 k for k in spec.row_keys if k != "model" and rows[k].map(_filled).any()
             ]
+            if rows.loc[rows["source"] == "measured", "variant"].nunique() > 1:
+                keys.insert(1, "variant")  # shown only where measured rows differ in it
             board = Leaderboard(
                 task=spec,
                 group=dict(zip(spec.group_by, values, strict=True)),
@@ -249,7 +255,11 @@ def _md_escape(text: str) -> str:
 
 def to_markdown(board: Leaderboard) -> str:
     """A GitHub-flavoured Markdown table; best measured values bold, published rows italic."""
-    headers = ["#", *[KEY_LABELS.get(k, k) for k in board.keys], *[m.header() for m in board.metrics]]
+    headers = [
+        "#",
+        *[KEY_LABELS.get(k, k) for k in board.keys],
+        *[m.header() for m in board.metrics],
+    ]
     headers += ["runs", "provenance / source"]
     lines = ["| " + " | ".join(_md_escape(h) for h in headers) + " |"]
     align = ["---:"] + [":---"] * len(board.keys) + ["---:"] * len(board.metrics) + ["---:", ":---"]
@@ -279,18 +289,23 @@ def to_markdown(board: Leaderboard) -> str:
 def to_csv_frame(board: Leaderboard) -> pd.DataFrame:
     """The table as plain data: raw metric values, a ``best`` column naming best-marked metrics."""
     df = board.rows.copy()
-    for col, value in board.group.items():
+    for col, value in reversed(board.group.items()):
         df.insert(0, col, value)
     df.insert(0, "task", board.task.name)
     df["best"] = [
-        ";".join(m.name for m in board.metrics if board.is_best(pos, m.name)) for pos in range(len(df))
+        ";".join(m.name for m in board.metrics if board.is_best(pos, m.name))
+        for pos in range(len(df))
     ]
     return df
 
 
 def to_text(board: Leaderboard, max_rows: int = 15) -> str:
     """A fixed-width plain-text rendering for the terminal (best values starred)."""
-    headers = ["#", *[KEY_LABELS.get(k, k) for k in board.keys], *[m.header() for m in board.metrics]]
+    headers = [
+        "#",
+        *[KEY_LABELS.get(k, k) for k in board.keys],
+        *[m.header() for m in board.metrics],
+    ]
     headers.append("source")
     body: list[list[str]] = []
     for pos, row in enumerate(board.rows.head(max_rows).to_dict("records")):
@@ -302,12 +317,15 @@ def to_text(board: Leaderboard, max_rows: int = 15) -> str:
             cells.append(f"{text}*" if text and board.is_best(pos, m.name) else text)
         cells.append("published" if published else "measured")
         body.append(cells)
-    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)
+    ]
     numeric = {0} | set(range(1 + len(board.keys), 1 + len(board.keys) + len(board.metrics)))
 
     def fmt(cells: list[str]) -> str:
         return "  ".join(
-            c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            c.rjust(w) if i in numeric else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
     out = [fmt(headers), fmt(["-" * w for w in widths])] + [fmt(r) for r in body]

@@ -21,7 +21,16 @@ Direction = Literal["higher", "lower"]
 Aggregation = Literal["mean", "max", "min", "latest"]
 
 #: Columns of the tidy frame that may be used to split a task into tables or identify a row.
-KEY_COLUMNS = ("dataset", "setting", "hardware", "component", "model", "batch_size", "dtype", "compile")
+KEY_COLUMNS = (
+    "dataset",
+    "setting",
+    "hardware",
+    "component",
+    "model",
+    "batch_size",
+    "dtype",
+    "compile",
+)
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,10 @@ class TaskSpec:
         metrics: declared metrics in display order.
         primary: metric the leaderboard ranks by.
         setting_keys: keys of the config (or, failing that, of the model block) whose values form
-            the ``setting`` column.
+            the ``setting`` column; ``"a|b"`` takes ``a`` when present, else ``b``.
+        variant_keys: further config keys that change the numbers; runs that differ in them are
+            never combined into one row (their values form the ``variant`` column), while runs
+            that differ only in other keys (seed, device, workers) are.
         group_by: tidy columns that split the task into separate tables (one per value).
         row_keys: tidy columns identifying one row within a table (besides ``source``).
         accuracy: whether the primary metric is an accuracy usable on a plot's accuracy axis.
@@ -93,11 +105,14 @@ class TaskSpec:
     metrics: tuple[MetricSpec, ...]
     primary: str
     setting_keys: tuple[str, ...] = ()
+    variant_keys: tuple[str, ...] = ()
     group_by: tuple[str, ...] = ("dataset", "setting")
     row_keys: tuple[str, ...] = ("model", "dtype")
     accuracy: bool = False
     declared: bool = True
-    _index: dict[str, MetricSpec] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _index: dict[str, MetricSpec] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self._index.update({m.name: m for m in self.metrics})
@@ -139,6 +154,7 @@ ZEROSHOT = TaskSpec(
     ),
     primary="miou",
     setting_keys=("prompt",),
+    variant_keys=("click", "mask_choice", "include_crowd", "limit_images"),
     accuracy=True,
 )
 
@@ -159,7 +175,8 @@ INSTSEG = TaskSpec(
         _count("n_detections", "detections"),
     ),
     primary="ap",
-    setting_keys=("box_source",),
+    setting_keys=("box_source|detections",),
+    variant_keys=("mask_choice", "max_dets", "limit_images"),
     accuracy=True,
 )
 
@@ -179,6 +196,7 @@ THROUGHPUT = TaskSpec(
     ),
     primary="images_per_s",
     setting_keys=("mode",),
+    variant_keys=("image_size", "prompts_per_image", "threads", "compile_mode", "overrides"),
     group_by=("hardware", "component"),
     row_keys=("model", "setting", "batch_size", "dtype", "compile"),
 )
@@ -188,15 +206,35 @@ MODEL = TaskSpec(
     label="Model size",
     description="Parameter counts and multiply-accumulates per image, as recorded by the benchmark.",
     metrics=(
-        MetricSpec("params_total", "params", "lower", "max", unit="M", display_factor=1e-6, decimals=2),
         MetricSpec(
-            "params_image_encoder", "image encoder", "lower", "max", unit="M", display_factor=1e-6, decimals=2
+            "params_total", "params", "lower", "max", unit="M", display_factor=1e-6, decimals=2
         ),
         MetricSpec(
-            "params_prompt_encoder", "prompt encoder", "lower", "max", unit="M", display_factor=1e-6, decimals=3
+            "params_image_encoder",
+            "image encoder",
+            "lower",
+            "max",
+            unit="M",
+            display_factor=1e-6,
+            decimals=2,
         ),
         MetricSpec(
-            "params_mask_decoder", "mask decoder", "lower", "max", unit="M", display_factor=1e-6, decimals=2
+            "params_prompt_encoder",
+            "prompt encoder",
+            "lower",
+            "max",
+            unit="M",
+            display_factor=1e-6,
+            decimals=3,
+        ),
+        MetricSpec(
+            "params_mask_decoder",
+            "mask decoder",
+            "lower",
+            "max",
+            unit="M",
+            display_factor=1e-6,
+            decimals=2,
         ),
         MetricSpec("macs", "MACs", "lower", "max", unit="G", display_factor=1e-9, decimals=1),
     ),
@@ -241,7 +279,9 @@ def guess_metric(name: str) -> MetricSpec:
         return MetricSpec(name, name, direction, "max", unit="M", display_factor=1e-6, decimals=2)
     if lowered.startswith(("macs", "flops")):
         return MetricSpec(name, name, direction, "max", unit="G", display_factor=1e-9, decimals=1)
-    return MetricSpec(name=name, label=name, direction=direction, aggregation=aggregation, decimals=3)
+    if lowered.endswith("_ms"):
+        return MetricSpec(name, name[:-3], direction, aggregation, unit="ms", decimals=2)
+    return MetricSpec(name, name, direction, aggregation, decimals=3)
 
 
 def generic_task(name: str, metric_names: list[str]) -> TaskSpec:

@@ -1,0 +1,55 @@
+"""Packaging contract: light imports, the command line, results schema helpers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from esam.utils.io import sha256_file, write_json_atomic
+from esam.utils.meta import run_metadata
+from esam.utils.results import ResultsSchemaError, make_results, validate_results
+
+HEAVY = ("mmcv", "mmdet", "mmseg", "segment_anything", "timm", "pandas", "matplotlib", "pycocotools", "lvis")
+
+
+def test_core_import_is_light() -> None:
+    code = "import sys, esam; esam.build_model('efficientsam_vitt', img_size=64, encoder_depth=1); print(sorted(m for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = set(json.loads(out.replace("'", '"')))
+    assert not [m for m in HEAVY if m in loaded]
+
+
+def test_cli_lists_subcommands() -> None:
+    out = subprocess.run([sys.executable, "-m", "esam.cli.main", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "predict" in out
+
+
+def test_atomic_json_leaves_no_partial_file(tmp_path: Path) -> None:
+    target = tmp_path / "r.json"
+    write_json_atomic(target, {"a": 1})
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"a": object()})
+    assert json.loads(target.read_text()) == {"a": 1}
+    with pytest.raises(ValueError):
+        write_json_atomic(target, {"a": float("nan")})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+    assert len(sha256_file(target)) == 64
+
+
+def test_results_schema_round_trip(tmp_path: Path) -> None:
+    meta = run_metadata(device="cpu", dtype="fp32")
+    assert meta["hardware"]["cpu_cores"] >= 1 and "torch" in meta["versions"]
+    obj = make_results("zeroshot", {"name": "m"}, {"prompt": "box"}, {"miou": 50.0}, meta)
+    write_json_atomic(tmp_path / "x.json", obj)
+    assert validate_results(json.loads((tmp_path / "x.json").read_text())) == obj
+    bad = dict(obj)
+    del bad["meta"]
+    with pytest.raises(ResultsSchemaError, match="missing key 'meta'"):
+        validate_results(bad, "x.json")
+    with pytest.raises(ResultsSchemaError, match="schema is"):
+        validate_results({**obj, "schema": "other/1"})

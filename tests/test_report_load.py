@@ -1,0 +1,249 @@
+"""Loading results files into the tidy frame: validation, skipped files, units, CSV round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from esam.report.load import (
+    TIDY_COLUMNS,
+    discover,
+    load_results,
+    read_tidy_csv,
+    results_to_rows,
+    write_tidy_csv,
+)
+from esam.report.published import load_published
+from esam.utils.results import make_results
+
+FIXTURES = Path(__file__).parent / "fixtures" / "results"
+PUBLISHED = Path(__file__).resolve().parents[1] / "reports" / "published.json"
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return load_results([FIXTURES], warn=False)
+
+
+def _meta() -> dict:
+    return {
+        "git_commit": "0123456789abcdef0123456789abcdef01234567",
+        "versions": {"python": "3.11"},
+        "hardware": {"cpu_model": "Test CPU"},
+        "device": "cpu",
+        "dtype": "fp32",
+        "start_time": "2024-01-01T00:00:00+00:00",
+        "end_time": "2024-01-01T00:01:00+00:00",
+    }
+
+
+def test_discover_is_recursive_and_ignores_row_files():
+    paths = discover([FIXTURES])
+    names = {p.name for p in paths}
+    assert "coco_box_efficientsam_ti_seed0.json" in names  # two levels down
+    assert "malformed.json" in names
+    assert not any(".rows." in n for n in names)
+    assert all(p.suffix == ".json" for p in paths)
+
+
+def test_discover_missing_folder_raises(tmp_path):
+    with pytest.raises(FileNotFoundError, match="results folder not found"):
+        discover([tmp_path / "nope"])
+
+
+def test_side_files_are_not_reported_as_skipped(tmp_path):
+    obj = json.loads((FIXTURES / "fixture_gpu" / "instseg" / "coco_sam_vit_h.json").read_text())
+    obj["files"] = {"boxes": "run.boxes.json"}
+    (tmp_path / "run.json").write_text(json.dumps(obj))
+    (tmp_path / "run.boxes.json").write_text("[]")  # named by the results file
+    (tmp_path / "run.segm.json").write_text("[]")  # raw segmentations
+    (tmp_path / "stray.json").write_text("[]")  # named by nobody: reported
+    loaded = load_results([tmp_path], warn=False)
+    assert [Path(f).name for f in loaded.files] == ["run.json"]
+    assert [Path(s.path).name for s in loaded.skipped] == ["stray.json"]
+
+
+def test_bad_files_are_skipped_with_path_and_reason(loaded, capsys):
+    reasons = {Path(s.path).name: s.reason for s in loaded.skipped}
+    assert set(reasons) == {"malformed.json", "foreign.json", "missing_commit.json"}
+    assert reasons["malformed.json"].startswith("malformed JSON")
+    assert "not an esam results file" in reasons["foreign.json"]
+    assert "meta.git_commit" in reasons["missing_commit.json"]
+    assert len(loaded.files) == 18
+
+    load_results([FIXTURES / "broken"], warn=True)
+    err = capsys.readouterr().err
+    assert err.count("warning: skipped") == 3
+    assert "foreign.json" in err
+
+
+def test_tidy_frame_shape_and_provenance(loaded):
+    df = loaded.frame
+    assert tuple(df.columns) == TIDY_COLUMNS
+    assert set(df["source"]) == {"measured"}
+    assert {"zeroshot", "instseg", "throughput", "model", "sami_pretrain"} <= set(df["task"])
+    row = df[
+        (df["task"] == "zeroshot") & (df["model"] == "mobilesam") & (df["metric"] == "miou")
+    ].iloc[0]
+    assert row["value"] == pytest.approx(72.9)
+    assert bool(row["higher_is_better"]) is True
+    assert row["commit"] == "9b1e7d3-dirty"
+    assert (row["device"], row["hardware"], row["dtype"]) == ("cpu", "Fixture CPU (synthetic)", "fp32")
+    assert row["date"].startswith("2024-06-03")
+    assert row["setting"] == "box" and row["dataset"] == "coco"
+    assert row["results_file"].endswith("coco_box_mobilesam.json")
+    # counts carry no direction
+    n = df[(df["metric"] == "n_instances")]["higher_is_better"]
+    assert n.isna().all()
+
+
+def test_throughput_rows_take_their_own_config(loaded):
+    df = loaded.frame
+    thr = df[
+        (df["task"] == "throughput")
+        & (df["model"] == "efficientsam_ti")
+        & (df["device"] == "cuda:0")
+    ]
+    fast = thr[(thr["batch_size"] == 8) & (thr["metric"] == "images_per_s")].iloc[0]
+    assert fast["dtype"] == "bf16" and bool(fast["compile"]) is True
+    assert fast["component"] == "end_to_end" and fast["setting"] == "fast"
+    assert fast["hardware"] == "Fixture GPU (synthetic)"
+    lat = thr[thr["metric"] == "latency_p50_ms"]
+    assert not lat["higher_is_better"].any()  # lower is better
+    # bookkeeping numbers of a declared task (warm-up, iterations) are not metrics
+    assert not thr["metric"].isin(["warmup", "iters"]).any()
+    # encoder rows have no mIoU (null in the file) and produce no row for it
+    enc = thr[thr["component"] == "image_encoder"]
+    assert "miou_vs_fp32" not in set(enc["metric"])
+
+
+def test_model_block_becomes_model_rows(loaded):
+    df = loaded.frame
+    params = df[(df["task"] == "model") & (df["metric"] == "params_total")]
+    assert set(params["model"]) == {"efficientsam_ti", "efficientsam_s", "sam_vit_h", "mobilesam"}
+    assert params[params["model"] == "sam_vit_h"]["value"].iloc[0] == 641_090_000
+
+
+def test_fraction_percentages_are_scaled_and_noted(loaded):
+    df = loaded.frame
+    ap = df[
+        (df["task"] == "instseg") & (df["model"] == "efficientsam_s") & (df["metric"] == "ap")
+    ].iloc[0]
+    assert ap["value"] == pytest.approx(42.1)
+    assert "fraction" in ap["note"]
+    sam = df[
+        (df["task"] == "instseg") & (df["model"] == "sam_vit_h") & (df["metric"] == "ap")
+    ].iloc[0]
+    assert sam["value"] == pytest.approx(46.3) and sam["note"] == ""
+    det = df[(df["model"] == "efficientsam_s") & (df["metric"] == "n_detections")].iloc[0]
+    assert det["value"] == 36335  # counts are never rescaled
+
+
+def test_instseg_setting_names_the_detector(loaded):
+    inst = loaded.frame[loaded.frame["task"] == "instseg"]
+    assert set(inst["setting"]) == {"vitdet"}  # from config.detections = .../coco_vitdet.json
+    macs = loaded.frame[(loaded.frame["task"] == "model") & (loaded.frame["metric"] == "macs")]
+    assert set(macs["model"]) == {"efficientsam_ti", "efficientsam_s", "sam_vit_h", "mobilesam"}
+
+
+def test_incomplete_run_is_noted():
+    obj = make_results(
+        task="throughput",
+        model={"name": "m", "mode": "fast", "weights": "untrained"},
+        config={},
+        metrics=[
+            {
+                "component": "end_to_end",
+                "batch_size": 1,
+                "dtype": "fp32",
+                "compile": False,
+                "images_per_s": 10.0,
+                "latency_p50_ms": None,
+            }
+        ],
+        meta=_meta(),
+        complete=False,
+    )
+    (row,) = results_to_rows(obj, "t.json")
+    assert row["metric"] == "images_per_s" and row["setting"] == "fast"
+    assert (
+        row["note"]
+        == "incomplete run (complete = false); untrained weights: accuracy is not meaningful"
+    )
+
+
+def test_unknown_task_and_extra_keys_are_tolerated():
+    obj = make_results(
+        task="new_task",
+        model={"name": "m", "extra": [1, 2]},
+        config={"seed": 0},
+        metrics={"score": 0.5, "loss": 1.25, "nested": {"a": 2.0}, "label": "text"},
+        meta=_meta(),
+        something_else={"x": 1},
+    )
+    rows = results_to_rows(obj, "x.json")
+    by_metric = {r["metric"]: r for r in rows}
+    assert set(by_metric) == {"score", "loss", "nested.a"}
+    assert by_metric["score"]["higher_is_better"] is True
+    assert by_metric["loss"]["higher_is_better"] is False
+    assert by_metric["score"]["value"] == 0.5  # unknown tasks are never rescaled
+
+
+def test_csv_round_trip(loaded, tmp_path):
+    published = load_published(PUBLISHED).frame
+    df = pd.concat([loaded.frame, published], ignore_index=True)
+    path = write_tidy_csv(df, tmp_path / "results.csv")
+    back = read_tidy_csv(path)
+    pd.testing.assert_frame_equal(back, df)
+    assert back["batch_size"].dtype == "Int64"
+    assert back["higher_is_better"].dtype == "boolean"
+
+
+def test_published_file_entries(tmp_path):
+    pub = load_published(PUBLISHED)
+    assert pub.skipped == []
+    df = pub.frame
+    assert len(df) > 20
+    assert set(df["source"]) == {"published"}
+    assert df["reference"].str.len().gt(10).all()
+    assert df["commit"].eq("").all()
+    # every percentage is on the 0-100 scale
+    pct = df[df["metric"].isin(["ap", "miou", "miou_small", "miou_medium", "miou_large"])]
+    assert pct["value"].between(1, 100).all()
+
+    bad = tmp_path / "pub.json"
+    bad.write_text(
+        json.dumps(
+            {
+                "schema": "esam.published/1",
+                "entries": [
+                    {
+                        "model": "a",
+                        "task": "zeroshot",
+                        "dataset": "coco",
+                        "setting": "box",
+                        "metric": "miou",
+                        "value": 70.0,
+                        "source": "Some paper, Table 1",
+                    },
+                    {
+                        "model": "b",
+                        "task": "zeroshot",
+                        "dataset": "coco",
+                        "setting": "box",
+                        "metric": "miou",
+                        "value": "n/a",
+                        "source": "Some paper, Table 1",
+                    },
+                    {"model": "c", "task": "zeroshot"},
+                ],
+            }
+        )
+    )
+    pub = load_published(bad)
+    assert list(pub.frame["model"]) == ["a"]
+    assert [s.path.rsplit(" ", 1)[-1] for s in pub.skipped] == ["1)", "2)"]
+    assert "not a number" in pub.skipped[0].reason and "missing" in pub.skipped[1].reason

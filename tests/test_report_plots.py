@@ -1,0 +1,82 @@
+"""Figures: Pareto front, panels per hardware, files written, graceful skips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from esam.report.load import load_results
+from esam.report.plots import make_plots, pareto_front, throughput_panels
+from esam.report.published import load_published
+
+FIXTURES = Path(__file__).parent / "fixtures" / "results"
+PUBLISHED = Path(__file__).resolve().parents[1] / "reports" / "published.json"
+
+
+@pytest.fixture(scope="module")
+def tidy():
+    return pd.concat(
+        [load_results([FIXTURES], warn=False).frame, load_published(PUBLISHED).frame],
+        ignore_index=True,
+    )
+
+
+def test_pareto_front():
+    x = [1.0, 2.0, 3.0, 2.5, 0.5]
+    y = [9.0, 8.0, 5.0, 4.0, 9.0]
+    # (2.5, 4) is beaten by (3, 5); (0.5, 9) is beaten by (1, 9)
+    assert pareto_front(x, y) == [0, 1, 2]
+    assert pareto_front([], []) == []
+    assert pareto_front([1.0, 1.0], [2.0, 2.0]) == [0]
+
+
+def test_panels_pair_sources_and_front_is_measured_only(tidy):
+    panels, label = throughput_panels(tidy, "zeroshot", "miou", "box")
+    assert label == "coco · box"
+    gpu_panel = {p["model"]: p for p in panels["Fixture GPU (synthetic)"]}
+    assert {m for m, p in gpu_panel.items() if p["front"]} == {
+        "sam_vit_h",
+        "efficientsam_s",
+        "efficientsam_ti",
+    }
+    assert not gpu_panel["mobilesam"]["front"]  # slower and less accurate than efficientsam_ti
+    assert gpu_panel["efficientsam_ti"]["x"] == pytest.approx(1630.0)  # best end-to-end config
+    assert gpu_panel["efficientsam_ti"]["y"] == pytest.approx(75.3)
+    cpu = panels["Fixture CPU (synthetic)"]
+    assert all(p["source"] == "measured" for p in cpu)
+    published = [p for ps in panels.values() for p in ps if p["source"] == "published"]
+    assert published and not any(p["front"] for p in published)
+    # published throughput is never paired with measured accuracy
+    assert {p["model"] for p in panels["NVIDIA A100"]} == {"EfficientViT-SAM-XL1"}
+
+
+def test_make_plots_writes_png_and_svg(tidy, tmp_path):
+    results = make_plots(tidy, tmp_path)
+    names = {r.name for r in results}
+    assert {
+        "accuracy_vs_throughput_zeroshot",
+        "miou_by_object_size",
+        "params_vs_accuracy_zeroshot",
+    } <= names
+    for r in results:
+        assert r.drawn, r.skipped
+        assert r.png is not None and r.png.stat().st_size > 5_000
+        assert r.svg is not None and r.svg.read_text().lstrip().startswith("<?xml")
+        assert r.png.parent == tmp_path
+
+
+def test_plots_skip_gracefully_without_data(tidy, tmp_path):
+    only_zeroshot = tidy[(tidy["task"] == "zeroshot") & (tidy["source"] == "measured")]
+    only_zeroshot = only_zeroshot[only_zeroshot["metric"] == "miou"]
+    results = {r.name: r for r in make_plots(only_zeroshot, tmp_path)}
+    thr = results["accuracy_vs_throughput_zeroshot"]
+    assert not thr.drawn and "throughput" in (thr.skipped or "")
+    assert not results["miou_by_object_size"].drawn
+    assert not results["params_vs_accuracy_zeroshot"].drawn
+    assert list(tmp_path.iterdir()) == []
+
+    empty = make_plots(tidy.iloc[0:0], tmp_path)
+    assert empty and not any(r.drawn for r in empty)
+    assert all(r.skipped for r in empty)
