@@ -19,6 +19,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "esam.cli.eval",
     "esam.cli.bench",
     "esam.cli.report",
+    "esam.cli.demo",
 )
 
 

@@ -1,0 +1,170 @@
+"""The end-to-end demo on the embedded default data.
+
+Runs a compact version of every stage esam has, on data the project ships (a small synthetic
+COCO-format sample with detector-style boxes) and with deterministic stand-in weights (no
+trained weights can be shipped): single-image prediction, zero-shot box/click mIoU against the
+``box_fill`` and ``oracle`` references, instance segmentation AP from boxes, a CPU throughput
+run of the fast path against the official-style reference, and finally the leaderboard report.
+Each stage is a call of the ``esam`` command line, so the demo also shows how to use it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEMO_MODEL = "efficientsam_vitt"
+
+
+@dataclass
+class DemoPlan:
+    """What the demo runs; ``quick`` shrinks it for the smoke test."""
+
+    out: Path
+    quick: bool = False
+
+    @property
+    def weights(self) -> Path:
+        return self.out / "weights" / f"{DEMO_MODEL}_standin.safetensors"
+
+    @property
+    def results(self) -> Path:
+        return self.out / "results"
+
+
+def _cli(args: list[str]) -> None:
+    from esam.cli.main import main
+
+    log.info("esam %s", " ".join(args))
+    rc = main(args)
+    if rc != 0:
+        raise RuntimeError(f"demo stage failed: esam {' '.join(args)} exited with {rc}")
+
+
+def stage_weights(plan: DemoPlan) -> None:
+    """Write stand-in weights as an esam checkpoint (exercises the checkpoint round trip)."""
+    import esam
+    from esam.standin import load_standin_weights
+
+    model = load_standin_weights(esam.build_model(DEMO_MODEL))
+    esam.save_checkpoint(model, plan.weights, DEMO_MODEL, model.config.to_dict())
+    print(f"  stand-in weights: {plan.weights}")
+
+
+def _first_box(annotations: Path) -> tuple[str, list[float]]:
+    data = json.loads(annotations.read_text())
+    img = min(data["images"], key=lambda i: i["id"])
+    ann = max((a for a in data["annotations"] if a["image_id"] == img["id"] and not a.get("iscrowd")), key=lambda a: a["area"])
+    x, y, w, h = ann["bbox"]
+    return img["file_name"], [x, y, x + w, y + h]
+
+
+def stage_predict(plan: DemoPlan) -> None:
+    """Segment the largest object of the first sample image from its box; write an overlay."""
+    from esam.eval.synthetic import sample_paths
+
+    annotations, images = sample_paths()
+    file_name, box = _first_box(annotations)
+    out = plan.out / "predict"
+    _cli(
+        [
+            "predict", "--model", DEMO_MODEL, "--checkpoint", str(plan.weights),
+            "--image", str(images / file_name), "--box", ",".join(f"{v:.1f}" for v in box),
+            "--out", str(out / "mask.png"), "--overlay", str(out / "overlay.png"),
+        ]
+    )  # fmt: skip
+
+
+def stage_zeroshot(plan: DemoPlan) -> None:
+    """Box and 1-click mIoU of the model and of the two weightless references."""
+    from esam.eval.synthetic import sample_paths
+
+    annotations, images = sample_paths()
+    limit = ["--limit-images", "2"] if plan.quick else []
+    runs = [
+        (DEMO_MODEL, ["--checkpoint", str(plan.weights)], "box"),
+        (DEMO_MODEL, ["--checkpoint", str(plan.weights)], "point1"),
+        ("box_fill", [], "box"),
+        ("oracle", [], "box"),
+    ]
+    for model, extra, prompt in runs:
+        _cli(
+            [
+                "eval", "zeroshot", "--model", model, *extra, "--dataset", "coco",
+                "--annotations", str(annotations), "--images", str(images), "--prompt", prompt,
+                "--workers", "0", "--no-progress", *limit,
+                "--output", str(plan.results / "zeroshot" / f"sample_{prompt}_{model}.json"),
+            ]
+        )  # fmt: skip
+
+
+def stage_instseg(plan: DemoPlan) -> None:
+    """Instance segmentation AP from the sample's detector-style boxes."""
+    from esam.eval.synthetic import SAMPLE_DIR, sample_paths
+
+    annotations, images = sample_paths()
+    for model, extra in ((DEMO_MODEL, ["--checkpoint", str(plan.weights)]), ("box_fill", [])):
+        _cli(
+            [
+                "eval", "instseg", "--model", model, *extra, "--dataset", "coco",
+                "--annotations", str(annotations), "--images", str(images),
+                "--detections", str(SAMPLE_DIR / "detections.json"), "--workers", "0", "--no-progress",
+                "--output", str(plan.results / "instseg" / f"sample_{model}.json"),
+            ]
+        )  # fmt: skip
+
+
+def stage_throughput(plan: DemoPlan) -> None:
+    """CPU throughput of the fast path and the official-style reference, same settings."""
+    iters = ["--warmup", "1", "--iters", "2" if plan.quick else "3"]
+    # quick: a 256 px, 2-block model with untrained weights (the stand-in checkpoint is 1024 px)
+    weights = ["--override", "img_size=256", "--override", "encoder_depth=2"] if plan.quick else ["--checkpoint", str(plan.weights)]
+    for model in (DEMO_MODEL, f"{DEMO_MODEL}:reference"):
+        _cli(
+            [
+                "bench", "throughput", "--model", model, *weights, "--device", "cpu",
+                "--batch-sizes", "1", "--dtypes", "fp32", *iters, "--accuracy-images", "2",
+                "--no-progress", "--output", str(plan.results / "throughput" / f"cpu_{model.replace(':', '_')}.json"),
+            ]
+        )  # fmt: skip
+
+
+def stage_report(plan: DemoPlan) -> None:
+    """Leaderboards, plots and the HTML page from every results file above."""
+    _cli(["report", "--results", str(plan.results), "--out", str(plan.out / "report")])
+
+
+STAGES: list[tuple[str, Callable[[DemoPlan], None]]] = [
+    ("stand-in weights", stage_weights),
+    ("predict one object", stage_predict),
+    ("zero-shot mIoU", stage_zeroshot),
+    ("instance segmentation AP", stage_instseg),
+    ("CPU throughput", stage_throughput),
+    ("report", stage_report),
+]
+
+
+def run_demo(out: Path, quick: bool = False) -> Path:
+    """Run every stage into ``out``; returns the report folder."""
+    plan = DemoPlan(Path(out), quick)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    for i, (title, fn) in enumerate(STAGES, 1):
+        print(f"[{i}/{len(STAGES)}] {title}", flush=True)
+        t0 = time.perf_counter()
+        fn(plan)
+        print(f"[{i}/{len(STAGES)}] {title}: done in {time.perf_counter() - t0:.1f} s", flush=True)
+    report = plan.out / "report"
+    print(f"\ndemo finished in {time.perf_counter() - t_all:.0f} s")
+    print(f"  overlay: {plan.out / 'predict' / 'overlay.png'}")
+    print(f"  results: {plan.results}")
+    print(f"  report:  {report / 'index.html'}")
+    print("  note: the EfficientSAM rows use stand-in weights, so their accuracy is not meaningful;")
+    print("        pass real checkpoints to 'esam eval' for real numbers.")
+    return report
