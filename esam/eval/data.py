@@ -138,7 +138,9 @@ def load_api(dataset: str, annotations: str | Path) -> Any:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not a valid JSON file: {e}") from e
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-        raise ValueError(f"{path}: not an instance annotation file (needs 'images' and 'annotations')")
+        raise ValueError(
+            f"{path}: not an instance annotation file (needs 'images' and 'annotations')"
+        )
     buf = io.StringIO()
     try:
         with contextlib.redirect_stdout(buf):
@@ -183,7 +185,9 @@ def annotations_by_image(api: Any, dataset: str) -> dict[int, list[dict[str, Any
     return grouped
 
 
-def resolve_image_path(images_dir: Path, entry: dict[str, Any], dataset: str) -> tuple[str | None, tuple[str, ...]]:
+def resolve_image_path(
+    images_dir: Path, entry: dict[str, Any], dataset: str
+) -> tuple[str | None, tuple[str, ...]]:
     """Find an image file.
 
     COCO entries are looked up by ``file_name``; LVIS entries by ``coco_url`` (the COCO split
@@ -198,7 +202,9 @@ def resolve_image_path(images_dir: Path, entry: dict[str, Any], dataset: str) ->
     url = entry.get("coco_url")
     if isinstance(url, str) and url:
         parts = url.rstrip("/").split("/")
-        by_url = [images_dir / parts[-2] / parts[-1], images_dir / parts[-1]] if len(parts) >= 2 else []
+        by_url = (
+            [images_dir / parts[-2] / parts[-1], images_dir / parts[-1]] if len(parts) >= 2 else []
+        )
     by_name: list[Path] = []
     name = entry.get("file_name")
     if isinstance(name, str) and name:
@@ -338,7 +344,9 @@ def load_annotation_set(
         try:
             h, w = int(entry["height"]), int(entry["width"])
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{annotations}: image id {image_id} lacks a valid height/width") from e
+            raise ValueError(
+                f"{annotations}: image id {image_id} lacks a valid height/width"
+            ) from e
         kept: list[InstanceSpec] = []
         for ann in grouped.get(image_id, []):
             problem = instance_problem(
@@ -347,14 +355,18 @@ def load_annotation_set(
             if problem is not None:
                 skips[problem] += 1
                 continue
-            bbox = ann.get("bbox")
+            bbox: Any = ann.get("bbox")
+            box: tuple[float, float, float, float] | None = None
+            if box_problem(bbox) is None:
+                x, y, bw, bh = (float(v) for v in bbox)
+                box = (x, y, bw, bh)
             kept.append(
                 InstanceSpec(
                     ann_id=int(ann["id"]),
                     category_id=int(ann.get("category_id", -1)),
                     area=float(ann["area"]),
                     iscrowd=int(ann.get("iscrowd", 0) or 0),
-                    bbox=tuple(float(v) for v in bbox) if box_problem(bbox) is None else None,  # type: ignore[arg-type]
+                    bbox=box,
                     segmentation=ann["segmentation"],
                 )
             )
@@ -397,7 +409,9 @@ def handle_missing_images(
                 f"image id {spec.image_id} not found; tried {', '.join(spec.tried) or '(no file name)'}. "
                 "Pass the COCO image folder with --images, or --skip-bad-images to count and skip it."
             )
-        log.warning("image id %d not found (tried %s): skipped", spec.image_id, ", ".join(spec.tried))
+        log.warning(
+            "image id %d not found (tried %s): skipped", spec.image_id, ", ".join(spec.tried)
+        )
         skips[SKIP_IMAGE_MISSING] += 1
         skips[SKIP_IN_SKIPPED_IMAGE] += len(spec.instances)
     return kept
@@ -413,7 +427,10 @@ def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict[str,
         return mask_utils.frPyObjects(segmentation, height, width)
     if isinstance(segmentation, dict):
         counts = segmentation["counts"]
-        return {"size": [height, width], "counts": counts.encode() if isinstance(counts, str) else counts}
+        return {
+            "size": [height, width],
+            "counts": counts.encode() if isinstance(counts, str) else counts,
+        }
     raise ValueError(f"unsupported segmentation of type {type(segmentation).__name__}")
 
 
@@ -429,7 +446,10 @@ def encode_mask(mask: np.ndarray) -> dict[str, Any]:
     from pycocotools import mask as mask_utils
 
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+    return {
+        "size": [int(rle["size"][0]), int(rle["size"][1])],
+        "counts": rle["counts"].decode("ascii"),
+    }
 
 
 def read_image(path: str, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
@@ -443,15 +463,17 @@ def read_image(path: str, expected_hw: tuple[int, int] | None = None) -> np.ndar
     try:
         with Image.open(path) as im:
             im.load()
-            rgb = np.asarray(im.convert("RGB"))
+            rgb = np.array(im.convert("RGB"))
     except FileNotFoundError as e:
         raise ImageReadError(SKIP_IMAGE_MISSING, f"{path}: file not found") from e
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-        raise ImageReadError(SKIP_IMAGE_CORRUPT, f"{path}: cannot be decoded as an image ({e})") from e
+        raise ImageReadError(
+            SKIP_IMAGE_CORRUPT, f"{path}: cannot be decoded as an image ({e})"
+        ) from e
     if expected_hw is not None and tuple(rgb.shape[:2]) != tuple(expected_hw):
         raise ImageReadError(
             SKIP_IMAGE_SIZE,
             f"{path}: image is {rgb.shape[0]}x{rgb.shape[1]} but the annotation file says "
             f"{expected_hw[0]}x{expected_hw[1]}",
         )
-    return np.ascontiguousarray(rgb)
+    return rgb

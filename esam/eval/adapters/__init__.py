@@ -93,7 +93,9 @@ def get_factory(name: str) -> AdapterFactory:
     )
 
 
-def build_adapter(name: str, checkpoint: str | None = None, device: str = "cpu") -> SegmentationAdapter:
+def build_adapter(
+    name: str, checkpoint: str | None = None, device: str = "cpu"
+) -> SegmentationAdapter:
     """Build adapter ``name`` with weights from ``checkpoint`` on ``device``."""
     adapter = get_factory(name)(name, checkpoint, device)
     if not isinstance(adapter, SegmentationAdapter):

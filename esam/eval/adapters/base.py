@@ -88,7 +88,9 @@ class Prediction:
 
     def __post_init__(self) -> None:
         if self.masks.ndim != 4 or self.masks.dtype != np.bool_:
-            raise ValueError(f"Prediction.masks must be QxMxHxW bool, got {self.masks.shape} {self.masks.dtype}")
+            raise ValueError(
+                f"Prediction.masks must be QxMxHxW bool, got {self.masks.shape} {self.masks.dtype}"
+            )
         if self.scores.shape != self.masks.shape[:2]:
             raise ValueError(
                 f"Prediction.scores must be QxM = {self.masks.shape[:2]}, got {self.scores.shape}"

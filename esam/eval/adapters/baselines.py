@@ -75,9 +75,7 @@ class OracleAdapter(_ImageSizeMixin, SegmentationAdapter):
         assert prompts.gt_masks is not None
         h, w = self._size()
         if prompts.gt_masks.shape[1:] != (h, w):
-            raise ValueError(
-                f"gt_masks are {prompts.gt_masks.shape[1:]} but the image is {(h, w)}"
-            )
+            raise ValueError(f"gt_masks are {prompts.gt_masks.shape[1:]} but the image is {(h, w)}")
         masks = prompts.gt_masks.astype(bool)[:, None]
         return Prediction(masks, np.ones(masks.shape[:2], dtype=np.float32))
 

@@ -37,7 +37,9 @@ def build_efficientvit_sam(
 ) -> EfficientViTSamAdapter:
     """Factory of ``efficientvit_sam_l0`` ... ``efficientvit_sam_xl1`` (needs ``efficientsam``)."""
     if name not in EFFICIENTVIT_SAM_MODELS:
-        raise ValueError(f"unknown EfficientViT-SAM model {name!r}; choose from {sorted(EFFICIENTVIT_SAM_MODELS)}")
+        raise ValueError(
+            f"unknown EfficientViT-SAM model {name!r}; choose from {sorted(EFFICIENTVIT_SAM_MODELS)}"
+        )
     if checkpoint is None:
         raise ValueError(f"model {name!r} needs --checkpoint. {EFFICIENTVIT_SAM_WEIGHTS_HINT}")
     try:

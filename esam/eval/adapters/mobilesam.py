@@ -18,7 +18,9 @@ MOBILESAM_WEIGHTS_HINT = (
 )
 
 
-def build_mobilesam(name: str, checkpoint: str | None = None, device: str = "cpu") -> SamFamilyAdapter:
+def build_mobilesam(
+    name: str, checkpoint: str | None = None, device: str = "cpu"
+) -> SamFamilyAdapter:
     """Factory of ``mobilesam`` (needs ``pip install mobilesam-mirror timm``)."""
     if checkpoint is None:
         raise ValueError(f"model {name!r} needs --checkpoint. {MOBILESAM_WEIGHTS_HINT}")

@@ -65,7 +65,11 @@ def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: 
     )
     if missing or unexpected or mismatched:
         parts = [f"{source} does not fit {type(model).__name__}:"]
-        for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+        for title, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape mismatch", mismatched),
+        ):
             if keys:
                 parts.append(f"{title} keys ({len(keys)}): {', '.join(keys[:10])}")
         raise ValueError("\n  ".join(parts))
@@ -120,7 +124,9 @@ class SamFamilyAdapter(SegmentationAdapter):
             part = prompts.select(slice(start, start + self.max_prompts_per_call))
             coords = labels = boxes = None
             if part.points is not None and part.labels is not None:
-                coords = self.to_input_frame(torch.as_tensor(part.points, dtype=torch.float32, device=dev))
+                coords = self.to_input_frame(
+                    torch.as_tensor(part.points, dtype=torch.float32, device=dev)
+                )
                 labels = torch.as_tensor(part.labels, dtype=torch.int64, device=dev)
             if part.boxes is not None:
                 b = torch.as_tensor(part.boxes, dtype=torch.float32, device=dev).reshape(-1, 2, 2)
@@ -165,4 +171,3 @@ def build_sam(name: str, checkpoint: str | None = None, device: str = "cpu") -> 
             "resize the longest side to 1024 (bilinear), ImageNet mean/std, zero-pad to 1024x1024"
         ),
     )
-
