@@ -90,6 +90,12 @@ def device_for(device: str, ctx: DistContext) -> str:
     return device
 
 
+def check_device(device: str) -> None:
+    """Raise ValueError when a CUDA device is requested on a machine without CUDA."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+
+
 def shard(items: Sequence[T], ctx: DistContext) -> list[T]:
     """This process's share: items ``rank``, ``rank + world_size``, ..."""
     return list(items[ctx.rank :: ctx.world_size])

@@ -1,0 +1,83 @@
+"""Decoding images (and per-image ground truth) in DataLoader workers.
+
+One item is one image: the worker reads the file and runs a task-specific ``prepare`` step
+(decoding masks, sampling prompts) so the main process only runs the model. A file that cannot
+be used comes back as an item carrying the error, and the runner decides whether that is fatal
+or a counted skip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+
+from esam.eval.data import SKIP_IMAGE_MISSING, ImageReadError, ImageSpec, read_image
+
+
+@dataclass
+class LoadedImage:
+    """A decoded image with its task payload.
+
+    Attributes:
+        spec: the image's annotation record.
+        image: HxWx3 uint8 RGB, or None when ``error`` is set.
+        error: (skip reason, message) when the image could not be used.
+        payload: what ``prepare`` returned (None on error).
+    """
+
+    spec: ImageSpec
+    image: np.ndarray | None
+    error: tuple[str, str] | None = None
+    payload: Any = None
+
+
+class ImageTaskDataset(Dataset[LoadedImage]):
+    """Images in a fixed order, each read and prepared on access.
+
+    Args:
+        specs: images to load.
+        prepare: ``prepare(spec, image) -> payload`` run in the worker (must be picklable), or
+            None for no payload.
+    """
+
+    def __init__(
+        self, specs: list[ImageSpec], prepare: Callable[[ImageSpec, np.ndarray], Any] | None = None
+    ) -> None:
+        self.specs = specs
+        self.prepare = prepare
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def __getitem__(self, index: int) -> LoadedImage:
+        spec = self.specs[index]
+        if spec.path is None:
+            return LoadedImage(
+                spec, None, (SKIP_IMAGE_MISSING, f"image id {spec.image_id}: file not found")
+            )
+        try:
+            image = read_image(spec.path, (spec.height, spec.width))
+        except ImageReadError as e:
+            return LoadedImage(spec, None, (e.reason, str(e)))
+        payload = self.prepare(spec, image) if self.prepare is not None else None
+        return LoadedImage(spec, image, None, payload)
+
+
+def _single(batch: list[LoadedImage]) -> LoadedImage:
+    return batch[0]
+
+
+def make_loader(dataset: ImageTaskDataset, workers: int) -> DataLoader[LoadedImage]:
+    """A DataLoader yielding one :class:`LoadedImage` at a time, in order."""
+    return DataLoader(
+        dataset,
+        batch_size=1,
+        shuffle=False,
+        num_workers=max(0, int(workers)),
+        collate_fn=_single,
+        prefetch_factor=2 if workers > 0 else None,
+    )

@@ -1,0 +1,457 @@
+"""Zero-shot instance segmentation from ground-truth prompts: box and click mIoU on COCO / LVIS.
+
+For every kept ground-truth instance a prompt is derived from the annotation (a box, or one or
+three clicks), the model predicts masks, one mask is chosen, and its IoU with the ground-truth
+mask is recorded. The run reports mIoU over all instances and per COCO size bucket, with every
+per-instance row saved beside the aggregate (the protocol of the EfficientSAM paper's Tables 4
+and 5, with every switch explicit).
+
+Speed: images are decoded (and masks and prompts prepared) in DataLoader workers, the encoder
+runs once per image, and all prompts of an image go through the decoder in one call (one call
+per click round for iterative clicks). Under ``torchrun`` the images are sharded across
+processes and the rows merged on rank 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from esam.eval import distributed as dist_utils
+from esam.eval.adapters import Prediction, Prompts, SegmentationAdapter, build_adapter
+from esam.eval.data import (
+    SKIP_EMPTY_MASK,
+    SKIP_IMAGE_MISSING,
+    SKIP_IN_SKIPPED_IMAGE,
+    ImageSpec,
+    InstanceSpec,
+    decode_mask,
+    handle_missing_images,
+    load_annotation_set,
+)
+from esam.eval.loader import ImageTaskDataset, LoadedImage, make_loader
+from esam.eval.metrics import MASK_CHOICES, aggregate_miou, choose_masks, mask_iou, size_bucket
+from esam.eval.outputs import assemble_and_write, dataset_block, model_block
+from esam.eval.prompts import (
+    PAD_LABEL,
+    box_from_bbox,
+    box_from_mask,
+    center_click,
+    click_rule,
+    instance_rng,
+    n_clicks,
+    next_error_click,
+    random_clicks,
+    validate_prompt_settings,
+)
+from esam.utils.meta import utc_now
+
+log = logging.getLogger(__name__)
+
+MIN_AREA = 1.0
+
+
+@dataclass
+class ZeroShotConfig:
+    """Settings of one zero-shot run; everything that changes the numbers is recorded."""
+
+    model: str
+    """Adapter name (``esam eval models`` lists them)."""
+    dataset: str
+    """``coco`` or ``lvis``."""
+    annotations: str
+    """Instance annotation json."""
+    images: str
+    """Image folder (for LVIS: COCO's image root or split folder)."""
+    output: str | None = None
+    """Results JSON path; rows go to ``<stem>.rows.jsonl`` beside it. None: write nothing."""
+    checkpoint: str | None = None
+    """Model weights file."""
+    prompt: str = "box"
+    """``box``, ``point1`` or ``point3``."""
+    click: str = "random"
+    """Click rule for point prompts: ``random``, ``center`` or ``iterative``."""
+    box_source: str = "bbox"
+    """Box prompts from the annotation's ``bbox`` or the tight box of its ``mask``."""
+    mask_choice: str = "score"
+    """``score`` (highest predicted IoU of the multimask outputs), ``single`` or ``oracle``."""
+    include_crowd: bool = False
+    """Evaluate ``iscrowd`` regions too."""
+    limit_images: int | None = None
+    """Evaluate the first N images by id."""
+    seed: int = 0
+    """Seed of the random clicks (combined with image and annotation ids)."""
+    device: str = "cpu"
+    """``cpu`` or ``cuda`` (``cuda:<local rank>`` under torchrun)."""
+    workers: int = 2
+    """DataLoader worker processes decoding images."""
+    skip_bad_images: bool = False
+    """Count and skip missing / corrupt / mis-sized images instead of stopping."""
+    progress: bool = True
+    """Show a progress bar (rank 0 only)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form settings recorded under ``config.extra``."""
+
+    def __post_init__(self) -> None:
+        validate_prompt_settings(self.prompt, self.click, self.box_source)
+        if self.mask_choice not in MASK_CHOICES:
+            raise ValueError(
+                f"unknown mask choice {self.mask_choice!r}; choose from {MASK_CHOICES}"
+            )
+        if self.limit_images is not None and self.limit_images < 1:
+            raise ValueError(f"limit_images must be >= 1, got {self.limit_images}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"unknown device {self.device!r}; choose cpu or cuda")
+
+    def protocol(self, world_size: int) -> dict[str, Any]:
+        """The ``config`` block of the results (settings that do not apply are null)."""
+        point = self.prompt != "box"
+        return {
+            "prompt": self.prompt,
+            "n_clicks": n_clicks(self.prompt) if point else None,
+            "click": self.click if point else None,
+            "click_rule": click_rule(self.prompt, self.click if point else None),
+            "click_coordinates": "(x, y) = (column, row) index of the clicked pixel"
+            if point
+            else None,
+            "box_source": None if point else self.box_source,
+            "mask_choice": self.mask_choice,
+            "multimask_output": self.mask_choice != "single",
+            "include_crowd": self.include_crowd,
+            "min_area": MIN_AREA,
+            "size_buckets": "small < 32^2 <= medium < 96^2 <= large, by annotation area",
+            "limit_images": self.limit_images,
+            "seed": self.seed,
+            "device": self.device,
+            "world_size": world_size,
+            "workers": self.workers,
+            "skip_bad_images": self.skip_bad_images,
+            "extra": dict(self.extra),
+        }
+
+
+@dataclass
+class ZeroShotPayload:
+    """Per-image ground truth and first prompts, prepared in a DataLoader worker.
+
+    Attributes:
+        instances: the instances evaluated (those with a non-empty mask).
+        gt_masks: QxHxW bool.
+        boxes: Qx4 float32 (x0, y0, x1, y1), box prompts only.
+        points: QxNx2 float32 (x, y) clicks (the first click only for ``iterative``).
+        labels: QxN int64.
+        skips: instances left out at this stage, by reason.
+    """
+
+    instances: list[InstanceSpec]
+    gt_masks: np.ndarray
+    boxes: np.ndarray | None
+    points: np.ndarray | None
+    labels: np.ndarray | None
+    skips: Counter[str]
+
+
+def _bbox(inst: InstanceSpec) -> tuple[float, float, float, float]:
+    if inst.bbox is None:  # excluded at loading when boxes come from the annotation
+        raise ValueError(f"annotation id {inst.ann_id} has no usable bbox")
+    return inst.bbox
+
+
+@dataclass(frozen=True)
+class PreparePrompts:
+    """Worker-side step: decode masks and derive each instance's prompt (picklable)."""
+
+    prompt: str
+    click: str
+    box_source: str
+    seed: int
+
+    def __call__(self, spec: ImageSpec, image: np.ndarray) -> ZeroShotPayload:
+        h, w = spec.height, spec.width
+        skips: Counter[str] = Counter()
+        kept: list[InstanceSpec] = []
+        masks: list[np.ndarray] = []
+        for inst in spec.instances:
+            m = decode_mask(inst.segmentation, h, w)
+            if not m.any():
+                skips[SKIP_EMPTY_MASK] += 1
+                continue
+            kept.append(inst)
+            masks.append(m)
+        gt = np.stack(masks) if masks else np.zeros((0, h, w), dtype=bool)
+        boxes = points = labels = None
+        q = len(kept)
+        if self.prompt == "box":
+            if self.box_source == "bbox":
+                boxes = (
+                    np.stack([box_from_bbox(_bbox(i)) for i in kept])
+                    if q
+                    else np.zeros((0, 4), np.float32)
+                )
+            else:
+                boxes = (
+                    np.stack([box_from_mask(m) for m in masks])
+                    if q
+                    else np.zeros((0, 4), np.float32)
+                )
+        else:
+            n = n_clicks(self.prompt) if self.click == "random" else 1
+            points = np.zeros((q, n, 2), dtype=np.float32)
+            labels = np.ones((q, n), dtype=np.int64)
+            for k, (inst, m) in enumerate(zip(kept, masks, strict=True)):
+                if self.click == "random":
+                    points[k] = random_clicks(
+                        m, n, instance_rng(self.seed, spec.image_id, inst.ann_id)
+                    )
+                else:  # center, and the first click of iterative
+                    points[k, 0] = center_click(m)
+        return ZeroShotPayload(kept, gt, boxes, points, labels, skips)
+
+
+@dataclass
+class EvalRun:
+    """What a run returns on rank 0: the results object and the per-instance rows."""
+
+    results: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+
+def _prompts(payload_gt: np.ndarray, adapter: SegmentationAdapter, **kw: Any) -> Prompts:
+    return Prompts(gt_masks=payload_gt if adapter.needs_ground_truth else None, **kw)
+
+
+@dataclass
+class _Round:
+    """One decoder call for all Q instances and the mask chosen for each."""
+
+    pred: Prediction
+    index: np.ndarray  # Q chosen output indices
+    chosen: np.ndarray  # QxHxW bool
+    iou: np.ndarray  # Q IoU in percent
+
+
+def _decode(
+    adapter: SegmentationAdapter, prompts: Prompts, gt: np.ndarray, cfg: ZeroShotConfig
+) -> _Round:
+    pred = adapter.predict(prompts, multimask_output=cfg.mask_choice != "single")
+    idx = choose_masks(pred.masks, pred.scores, gt, cfg.mask_choice)
+    chosen = pred.masks[np.arange(len(idx)), idx]
+    return _Round(pred, idx, chosen, mask_iou(chosen, gt))
+
+
+def _iterate_clicks(
+    adapter: SegmentationAdapter,
+    first: _Round,
+    points: np.ndarray,
+    labels: np.ndarray,
+    gt: np.ndarray,
+    cfg: ZeroShotConfig,
+) -> tuple[_Round, np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Add clicks on the error regions of each previous prediction, one round at a time.
+
+    Returns:
+        (last round, QxNx2 points, QxN labels, IoU of every round).
+    """
+    rnd, history = first, [first.iou]
+    for _ in range(1, n_clicks(cfg.prompt)):
+        q = len(labels)
+        nxt = np.zeros((q, 1, 2), dtype=np.float32)
+        nxt_lab = np.zeros((q, 1), dtype=np.int64)
+        for k in range(q):
+            given = points[k][labels[k] != PAD_LABEL]
+            nxt[k, 0], nxt_lab[k, 0] = next_error_click(gt[k], rnd.chosen[k], given)
+        points = np.concatenate([points, nxt], axis=1)
+        labels = np.concatenate([labels, nxt_lab], axis=1)
+        rnd = _decode(adapter, _prompts(gt, adapter, points=points, labels=labels), gt, cfg)
+        history.append(rnd.iou)
+    return rnd, points, labels, history
+
+
+def evaluate_image(
+    adapter: SegmentationAdapter,
+    image: np.ndarray,
+    spec: ImageSpec,
+    payload: ZeroShotPayload,
+    cfg: ZeroShotConfig,
+) -> list[dict[str, Any]]:
+    """Run the model on one image's prompts and return one row per instance.
+
+    The encoder runs once; each prompt round (one, or one per click for ``iterative``) is a
+    single ``predict`` call with the prompts of every instance of the image.
+    """
+    if not payload.instances:
+        return []
+    adapter.set_image(image)
+    gt = payload.gt_masks
+    history: list[np.ndarray] = []
+    if payload.boxes is not None:
+        prompts = _prompts(gt, adapter, boxes=payload.boxes)
+        rnd = _decode(adapter, prompts, gt, cfg)
+    else:
+        assert payload.points is not None and payload.labels is not None
+        prompts = _prompts(gt, adapter, points=payload.points, labels=payload.labels)
+        rnd = _decode(adapter, prompts, gt, cfg)
+        if cfg.click == "iterative":
+            rnd, points, labels, history = _iterate_clicks(
+                adapter, rnd, payload.points, payload.labels, gt, cfg
+            )
+            prompts = Prompts(points=points, labels=labels)
+    rows: list[dict[str, Any]] = []
+    for k, inst in enumerate(payload.instances):
+        row: dict[str, Any] = {
+            "image_id": spec.image_id,
+            "ann_id": inst.ann_id,
+            "category_id": inst.category_id,
+            "area": inst.area,
+            "size": size_bucket(inst.area),
+            "iscrowd": inst.iscrowd,
+            "prompt": cfg.prompt,
+        }
+        if prompts.boxes is not None:
+            row["box"] = [float(v) for v in prompts.boxes[k]]
+        if prompts.points is not None and prompts.labels is not None:
+            row["points"] = [[float(x), float(y)] for x, y in prompts.points[k]]
+            row["labels"] = [int(v) for v in prompts.labels[k]]
+        row["iou"] = float(rnd.iou[k])
+        if history:
+            row["iou_per_click"] = [float(v[k]) for v in history]
+        row["mask_index"] = int(rnd.index[k])
+        row["n_masks"] = int(rnd.pred.masks.shape[1])
+        row["pred_score"] = float(rnd.pred.scores[k, rnd.index[k]])
+        rows.append(row)
+    return rows
+
+
+def _fail_or_skip(item: LoadedImage, cfg: ZeroShotConfig, skips: Counter[str]) -> None:
+    assert item.error is not None
+    reason, message = item.error
+    if not cfg.skip_bad_images:
+        cls = FileNotFoundError if reason == SKIP_IMAGE_MISSING else ValueError
+        raise cls(f"{message} (pass --skip-bad-images to count and skip such images)")
+    log.warning("%s: skipped", message)
+    skips[reason] += 1
+    skips[SKIP_IN_SKIPPED_IMAGE] += len(item.spec.instances)
+
+
+def run_zeroshot(cfg: ZeroShotConfig, adapter: SegmentationAdapter | None = None) -> EvalRun | None:
+    """Run the zero-shot benchmark.
+
+    Args:
+        cfg: the run's settings.
+        adapter: a ready adapter (tests, benchmarks); built from ``cfg.model`` when None.
+
+    Returns:
+        The results and rows on rank 0 (results written to ``cfg.output`` when set); None on
+        other ranks.
+    """
+    start_time = utc_now()
+    ctx = dist_utils.init_distributed(cfg.device)
+    try:
+        device = dist_utils.device_for(cfg.device, ctx)
+        dist_utils.check_device(device)
+        aset = load_annotation_set(
+            cfg.dataset,
+            cfg.annotations,
+            cfg.images,
+            include_crowd=cfg.include_crowd,
+            limit_images=cfg.limit_images,
+            need_bbox=cfg.prompt == "box" and cfg.box_source == "bbox",
+            min_area=MIN_AREA,
+        )
+        base_skips: Counter[str] = Counter(aset.skips)
+        images = handle_missing_images(aset.images, base_skips, cfg.skip_bad_images)
+        if adapter is None:
+            adapter = build_adapter(cfg.model, cfg.checkpoint, device)
+        if cfg.prompt == "box" and not adapter.supports_boxes:
+            raise ValueError(f"model {adapter.name!r} does not accept box prompts")
+        if cfg.prompt != "box" and not adapter.supports_points:
+            raise ValueError(
+                f"model {adapter.name!r} does not accept point prompts (use --prompt box)"
+            )
+        mine = dist_utils.shard(images, ctx)
+        prepare = PreparePrompts(cfg.prompt, cfg.click, cfg.box_source, cfg.seed)
+        loader = make_loader(ImageTaskDataset(mine, prepare), cfg.workers)
+        rows: list[dict[str, Any]] = []
+        run_skips: Counter[str] = Counter()
+        t0 = time.perf_counter()
+        bar = tqdm(loader, total=len(mine), unit="img", disable=not (cfg.progress and ctx.is_main))
+        for item in bar:
+            if item.error is not None:
+                _fail_or_skip(item, cfg, run_skips)
+                continue
+            assert item.image is not None
+            run_skips.update(item.payload.skips)
+            rows.extend(evaluate_image(adapter, item.image, item.spec, item.payload, cfg))
+            bar.set_postfix(instances=len(rows))
+        elapsed = time.perf_counter() - t0
+        gathered = dist_utils.gather_to_main((rows, dict(run_skips), elapsed), ctx)
+        if gathered is None:
+            return None
+        all_rows = sorted(
+            (r for part in gathered for r in part[0]), key=lambda r: (r["image_id"], r["ann_id"])
+        )
+        skips = Counter(base_skips)
+        for part in gathered:
+            skips.update(part[1])
+        wall = max(part[2] for part in gathered)
+        metrics = aggregate_miou(all_rows)
+        n_done = len({r["image_id"] for r in all_rows})
+        results = assemble_and_write(
+            task="zeroshot",
+            output=cfg.output,
+            model=model_block(adapter, cfg.model if cfg.model else None),
+            dataset={**dataset_block(aset, len(aset.images)), "n_images_with_instances": n_done},
+            config=cfg.protocol(ctx.world_size),
+            metrics=metrics,
+            skips=skips,
+            rows=all_rows,
+            device=device,
+            start_time=start_time,
+            extra={"timing": _timing(wall, len(all_rows), len(images))},
+        )
+        _log_summary(metrics, skips)
+        return EvalRun(results, all_rows)
+    finally:
+        dist_utils.finish(ctx)
+
+
+def _timing(wall_s: float, n_instances: int, n_images: int) -> dict[str, Any]:
+    return {
+        "loop_wall_s": round(wall_s, 4),
+        "instances_per_s": round(n_instances / wall_s, 4) if wall_s > 0 else None,
+        "images_per_s": round(n_images / wall_s, 4) if wall_s > 0 else None,
+        "note": "wall time of the image loop of the slowest process, model loading excluded",
+    }
+
+
+def _log_summary(metrics: dict[str, Any], skips: Counter[str]) -> None:
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
+
+    log.info(
+        "mIoU %s (small %s, medium %s, large %s) over %d instances",
+        fmt(metrics["miou"]),
+        fmt(metrics["miou_small"]),
+        fmt(metrics["miou_medium"]),
+        fmt(metrics["miou_large"]),
+        metrics["n_instances"],
+    )
+    if skips:
+        log.info("skipped: %s", ", ".join(f"{k}={v}" for k, v in sorted(skips.items())))
+
+
+def config_from_dict(d: dict[str, Any]) -> ZeroShotConfig:
+    """A :class:`ZeroShotConfig` from a plain dict (e.g. parsed CLI arguments)."""
+    names = set(ZeroShotConfig.__dataclass_fields__)
+    return ZeroShotConfig(**{k: v for k, v in d.items() if k in names})
+
+
+def config_to_dict(cfg: ZeroShotConfig) -> dict[str, Any]:
+    """Plain-dict form of a config."""
+    return asdict(cfg)

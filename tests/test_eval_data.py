@@ -1,0 +1,244 @@
+"""Annotation loading, image resolution and every kind of bad input (error or counted skip)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from esam.eval.data import (
+    ImageReadError,
+    decode_mask,
+    encode_mask,
+    load_annotation_set,
+    read_image,
+    resolve_image_path,
+)
+from esam.eval.synthetic import make_image, write_synthetic_coco
+from esam.eval.zeroshot import ZeroShotConfig, run_zeroshot
+from tests.conftest import require_shared
+
+
+def _rle(mask: np.ndarray) -> dict[str, Any]:
+    return encode_mask(mask)
+
+
+def write_bad_dataset(root: Path) -> tuple[Path, Path]:
+    """A hand-made COCO file with one instance of every problem, and images good and bad.
+
+    Image 1 (16x20) is valid, 2 is missing, 3 is not an image, 4 is smaller than declared.
+    """
+    img_dir = root / "images"
+    img_dir.mkdir(parents=True)
+    h, w = 16, 20
+    Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(img_dir / "1.png")
+    (img_dir / "3.png").write_bytes(b"definitely not a png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img_dir / "4.png")
+    good = np.zeros((h, w), dtype=bool)
+    good[2:8, 3:12] = True
+
+    def ann(i: int, image_id: int = 1, **kw: Any) -> dict[str, Any]:
+        a: dict[str, Any] = {
+            "id": i,
+            "image_id": image_id,
+            "category_id": 1,
+            "area": 54.0,
+            "bbox": [3, 2, 9, 6],
+            "iscrowd": 0,
+            "segmentation": _rle(good),
+        }
+        a.update(kw)
+        return {k: v for k, v in a.items() if v is not None}
+
+    anns = [
+        ann(1),  # fine
+        ann(2, segmentation=None),  # no segmentation
+        ann(3, segmentation=[[1, 1, 5, 1]]),  # 2-point polygon
+        ann(4, bbox=[3, 2, 0, 6]),  # zero-width box
+        ann(5, area=0.0),  # area < 1
+        ann(6, iscrowd=1),  # crowd
+        ann(7, segmentation=[[1, 1, 5, 1, 5]]),  # odd coordinate count
+        ann(8, segmentation={"size": [99, 99], "counts": "abc"}),  # RLE of another size
+        ann(9, image_id=77),  # unknown image
+        ann(10, segmentation=[[30, 30, 40, 30, 40, 40]]),  # decodes to nothing inside the image
+        ann(11, image_id=2),
+        ann(12, image_id=3),
+        ann(13, image_id=4, segmentation=[[1, 1, 6, 1, 6, 6]]),
+    ]
+    images = [{"id": i, "file_name": f"{i}.png", "height": h, "width": w} for i in (1, 2, 3, 4)]
+    ann_path = root / "instances.json"
+    ann_path.write_text(
+        json.dumps(
+            {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "thing"}]}
+        )
+    )
+    return ann_path, img_dir
+
+
+@pytest.fixture
+def bad_dataset(tmp_path: Path) -> tuple[Path, Path]:
+    return write_bad_dataset(tmp_path / "bad")
+
+
+def test_every_bad_annotation_is_counted(bad_dataset: tuple[Path, Path]) -> None:
+    ann, img = bad_dataset
+    aset = load_annotation_set("coco", ann, img, need_bbox=True)
+    assert dict(aset.skips) == {
+        "no_segmentation": 1,
+        "polygon_lt_3_points": 1,
+        "zero_size_box": 1,
+        "area_lt_1": 1,
+        "crowd": 1,
+        "invalid_polygon": 1,
+        "invalid_rle": 1,
+        "annotation_unknown_image": 1,
+    }
+    kept = {i.ann_id for s in aset.images for i in s.instances}
+    assert kept == {1, 10, 11, 12, 13}
+    # with boxes from masks, a zero-width annotation box does not matter; crowd can be kept
+    aset2 = load_annotation_set("coco", ann, img, need_bbox=False, include_crowd=True)
+    kept2 = {i.ann_id for s in aset2.images for i in s.instances}
+    assert {4, 6} <= kept2 and "zero_size_box" not in aset2.skips
+
+
+def test_missing_image_is_a_clear_error(bad_dataset: tuple[Path, Path]) -> None:
+    ann, img = bad_dataset
+    cfg = ZeroShotConfig(
+        model="oracle",
+        dataset="coco",
+        annotations=str(ann),
+        images=str(img),
+        workers=0,
+        progress=False,
+    )
+    with pytest.raises(FileNotFoundError, match=r"image id 2 not found; tried .*2\.png"):
+        run_zeroshot(cfg)
+
+
+def test_corrupt_image_is_a_clear_error(bad_dataset: tuple[Path, Path]) -> None:
+    ann, img = bad_dataset
+    shutil.copy(img / "1.png", img / "2.png")
+    cfg = ZeroShotConfig(
+        model="oracle",
+        dataset="coco",
+        annotations=str(ann),
+        images=str(img),
+        workers=0,
+        progress=False,
+    )
+    with pytest.raises(ValueError, match=r"3\.png: cannot be decoded"):
+        run_zeroshot(cfg)
+
+
+def test_bad_images_counted_when_skipping(bad_dataset: tuple[Path, Path]) -> None:
+    ann, img = bad_dataset
+    cfg = ZeroShotConfig(
+        model="oracle",
+        dataset="coco",
+        annotations=str(ann),
+        images=str(img),
+        workers=0,
+        progress=False,
+        skip_bad_images=True,
+    )
+    run = run_zeroshot(cfg)
+    assert run is not None
+    skips = run.results["skips"]
+    assert skips["image_missing"] == 1
+    assert skips["image_corrupt"] == 1
+    assert skips["image_size_mismatch"] == 1
+    assert skips["instance_in_skipped_image"] == 3
+    assert skips["empty_mask"] == 1
+    assert [r["ann_id"] for r in run.rows] == [1]
+    assert run.results["metrics"]["miou"] == 100.0
+
+
+def test_read_image_checks_size(tmp_path: Path) -> None:
+    p = tmp_path / "x.png"
+    Image.fromarray(np.zeros((5, 7, 3), np.uint8)).save(p)
+    assert read_image(str(p), (5, 7)).shape == (5, 7, 3)
+    with pytest.raises(ImageReadError, match="5x7 but the annotation file says 7x5") as e:
+        read_image(str(p), (7, 5))
+    assert e.value.reason == "image_size_mismatch"
+
+
+def test_annotation_file_errors(tmp_path: Path) -> None:
+    img = tmp_path / "img"
+    img.mkdir()
+    with pytest.raises(FileNotFoundError, match="annotation file not found"):
+        load_annotation_set("coco", tmp_path / "nope.json", img)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="not a valid JSON"):
+        load_annotation_set("coco", bad, img)
+    bad.write_text(json.dumps({"images": []}))
+    with pytest.raises(ValueError, match="'images' and 'annotations'"):
+        load_annotation_set("coco", bad, img)
+    with pytest.raises(FileNotFoundError, match="image folder not found"):
+        load_annotation_set("coco", bad, tmp_path / "noimg")
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_annotation_set("voc", bad, img)
+
+
+def test_masks_decode_from_polygon_rle_and_uncompressed_rle(tmp_path: Path) -> None:
+    image, anns = make_image(1)
+    h, w = image.shape[:2]
+    kinds = set()
+    for a in anns:
+        m = decode_mask(a["segmentation"], h, w)
+        assert m.sum() == pytest.approx(a["area"], abs=0.5), a["id"]
+        seg = a["segmentation"]
+        kinds.add("polygon" if isinstance(seg, list) else type(seg["counts"]).__name__)
+        # the drawn image agrees with its annotation
+        colours = image[m].reshape(-1, 3)
+        assert (colours == colours[0]).all()
+    assert kinds == {"polygon", "str", "list"}
+    assert any(a["iscrowd"] for a in anns)
+
+
+def test_limit_images_takes_the_first_ids(tmp_path: Path) -> None:
+    ann, img = write_synthetic_coco(tmp_path / "syn", n_images=4)
+    data = json.loads(ann.read_text())
+    data["images"] = data["images"][::-1]  # file order must not matter
+    ann.write_text(json.dumps(data))
+    aset = load_annotation_set("coco", ann, img, limit_images=2)
+    assert [s.image_id for s in aset.images] == [1, 2]
+    assert aset.n_images_in_file == 4
+
+
+def test_lvis_images_resolve_through_coco_url(tmp_path: Path) -> None:
+    root = tmp_path / "coco"
+    (root / "val2017").mkdir(parents=True)
+    (root / "val2017" / "000000000042.jpg").write_bytes(b"x")
+    entry = {
+        "id": 42,
+        "file_name": "COCO_val2014_000000000042.jpg",
+        "coco_url": "http://images.cocodataset.org/val2017/000000000042.jpg",
+    }
+    path, tried = resolve_image_path(root, entry, "lvis")
+    assert path == str(root / "val2017" / "000000000042.jpg")
+    # the split folder itself also works
+    path, _ = resolve_image_path(root / "val2017", entry, "lvis")
+    assert path == str(root / "val2017" / "000000000042.jpg")
+    # LVIS v1 entries have no file_name
+    path, _ = resolve_image_path(root, {"id": 42, "coco_url": entry["coco_url"]}, "lvis")
+    assert path is not None
+    missing, tried = resolve_image_path(
+        root, {"id": 7, "coco_url": "http://x/val2017/7.jpg"}, "lvis"
+    )
+    assert missing is None and len(tried) >= 2
+
+
+def test_lvis_sample_from_shared_loads_and_resolves() -> None:
+    lvis_dir = require_shared("data", "lvis_v0.5_val100")
+    aset = load_annotation_set("lvis", lvis_dir / "lvis_val_100.json", lvis_dir)
+    found = [s for s in aset.images if s.path is not None]
+    assert len(aset.images) == 100
+    assert len(found) == 4
+    assert sum(len(s.instances) for s in found) == 44
+    assert aset.info["lvis_version"] == "v0.5"

@@ -1,0 +1,275 @@
+"""Instance segmentation from detector boxes: the AP path, detections checks, COCO and LVIS."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from esam.eval.adapters import Prediction, Prompts, SegmentationAdapter
+from esam.eval.data import decode_mask, load_api, read_image
+from esam.eval.instseg import InstSegConfig, evaluate_detections, load_detections, run_instseg
+from esam.eval.synthetic import synthetic_detections, write_synthetic_coco
+from esam.utils.results import validate_results
+from tests.conftest import require_shared
+
+
+def _published(text: str, kind: str) -> list[float]:
+    """The 12 COCOeval summary numbers cocoapi publishes for one iou type."""
+    block = text.split(f"type={kind}")[1].split("type=")[0]
+    return [float(v) for v in re.findall(r"\] = ([0-9.]+)", block)]
+
+
+@pytest.mark.parametrize("kind", ["segm", "bbox"])
+def test_fake_results_reproduce_cocoapi_numbers(kind: str) -> None:
+    root = require_shared("data", "coco_val2014_fake_results")
+    gt = load_api("coco", root / "instances_val2014_100.json")
+    dets = json.loads((root / f"instances_val2014_fake{kind}100_results.json").read_text())
+    m = evaluate_detections(gt, dets, "coco", iou_type=kind)
+    published = _published((root / "val2014_fake_eval_res.txt").read_text(), kind)
+    ours = [m[k] for k in ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")]
+    np.testing.assert_allclose(np.round(np.array(ours) / 100, 3), published[:6], atol=1e-9)
+    # full-precision values of the same evaluation
+    full = {"segm": 0.3195452758576433, "bbox": 0.5045806987249628}[kind]
+    assert m["ap"] == pytest.approx(100 * full, abs=1e-10)
+
+
+class GtLookupAdapter(SegmentationAdapter):
+    """A perfect model: for each box, the ground-truth mask whose box overlaps it most.
+
+    The image is recognised by a hash of its pixels, so the adapter works in any order.
+    """
+
+    name = "gt_lookup"
+
+    def __init__(self, annotations: Path, images: Path) -> None:
+        data = json.loads(annotations.read_text())
+        self.ids = {
+            hashlib.sha1(read_image(str(images / i["file_name"])).tobytes()).hexdigest(): i["id"]
+            for i in data["images"]
+        }
+        self.anns = data["annotations"]
+
+    def set_image(self, image: np.ndarray) -> None:
+        self.hw = image.shape[:2]
+        self.image_id = self.ids[hashlib.sha1(image.tobytes()).hexdigest()]
+
+    def predict(self, prompts: Prompts, multimask_output: bool = True) -> Prediction:
+        assert prompts.boxes is not None
+        h, w = self.hw
+        out = np.zeros((len(prompts), 1, h, w), bool)
+        for k, box in enumerate(prompts.boxes):
+            best, best_iou = None, 0.0
+            for a in self.anns:
+                if a["image_id"] != self.image_id:
+                    continue
+                x, y, bw, bh = a["bbox"]
+                ix = max(0.0, min(box[2], x + bw) - max(box[0], x))
+                iy = max(0.0, min(box[3], y + bh) - max(box[1], y))
+                iou = ix * iy / ((box[2] - box[0]) * (box[3] - box[1]) + bw * bh - ix * iy)
+                if iou > best_iou:
+                    best, best_iou = a, iou
+            if best is not None:
+                out[k, 0] = decode_mask(best["segmentation"], h, w)
+        return Prediction(out, np.ones((len(prompts), 1), np.float32))
+
+
+@pytest.fixture
+def syn(tmp_path: Path) -> tuple[Path, Path, Path]:
+    ann, img = write_synthetic_coco(tmp_path / "syn", n_images=3)
+    det = tmp_path / "dets.json"
+    det.write_text(json.dumps(synthetic_detections(ann)))
+    return ann, img, det
+
+
+def _cfg(ann: Path, img: Path, det: Path, **kw: Any) -> InstSegConfig:
+    base: dict[str, Any] = {"model": "box_fill", "dataset": "coco", "workers": 0, "progress": False}
+    base.update(kw)
+    return InstSegConfig(annotations=str(ann), images=str(img), detections=str(det), **base)
+
+
+def test_perfect_masks_give_ap_100(syn: tuple[Path, Path, Path]) -> None:
+    ann, img, det = syn
+    run = run_instseg(_cfg(ann, img, det), adapter=GtLookupAdapter(ann, img))
+    assert run is not None
+    m = run.results["metrics"]
+    assert m["ap"] == pytest.approx(100.0) and m["ap50"] == pytest.approx(100.0)
+    assert m["n_detections"] == 3 * 7 + 3 and m["n_images"] == 3
+
+
+def test_box_fill_instseg_results_and_files(syn: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    ann, img, det = syn
+    out = tmp_path / "out" / "inst.json"
+    run = run_instseg(_cfg(ann, img, det, output=str(out), save_segm=True))
+    assert run is not None
+    res = validate_results(json.loads(out.read_text()))
+    assert res["task"] == "instseg"
+    m = res["metrics"]
+    assert 0 < m["ap"] < 100 and m["ap_large"] > m["ap_small"]  # filled boxes fit rectangles best
+    assert res["config"]["max_dets"] == 100 and res["config"]["evaluator"].startswith("pycocotools")
+    assert (out.parent / res["rows_file"]).is_file()
+    segm = json.loads((out.parent / res["files"]["segm"]).read_text())
+    assert len(segm) == m["n_detections"] and "counts" in segm[0]["segmentation"]
+    keys = [(r["image_id"], r["det_index"]) for r in run.rows]
+    assert keys == sorted(keys)
+
+
+def test_unusable_detections_are_counted(syn: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    ann, img, det = syn
+    dets = json.loads(det.read_text())
+    dets += [
+        {"image_id": 999, "category_id": 1, "bbox": [1, 1, 5, 5], "score": 0.9},
+        {"image_id": 1, "category_id": 777, "bbox": [1, 1, 5, 5], "score": 0.9},
+        {"image_id": 1, "category_id": 1, "bbox": [1, 1, 0, 5], "score": 0.9},
+        {"image_id": 3, "category_id": 1, "bbox": [1, 1, 5, 5], "score": 0.9},
+    ]
+    path = tmp_path / "more.json"
+    path.write_text(json.dumps(dets))
+    run = run_instseg(_cfg(ann, img, path, limit_images=2))
+    assert run is not None
+    skips = run.results["skips"]
+    assert skips["detection_unknown_image"] == 1
+    assert skips["detection_unknown_category"] == 1
+    assert skips["detection_zero_size_box"] == 1
+    assert skips["detection_image_not_evaluated"] == 8 + 1  # image 3's detections (limit 2)
+    assert run.results["metrics"]["n_images"] == 2
+
+
+def test_bad_detection_files(syn: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    ann, img, _ = syn
+    p = tmp_path / "d.json"
+    with pytest.raises(FileNotFoundError, match="detections file not found"):
+        load_detections(p)
+    p.write_text(json.dumps({"image_id": 1}))
+    with pytest.raises(ValueError, match="expected a JSON list"):
+        load_detections(p)
+    p.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3], "score": 1.0}]))
+    with pytest.raises(ValueError, match=r"detection #0 needs 'bbox'"):
+        load_detections(p)
+    p.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]}]))
+    with pytest.raises(ValueError, match="'score'"):
+        load_detections(p)
+    p.write_text(
+        json.dumps([{"image_id": 4242, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 1}])
+    )
+    with pytest.raises(ValueError, match="none of the 1 detections"):
+        run_instseg(_cfg(ann, img, p))
+    p.write_text(json.dumps(synthetic_detections(ann)))
+    with pytest.raises(ValueError, match="cannot segment detector boxes"):
+        run_instseg(_cfg(ann, img, p, model="oracle"))
+    with pytest.raises(ValueError, match="not available for detector boxes"):
+        _cfg(ann, img, p, mask_choice="oracle")
+
+
+def to_lvis(coco_json: Path, images: Path, root: Path) -> tuple[Path, Path]:
+    """An LVIS-format copy of a synthetic COCO set, its images in a COCO-style val2017/ folder."""
+    data = json.loads(coco_json.read_text())
+    (root / "val2017").mkdir(parents=True)
+    for im in data["images"]:
+        shutil.copy(images / im["file_name"], root / "val2017" / im["file_name"])
+        im["coco_url"] = f"http://images.cocodataset.org/val2017/{im['file_name']}"
+        im["file_name"] = f"COCO_val2014_{im['file_name']}"
+        im["neg_category_ids"] = []
+        im["not_exhaustive_category_ids"] = []
+    data["annotations"] = [
+        {k: v for k, v in a.items() if k != "iscrowd"}
+        for a in data["annotations"]
+        if not a["iscrowd"]
+    ]
+    for c in data["categories"]:
+        c.update(
+            {"frequency": "f", "synset": f"{c['name']}.n.01", "image_count": 3, "instance_count": 3}
+        )
+    path = root / "lvis.json"
+    path.write_text(json.dumps(data))
+    return path, root
+
+
+def test_lvis_instseg_and_zero_shot(syn: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    ann, img, det = syn
+    lvis_ann, lvis_root = to_lvis(ann, img, tmp_path / "lvis")
+    run = run_instseg(
+        _cfg(lvis_ann, lvis_root, det, dataset="lvis"), adapter=GtLookupAdapter(ann, img)
+    )
+    assert run is not None
+    m = run.results["metrics"]
+    assert m["ap"] == pytest.approx(100.0) and m["ap_frequent"] == pytest.approx(100.0)
+    assert m["ap_rare"] is None  # no rare categories
+    assert run.results["config"]["max_dets"] == 300
+
+    from esam.eval.zeroshot import ZeroShotConfig, run_zeroshot
+
+    zs = run_zeroshot(
+        ZeroShotConfig(
+            model="oracle",
+            dataset="lvis",
+            annotations=str(lvis_ann),
+            images=str(lvis_root),
+            workers=0,
+            progress=False,
+        )
+    )
+    assert zs is not None and zs.results["metrics"]["miou"] == 100.0
+    assert zs.results["metrics"]["n_instances"] == 21
+
+
+def test_lvis_max_dets_keeps_the_top_scores(syn: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    ann, img, det = syn
+    lvis_ann, lvis_root = to_lvis(ann, img, tmp_path / "lvis")
+    run = run_instseg(_cfg(lvis_ann, lvis_root, det, dataset="lvis", max_dets=3))
+    assert run is not None
+    assert run.results["skips"]["detection_over_max_dets"] == 3 * (8 - 3)
+    kept: dict[int, list[float]] = {}
+    for r in run.rows:
+        kept.setdefault(r["image_id"], []).append(r["score"])
+    given: dict[int, list[float]] = {}
+    for d in json.loads(det.read_text()):
+        given.setdefault(d["image_id"], []).append(d["score"])
+    for image_id, scores in kept.items():
+        assert sorted(scores, reverse=True) == sorted(given[image_id], reverse=True)[:3]
+
+
+def test_lvis_sample_from_shared_zero_shot_oracle() -> None:
+    lvis_dir = require_shared("data", "lvis_v0.5_val100")
+    from esam.eval.zeroshot import ZeroShotConfig, run_zeroshot
+
+    run = run_zeroshot(
+        ZeroShotConfig(
+            model="oracle",
+            dataset="lvis",
+            annotations=str(lvis_dir / "lvis_val_100.json"),
+            images=str(lvis_dir),
+            workers=0,
+            progress=False,
+            skip_bad_images=True,
+        )
+    )
+    assert run is not None
+    assert run.results["metrics"]["miou"] == 100.0
+    assert run.results["metrics"]["n_instances"] == 44
+    assert run.results["skips"]["image_missing"] == 96
+    assert run.results["dataset"]["lvis_version"] == "v0.5"
+
+
+def test_missing_images_and_bad_ground_truth(syn: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    ann, img, det = syn
+    (img / "000000000002.png").unlink()
+    with pytest.raises(FileNotFoundError, match="image id 2 not found"):
+        run_instseg(_cfg(ann, img, det))
+    run = run_instseg(_cfg(ann, img, det, skip_bad_images=True))
+    assert run is not None
+    assert run.results["skips"]["image_missing"] == 1
+    assert run.results["skips"]["detection_in_skipped_image"] == 8
+    assert run.results["metrics"]["n_images"] == 2  # the skipped image leaves the evaluated set
+    data = json.loads(ann.read_text())
+    del data["annotations"][0]["segmentation"]
+    bad = tmp_path / "bad_gt.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="cannot be evaluated as masks"):
+        run_instseg(_cfg(bad, img, det, skip_bad_images=True))

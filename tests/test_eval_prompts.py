@@ -1,0 +1,112 @@
+"""Prompt derivation: boxes, seeded clicks, centre and iterative clicks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from esam.eval.prompts import (
+    PAD_LABEL,
+    box_from_bbox,
+    box_from_mask,
+    center_click,
+    instance_rng,
+    n_clicks,
+    next_error_click,
+    random_clicks,
+    validate_prompt_settings,
+)
+
+
+def _blob() -> np.ndarray:
+    m = np.zeros((40, 50), dtype=bool)
+    m[5:25, 10:40] = True
+    m[25:35, 10:15] = True
+    return m
+
+
+def test_box_from_bbox_is_xyxy() -> None:
+    np.testing.assert_array_equal(box_from_bbox([10, 20, 30, 5]), [10, 20, 40, 25])
+
+
+def test_box_from_mask_is_tight_in_pixel_edges() -> None:
+    m = np.zeros((10, 12), dtype=bool)
+    m[2:5, 3:9] = True
+    np.testing.assert_array_equal(box_from_mask(m), [3, 2, 9, 5])
+    with pytest.raises(ValueError, match="empty"):
+        box_from_mask(np.zeros((4, 4), dtype=bool))
+
+
+def test_random_clicks_are_seeded_and_inside_the_mask() -> None:
+    m = _blob()
+    a = random_clicks(m, 3, instance_rng(0, 7, 11))
+    b = random_clicks(m, 3, instance_rng(0, 7, 11))
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (3, 2)
+    assert all(m[int(y), int(x)] for x, y in a)
+    assert len({tuple(p) for p in a}) == 3  # without replacement
+    others = [random_clicks(m, 3, instance_rng(s, 7, 11)) for s in range(1, 6)]
+    assert any(not np.array_equal(a, o) for o in others)
+    # a different instance of the same image gets its own stream
+    assert not np.array_equal(a, random_clicks(m, 3, instance_rng(0, 7, 12)))
+
+
+def test_random_clicks_cover_the_mask_uniformly() -> None:
+    m = np.zeros((4, 4), dtype=bool)
+    m[0, 0] = m[3, 3] = True
+    rng = np.random.default_rng(0)
+    hits = [tuple(random_clicks(m, 1, rng)[0]) for _ in range(400)]
+    share = hits.count((0.0, 0.0)) / len(hits)
+    assert 0.4 < share < 0.6
+
+
+def test_random_clicks_on_a_one_pixel_mask_repeat_it() -> None:
+    m = np.zeros((5, 5), dtype=bool)
+    m[2, 3] = True
+    np.testing.assert_array_equal(random_clicks(m, 3, instance_rng(0, 1, 1)), [[3, 2]] * 3)
+
+
+def test_center_click_is_the_deepest_pixel() -> None:
+    m = np.zeros((30, 30), dtype=bool)
+    m[5:16, 5:26] = True  # 11 rows x 21 cols: depth peaks on the middle row
+    x, y = center_click(m)
+    assert y == 10 and 10 <= x <= 20 and m[int(y), int(x)]
+    # the image border counts as boundary: a mask touching the border is not deepest there
+    edge = np.zeros((20, 20), dtype=bool)
+    edge[:, :9] = True
+    x, _ = center_click(edge)
+    assert x == 4
+
+
+def test_next_error_click_positive_negative_and_padding() -> None:
+    gt = np.zeros((30, 30), dtype=bool)
+    gt[5:25, 5:25] = True
+    # nothing predicted: the false negative region is all of gt -> positive at its centre
+    (x, y), label = next_error_click(gt, np.zeros_like(gt))
+    assert label == 1 and gt[int(y), int(x)]
+    # prediction spills far outside: the deeper error is the false positive -> negative click
+    pred = np.ones_like(gt)
+    (x, y), label = next_error_click(gt, pred)
+    assert label == 0 and not gt[int(y), int(x)]
+    # perfect prediction: padding
+    _, label = next_error_click(gt, gt.copy())
+    assert label == PAD_LABEL
+
+
+def test_next_error_click_avoids_clicked_pixels() -> None:
+    gt = np.zeros((9, 9), dtype=bool)
+    gt[4, 4] = True
+    (x, y), label = next_error_click(gt, np.zeros_like(gt), np.array([[4.0, 4.0]]))
+    assert label == PAD_LABEL  # the only error pixel was already clicked
+
+
+def test_prompt_settings_validation() -> None:
+    assert n_clicks("point3") == 3
+    validate_prompt_settings("box", None, "mask")
+    validate_prompt_settings("point1", "center", None)
+    with pytest.raises(ValueError, match="iterative"):
+        validate_prompt_settings("point3", "center", None)
+    with pytest.raises(ValueError, match="unknown prompt"):
+        validate_prompt_settings("scribble", "random", None)
+    with pytest.raises(ValueError, match="box source"):
+        validate_prompt_settings("box", None, "detector")
