@@ -52,7 +52,8 @@ def stage_weights(plan: DemoPlan) -> None:
     import esam
     from esam.standin import load_standin_weights
 
-    model = load_standin_weights(esam.build_model(DEMO_MODEL))
+    model = esam.build_model(DEMO_MODEL)
+    load_standin_weights(model)
     esam.save_checkpoint(model, plan.weights, DEMO_MODEL, model.config.to_dict())
     print(f"  stand-in weights: {plan.weights}")
 
@@ -60,7 +61,10 @@ def stage_weights(plan: DemoPlan) -> None:
 def _first_box(annotations: Path) -> tuple[str, list[float]]:
     data = json.loads(annotations.read_text())
     img = min(data["images"], key=lambda i: i["id"])
-    ann = max((a for a in data["annotations"] if a["image_id"] == img["id"] and not a.get("iscrowd")), key=lambda a: a["area"])
+    ann = max(
+        (a for a in data["annotations"] if a["image_id"] == img["id"] and not a.get("iscrowd")),
+        key=lambda a: a["area"],
+    )
     x, y, w, h = ann["bbox"]
     return img["file_name"], [x, y, x + w, y + h]
 
@@ -124,7 +128,11 @@ def stage_throughput(plan: DemoPlan) -> None:
     """CPU throughput of the fast path and the official-style reference, same settings."""
     iters = ["--warmup", "1", "--iters", "2" if plan.quick else "3"]
     # quick: a 256 px, 2-block model with untrained weights (the stand-in checkpoint is 1024 px)
-    weights = ["--override", "img_size=256", "--override", "encoder_depth=2"] if plan.quick else ["--checkpoint", str(plan.weights)]
+    weights = (
+        ["--override", "img_size=256", "--override", "encoder_depth=2"]
+        if plan.quick
+        else ["--checkpoint", str(plan.weights)]
+    )
     for model in (DEMO_MODEL, f"{DEMO_MODEL}:reference"):
         _cli(
             [
@@ -165,6 +173,8 @@ def run_demo(out: Path, quick: bool = False) -> Path:
     print(f"  overlay: {plan.out / 'predict' / 'overlay.png'}")
     print(f"  results: {plan.results}")
     print(f"  report:  {report / 'index.html'}")
-    print("  note: the EfficientSAM rows use stand-in weights, so their accuracy is not meaningful;")
+    print(
+        "  note: the EfficientSAM rows use stand-in weights, so their accuracy is not meaningful;"
+    )
     print("        pass real checkpoints to 'esam eval' for real numbers.")
     return report

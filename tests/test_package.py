@@ -13,18 +13,35 @@ from esam.utils.io import sha256_file, write_json_atomic
 from esam.utils.meta import run_metadata
 from esam.utils.results import ResultsSchemaError, make_results, validate_results
 
-HEAVY = ("mmcv", "mmdet", "mmseg", "segment_anything", "timm", "pandas", "matplotlib", "pycocotools", "lvis")
+HEAVY = (
+    "mmcv",
+    "mmdet",
+    "mmseg",
+    "segment_anything",
+    "timm",
+    "pandas",
+    "matplotlib",
+    "pycocotools",
+    "lvis",
+)
 
 
 def test_core_import_is_light() -> None:
     code = "import sys, esam; esam.build_model('efficientsam_vitt', img_size=64, encoder_depth=1); print(sorted(m for m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     loaded = set(json.loads(out.replace("'", '"')))
     assert not [m for m in HEAVY if m in loaded]
 
 
 def test_cli_lists_subcommands() -> None:
-    out = subprocess.run([sys.executable, "-m", "esam.cli.main", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "esam.cli.main", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "predict" in out
 
 

@@ -61,7 +61,16 @@ def test_cli_builds_everything(tmp_path, capsys):
 def test_cli_no_published_and_strict(tmp_path, capsys):
     out = tmp_path / "out"
     assert (
-        main(["report", "--results", str(FIXTURES / "fixture_gpu"), "--out", str(out), "--no-published"])
+        main(
+            [
+                "report",
+                "--results",
+                str(FIXTURES / "fixture_gpu"),
+                "--out",
+                str(out),
+                "--no-published",
+            ]
+        )
         == 0
     )
     tidy = pd.read_csv(out / "results.csv")

@@ -91,7 +91,11 @@ def test_tidy_frame_shape_and_provenance(loaded):
     assert row["value"] == pytest.approx(72.9)
     assert bool(row["higher_is_better"]) is True
     assert row["commit"] == "9b1e7d3-dirty"
-    assert (row["device"], row["hardware"], row["dtype"]) == ("cpu", "Fixture CPU (synthetic)", "fp32")
+    assert (row["device"], row["hardware"], row["dtype"]) == (
+        "cpu",
+        "Fixture CPU (synthetic)",
+        "fp32",
+    )
     assert row["date"].startswith("2024-06-03")
     assert row["setting"] == "box" and row["dataset"] == "coco"
     assert row["results_file"].endswith("coco_box_mobilesam.json")

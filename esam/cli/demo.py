@@ -7,8 +7,14 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run every stage on the shipped sample and build the report", description=__doc__)
-    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
+    p = sub.add_parser(
+        "demo",
+        help="run every stage on the shipped sample and build the report",
+        description=__doc__,
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)"
+    )
     p.add_argument("--quick", action="store_true", help="reduced setting (smoke test)")
     p.set_defaults(func=run)
 
