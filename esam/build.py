@@ -132,12 +132,27 @@ def build_from_config(cfg: EfficientSamConfig) -> EfficientSam:
 
 def _build(name: str, checkpoint: str | Path | None = None, **overrides: Any) -> EfficientSam:
     cfg = dataclasses.replace(MODEL_CONFIGS[name], **overrides)
+    state = info = None
+    if checkpoint is not None:
+        from esam.checkpoint import CheckpointError, read_checkpoint
+
+        state, info = read_checkpoint(checkpoint)
+        if info.get("model_name") and info["model_name"] != name:
+            raise CheckpointError(
+                f"{checkpoint}: checkpoint is for model {info['model_name']!r}, not {name!r}"
+            )
+        if isinstance(info.get("config"), dict):
+            # esam checkpoints carry their architecture: build that one, unless the caller
+            # asked for something else explicitly (then load_state names the differences).
+            stored = EfficientSamConfig.from_dict(info["config"])
+            cfg = dataclasses.replace(stored, **overrides)
     model = build_from_config(cfg)
     model.model_name = name
-    if checkpoint is not None:
-        from esam.checkpoint import load_model_weights
+    if state is not None and info is not None:
+        from esam.checkpoint import load_state
 
-        load_model_weights(model, checkpoint, expected_name=name)
+        load_state(model, state, info, str(checkpoint))
+        model.weights_info = {k: v for k, v in info.items() if k != "config"}
     return model.eval()
 
 

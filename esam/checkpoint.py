@@ -107,6 +107,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
         info["model_name"] = metadata["model_name"]
     if "config" in metadata:
         info["config"] = json.loads(metadata["config"])
+    if "weights" in metadata:
+        info["weights"] = metadata["weights"]
     return state, info
 
 
@@ -158,6 +160,32 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
         raise CheckpointError("\n  ".join(parts))
 
 
+def check_config(model: nn.Module, info: dict[str, Any], source: str) -> None:
+    """Refuse an esam checkpoint whose stored architecture differs from ``model``'s.
+
+    Shapes alone cannot catch every difference: the position embedding is stored at the
+    pretraining grid, so weights saved for a 256 px model would load into a 1024 px one.
+    """
+    stored = info.get("config")
+    current = getattr(model, "config", None)
+    if not isinstance(stored, dict) or current is None or not hasattr(current, "to_dict"):
+        return
+    mine = current.to_dict()
+    diff = sorted(k for k in stored.keys() & mine.keys() if stored[k] != mine[k])
+    if diff:
+        shown = ", ".join(f"{k}: checkpoint {stored[k]!r} vs model {mine[k]!r}" for k in diff)
+        raise CheckpointError(f"{source}: checkpoint was saved for another configuration ({shown})")
+
+
+def load_state(
+    model: nn.Module, state: dict[str, torch.Tensor], info: dict[str, Any], source: str
+) -> None:
+    """Strictly load an already-read checkpoint (see :func:`read_checkpoint`) into ``model``."""
+    check_config(model, info, source)
+    check_state_dict(model, state, source)
+    model.load_state_dict(state, strict=True)
+
+
 def load_model_weights(
     model: nn.Module, path: str | os.PathLike[str], expected_name: str | None = None
 ) -> dict[str, Any]:
@@ -170,14 +198,13 @@ def load_model_weights(
             is refused.
 
     Returns:
-        The checkpoint ``info`` dict (format, model name, config).
+        The checkpoint ``info`` dict (format, model name, config, weights note).
     """
     state, info = read_checkpoint(path)
     name = info.get("model_name")
     if expected_name and name and name != expected_name:
         raise CheckpointError(f"{path}: checkpoint is for model {name!r}, not {expected_name!r}")
-    check_state_dict(model, state, str(path))
-    model.load_state_dict(state, strict=True)
+    load_state(model, state, info, str(path))
     return info
 
 
@@ -186,11 +213,13 @@ def save_checkpoint(
     path: str | os.PathLike[str],
     model_name: str | None = None,
     config: dict[str, Any] | None = None,
+    weights: str | None = None,
 ) -> Path:
     """Write ``model``'s weights with its name and config, atomically.
 
     ``.safetensors`` paths get a safetensors file (name and config in its metadata); any other
-    suffix an esam ``torch.save`` checkpoint.
+    suffix an esam ``torch.save`` checkpoint. ``weights`` is a free-form note on where the
+    weights come from (e.g. ``"standin"``) that results files repeat.
     """
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -202,6 +231,8 @@ def save_checkpoint(
             meta["model_name"] = model_name
         if config is not None:
             meta["config"] = json.dumps(config)
+        if weights:
+            meta["weights"] = weights
         return write_bytes_atomic(path, save(state, metadata=meta))
     buf = io.BytesIO()
     torch.save(

@@ -125,3 +125,23 @@ def test_config_checks() -> None:
         esam.EfficientSamConfig.from_dict(
             {"encoder_embed_dim": 192, "encoder_num_heads": 3, "bogus": 1}
         )
+
+
+def test_stored_config_is_used_and_enforced(tmp_path: Path) -> None:
+    """Position embeddings are stored at 14x14, so shapes alone cannot reveal the input size."""
+    model = _tiny()  # 64 px, 1 block
+    path = save_checkpoint(
+        model,
+        tmp_path / "small.safetensors",
+        "efficientsam_vitt",
+        model.config.to_dict(),
+        weights="standin",
+    )
+    rebuilt = esam.build_model("efficientsam_vitt", path)
+    assert rebuilt.config == model.config and _params_equal(model, rebuilt)
+    assert rebuilt.weights_info["weights"] == "standin"
+    with pytest.raises(CheckpointError, match="img_size: checkpoint 64 vs model 1024"):
+        esam.build_model("efficientsam_vitt", path, img_size=1024)
+    full = esam.build_model("efficientsam_vitt", encoder_depth=1)
+    with pytest.raises(CheckpointError, match="img_size: checkpoint 64 vs model 1024"):
+        esam.load_model_weights(full, path)

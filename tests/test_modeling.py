@@ -132,8 +132,14 @@ def test_points_beyond_six_are_truncated_like_the_official_model(tiny_model) -> 
     emb = tiny_model.get_image_embeddings(torch.rand(1, 3, 64, 64))
     pts = torch.rand(1, 1, 8, 2) * 64
     lab = torch.ones(1, 1, 8, dtype=torch.long)
-    with torch.no_grad():
+    with (
+        torch.no_grad(),
+        pytest.warns(
+            UserWarning, match="8 prompt points per query given; the model reads the first 6"
+        ),
+    ):
         a = tiny_model.predict_masks(emb, pts, lab, True, 64, 64)
+    with torch.no_grad():
         b = tiny_model.predict_masks(emb, pts[:, :, :6], lab[:, :, :6], True, 64, 64)
     assert torch.equal(a[0], b[0])
 

@@ -70,3 +70,36 @@ def test_results_schema_round_trip(tmp_path: Path) -> None:
         validate_results(bad, "x.json")
     with pytest.raises(ResultsSchemaError, match="schema is"):
         validate_results({**obj, "schema": "other/1"})
+
+
+def test_git_commit_marks_untracked_code_dirty(tmp_path: Path) -> None:
+    from esam.utils.meta import git_commit
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "esam").mkdir()
+    (tmp_path / "esam" / "__init__.py").write_text("")
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    sha = git_commit(tmp_path)
+    assert sha is not None and len(sha) == 40
+    (tmp_path / "esam" / "new.py").write_text("x = 1\n")
+    assert git_commit(tmp_path) == f"{sha}-dirty"
+    assert git_commit(tmp_path / "esam") is None  # not the root of an esam checkout
+
+
+def test_missing_optional_package_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from esam.cli import predict
+
+    def handler(args: object) -> int:
+        raise ModuleNotFoundError("No module named 'pandas'", name="pandas")
+
+    monkeypatch.setattr(predict, "run", handler)
+    from esam.cli.main import main
+
+    assert main(["predict", "--image", "x", "--box", "1,2,3,4", "--out", "y"]) == 2
+    assert "pip install 'esam[report]'" in capsys.readouterr().err

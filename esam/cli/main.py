@@ -27,6 +27,29 @@ class CliError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
 
 
+_EXTRA_OF_MODULE = {
+    "pycocotools": "eval",
+    "lvis": "eval",
+    "scipy": "eval",
+    "pandas": "report",
+    "matplotlib": "report",
+    "segment_anything": "sam",
+    "torchvision": "sam",
+    "mobile_sam": "peers",
+    "efficientsam": "peers",
+    "timm": "peers",
+}
+
+
+def _install_hint(e: ImportError) -> str:
+    """Which optional extra provides the module that failed to import."""
+    name = (getattr(e, "name", None) or "").split(".")[0]
+    extra = _EXTRA_OF_MODULE.get(name)
+    if extra:
+        return f"the '{name}' package is needed here: pip install 'esam[{extra}]'"
+    return "a package this command needs is missing: pip install 'esam[all]'"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="esam", description=__doc__.splitlines()[0] if __doc__ else None
@@ -55,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (CliError, ValueError, FileNotFoundError) as e:
         print(f"esam {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:
+        print(f"esam {args.command}: error: {e}\n{_install_hint(e)}", file=sys.stderr)
         return 2
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -37,6 +38,8 @@ class EfficientSam(nn.Module):
     """The architecture config the model was built from (set by the builders)."""
     model_name: str | None = None
     """Registry name, when built through the registry."""
+    weights_info: dict[str, Any] | None = None
+    """Where the loaded weights came from (checkpoint format, name, weights note)."""
 
     def __init__(
         self,
@@ -96,6 +99,10 @@ class EfficientSam(nn.Module):
         pts = self.get_rescaled_pts(batched_points, input_h, input_w)
         labels = batched_point_labels
         if n > p:
+            warnings.warn(
+                f"{n} prompt points per query given; the model reads the first {p} (as the official model does)",
+                stacklevel=3,
+            )
             pts, labels = pts[:, :, :p], labels[:, :, :p]
         elif n < p:
             pts = F.pad(pts, (0, 0, 0, p - n), value=-1.0)

@@ -50,29 +50,28 @@ def package_versions(names: tuple[str, ...] = _TRACKED_PACKAGES) -> dict[str, st
 
 
 def git_commit(path: str | os.PathLike[str] | None = None) -> str | None:
-    """Commit hash of the esam source tree (with ``-dirty`` when it has local changes).
+    """Commit hash of the esam source tree, with ``-dirty`` when the code differs from it.
 
-    Returns ``None`` when esam is not run from a git checkout.
+    Dirty means modified tracked files anywhere, or untracked files under ``esam/`` or
+    ``benchmarks/`` (code that ran but is not in the commit). Returns ``None`` when esam is
+    not run from its own git checkout (e.g. an installed wheel).
     """
     root = Path(path) if path is not None else Path(__file__).resolve().parents[2]
+    if not (root / "esam" / "__init__.py").is_file() or not (root / ".git").exists():
+        return None
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
     try:
-        sha = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        sha = git("rev-parse", "HEAD")
+        modified = git("status", "--porcelain", "--untracked-files=no")
+        untracked = git("ls-files", "--others", "--exclude-standard", "--", "esam", "benchmarks")
     except (OSError, subprocess.SubprocessError):
         return None
-    return f"{sha}-dirty" if dirty else sha
+    return f"{sha}-dirty" if modified or untracked else sha
 
 
 def _cpu_model() -> str:
