@@ -12,14 +12,22 @@ How console errors are detected (two independent checks):
 
 Sorting is checked by appending a script that clicks a header and records the resulting
 column into the DOM before it is dumped.
+
+Chromium is found at ``$ESAM_CHROMIUM``, ``/usr/bin/chromium``, or ``chromium`` /
+``chromium-browser`` on ``PATH``. Without it the browser tests are skipped, except in CI (the
+``CI`` environment variable set, as CI services do): there they fail, because the browser test
+is required to run in the test environment.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -31,20 +39,52 @@ FIXTURES = Path(__file__).parent / "fixtures" / "results"
 PUBLISHED = Path(__file__).resolve().parents[1] / "reports" / "published.json"
 
 
-def _chromium() -> str | None:
+def _chromium(env: Mapping[str, str] = os.environ) -> str | None:
+    """Path of headless Chromium: ``$ESAM_CHROMIUM``, ``/usr/bin/chromium``, or on ``PATH``."""
+    if "ESAM_CHROMIUM" in env:
+        path = env["ESAM_CHROMIUM"]
+        return path if path and Path(path).is_file() else None
     if Path("/usr/bin/chromium").exists():
         return "/usr/bin/chromium"
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def in_ci(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether the tests run in CI: ``CI`` set to anything but empty, ``0``, ``false``, ``no``."""
+    return env.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+MISSING = (
+    "headless Chromium not found ($ESAM_CHROMIUM, /usr/bin/chromium, or chromium on PATH; "
+    "apt install chromium)"
+)
+
+
+def missing_chromium_action(chromium: str | None, env: Mapping[str, str]) -> str:
+    """``"run"`` with Chromium; without it ``"fail"`` in CI, else ``"skip"``."""
+    if chromium is not None:
+        return "run"
+    return "fail" if in_ci(env) else "skip"
+
+
 CHROMIUM = _chromium()
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        CHROMIUM is None,
-        reason="headless Chromium not found (/usr/bin/chromium or chromium on PATH; apt install chromium)",
-    ),
-]
+browser = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """The Chromium binary; skips the test without one, or fails it in CI."""
+    action = missing_chromium_action(CHROMIUM, os.environ)
+    if action == "fail":
+        pytest.fail(
+            f"{MISSING}, and CI is set: the browser test must run in CI; install chromium "
+            "in the test environment",
+            pytrace=False,
+        )
+    if action == "skip":
+        pytest.skip(MISSING)
+    assert CHROMIUM is not None
+    return CHROMIUM
 
 
 def _run_chromium(page: Path, profile: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -68,12 +108,13 @@ def _run_chromium(page: Path, profile: Path, *extra: str) -> subprocess.Complete
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(chromium, tmp_path_factory):
     out = tmp_path_factory.mktemp("browser-report")
     outputs = build_report([FIXTURES], out, published=PUBLISHED, warn=False)
     return out, outputs
 
 
+@browser
 def test_screenshot_is_a_real_page(built, tmp_path):
     from PIL import Image
 
@@ -96,6 +137,7 @@ def test_screenshot_is_a_real_page(built, tmp_path):
     assert (gray[:600] < 128).mean() > 0.01
 
 
+@browser
 def test_dom_rendered_without_console_errors(built, tmp_path):
     out, outputs = built
     proc = _run_chromium(
@@ -122,6 +164,7 @@ def test_dom_rendered_without_console_errors(built, tmp_path):
     assert "missing_commit.json" in dom and "foreign.json" in dom and "malformed.json" in dom
 
 
+@browser
 def test_clicking_a_header_sorts_the_table(built, tmp_path):
     out, outputs = built
     board = next(
@@ -161,3 +204,44 @@ def test_clicking_a_header_sorts_the_table(built, tmp_path):
     )  # latency: lower is better, so the first click puts the lowest on top
     assert second == sorted(second, reverse=True)
     assert first[0] == pytest.approx(4.71)
+
+
+@pytest.mark.parametrize(
+    ("chromium", "env", "action"),
+    [
+        ("/usr/bin/chromium", {"CI": "true"}, "run"),
+        ("/usr/bin/chromium", {}, "run"),
+        (None, {"CI": "true"}, "fail"),
+        (None, {"CI": "1"}, "fail"),
+        (None, {}, "skip"),
+        (None, {"CI": ""}, "skip"),
+        (None, {"CI": "false"}, "skip"),
+    ],
+)
+def test_missing_chromium_fails_in_ci_and_skips_elsewhere(chromium, env, action):
+    assert missing_chromium_action(chromium, env) == action
+
+
+def test_missing_chromium_fails_the_browser_tests_under_ci(tmp_path):
+    """End to end: with Chromium unavailable, CI=true fails the browser tests, no CI skips them."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-m",
+        "browser",
+        __file__,
+    ]
+    base = {**os.environ, "ESAM_CHROMIUM": str(tmp_path / "no-chromium")}
+    base.pop("CI", None)
+    ci = subprocess.run(
+        cmd, env={**base, "CI": "true"}, capture_output=True, text=True, timeout=300
+    )
+    assert ci.returncode == 1, ci.stdout[-2000:]
+    assert "3 errors" in ci.stdout and "the browser test must run in CI" in ci.stdout
+    local = subprocess.run(cmd, env=base, capture_output=True, text=True, timeout=300)
+    assert local.returncode == 0, local.stdout[-2000:]
+    assert "3 skipped" in local.stdout

@@ -108,7 +108,7 @@ def test_throughput_rows_take_their_own_config(loaded):
     df = loaded.frame
     thr = df[
         (df["task"] == "throughput")
-        & (df["model"] == "efficientsam_ti")
+        & (df["model"] == "efficientsam_vitt")
         & (df["device"] == "cuda:0")
     ]
     fast = thr[(thr["batch_size"] == 8) & (thr["metric"] == "images_per_s")].iloc[0]
@@ -127,14 +127,19 @@ def test_throughput_rows_take_their_own_config(loaded):
 def test_model_block_becomes_model_rows(loaded):
     df = loaded.frame
     params = df[(df["task"] == "model") & (df["metric"] == "params_total")]
-    assert set(params["model"]) == {"efficientsam_ti", "efficientsam_s", "sam_vit_h", "mobilesam"}
+    assert set(params["model"]) == {
+        "efficientsam_vitt",
+        "efficientsam_vits",
+        "sam_vit_h",
+        "mobilesam",
+    }
     assert params[params["model"] == "sam_vit_h"]["value"].iloc[0] == 641_090_000
 
 
 def test_fraction_percentages_are_scaled_and_noted(loaded):
     df = loaded.frame
     ap = df[
-        (df["task"] == "instseg") & (df["model"] == "efficientsam_s") & (df["metric"] == "ap")
+        (df["task"] == "instseg") & (df["model"] == "efficientsam_vits") & (df["metric"] == "ap")
     ].iloc[0]
     assert ap["value"] == pytest.approx(42.1)
     assert "fraction" in ap["note"]
@@ -142,7 +147,7 @@ def test_fraction_percentages_are_scaled_and_noted(loaded):
         (df["task"] == "instseg") & (df["model"] == "sam_vit_h") & (df["metric"] == "ap")
     ].iloc[0]
     assert sam["value"] == pytest.approx(46.3) and sam["note"] == ""
-    det = df[(df["model"] == "efficientsam_s") & (df["metric"] == "n_detections")].iloc[0]
+    det = df[(df["model"] == "efficientsam_vits") & (df["metric"] == "n_detections")].iloc[0]
     assert det["value"] == 36335  # counts are never rescaled
 
 
@@ -150,7 +155,12 @@ def test_instseg_setting_names_the_detector(loaded):
     inst = loaded.frame[loaded.frame["task"] == "instseg"]
     assert set(inst["setting"]) == {"vitdet"}  # from config.detections = .../coco_vitdet.json
     macs = loaded.frame[(loaded.frame["task"] == "model") & (loaded.frame["metric"] == "macs")]
-    assert set(macs["model"]) == {"efficientsam_ti", "efficientsam_s", "sam_vit_h", "mobilesam"}
+    assert set(macs["model"]) == {
+        "efficientsam_vitt",
+        "efficientsam_vits",
+        "sam_vit_h",
+        "mobilesam",
+    }
 
 
 def test_incomplete_run_is_noted():
@@ -251,3 +261,115 @@ def test_published_file_entries(tmp_path):
     assert list(pub.frame["model"]) == ["a"]
     assert [s.path.rsplit(" ", 1)[-1] for s in pub.skipped] == ["1)", "2)"]
     assert "not a number" in pub.skipped[0].reason and "missing" in pub.skipped[1].reason
+
+
+def _instseg(metrics: dict, **extra) -> dict:
+    return make_results(
+        task="instseg",
+        model={"name": "efficientsam_vitt"},
+        config={"prompt": "detector_box", "detections": "d/coco_vitdet.json"},
+        metrics=metrics,
+        meta=_meta(),
+        dataset={"name": "coco"},
+        **extra,
+    )
+
+
+def test_low_percentages_are_never_rescaled_by_guessing():
+    # placeholder weights give genuinely tiny scores: 0.3 % AP must not become 30 %
+    obj = _instseg({"ap": 0.3, "ap50": 0.9, "ap75": 0.0, "n_detections": 12})
+    by_metric = {r["metric"]: r for r in results_to_rows(obj, "low.json")}
+    assert by_metric["ap"]["value"] == pytest.approx(0.3)
+    assert by_metric["ap50"]["value"] == pytest.approx(0.9)
+    assert by_metric["ap"]["note"] == ""
+    declared = _instseg({"ap": 0.3, "n_detections": 12}, units={"percent_metrics": "percent"})
+    assert results_to_rows(declared, "p.json")[0]["value"] == pytest.approx(0.3)
+
+
+def test_declared_fractions_are_scaled_and_unknown_units_skipped(tmp_path):
+    obj = _instseg({"ap": 0.3, "n_detections": 12}, units={"percent_metrics": "Fraction"})
+    by_metric = {r["metric"]: r for r in results_to_rows(obj, "f.json")}
+    assert by_metric["ap"]["value"] == pytest.approx(30.0)
+    assert "fraction" in by_metric["ap"]["note"]
+    assert by_metric["n_detections"]["value"] == 12  # counts are never rescaled
+
+    bad = _instseg({"ap": 0.3}, units={"percent_metrics": "permille"})
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    loaded = load_results([tmp_path], warn=False)
+    (skipped,) = loaded.skipped
+    assert skipped.path.endswith("bad.json") and "units.percent_metrics" in skipped.reason
+
+
+@pytest.mark.parametrize(
+    ("model", "flagged"),
+    [
+        ({"weights": "untrained"}, "untrained"),
+        ({"weights": "Untrained"}, "untrained"),
+        ({"weights": "STANDIN"}, "standin"),
+        ({"weights": "stand-in (seed 0)"}, "stand-in (seed 0)"),
+        ({"weights": "Random init"}, "random init"),
+        ({"weights_kind": "standin"}, "standin"),
+        ({"checkpoint_note": "Stand-in weights, not trained"}, "stand-in weights, not trained"),
+        ({"weights": "weights/efficient_sam_vitt.pt"}, None),
+        ({"weights": "official"}, None),
+        ({}, None),
+    ],
+)
+def test_placeholder_weights_are_flagged(model, flagged):
+    obj = _instseg({"ap": 40.0})
+    obj["model"].update(model)
+    (row,) = [r for r in results_to_rows(obj, "w.json") if r["metric"] == "ap"]
+    if flagged is None:
+        assert row["note"] == ""
+    else:
+        assert row["note"] == f"{flagged} weights: accuracy is not meaningful"
+
+
+def test_checkpoint_identity_of_a_run():
+    obj = _instseg({"ap": 40.0})
+    obj["model"].update(checkpoint="w/a.pt", checkpoint_sha256="ABCDEF0123456789" * 4)
+    assert results_to_rows(obj, "c.json")[0]["checkpoint"] == "abcdef01"
+    obj["model"].update(checkpoint_sha256=None)
+    assert results_to_rows(obj, "c.json")[0]["checkpoint"] == "a.pt"  # no hash: the file name
+    obj["model"].update(checkpoint=None, weights="untrained")
+    assert results_to_rows(obj, "c.json")[0]["checkpoint"] == "untrained"
+    obj["model"].update(weights="Standin")
+    assert results_to_rows(obj, "c.json")[0]["checkpoint"] == "standin"
+    obj["model"].pop("weights")
+    assert results_to_rows(obj, "c.json")[0]["checkpoint"] == ""  # nothing recorded
+
+
+def test_published_aliases_map_names_and_keep_the_original(tmp_path):
+    pub = load_published(PUBLISHED)
+    assert pub.aliases["EfficientSAM-Ti"] == "efficientsam_vitt"
+    df = pub.frame
+    assert "EfficientSAM-Ti" not in set(df["model"])  # every aliased name is mapped
+    ti = df[df["published_as"] == "EfficientSAM-Ti"]
+    assert len(ti) and set(ti["model"]) == {"efficientsam_vitt"}
+    assert set(df.loc[df["model"] == "FastSAM", "published_as"]) == {""}  # no esam adapter
+    from esam.eval.adapters import available_adapters
+
+    assert set(pub.aliases.values()) <= set(available_adapters())  # names esam really writes
+
+    entry = {
+        "model": "Paper-Net",
+        "task": "zeroshot",
+        "dataset": "coco",
+        "setting": "box",
+        "metric": "miou",
+        "value": 70.0,
+        "source": "Some paper, Table 1",
+    }
+    path = tmp_path / "pub.json"
+    for aliases, model, problem in [
+        ({"Paper-Net": "paper_net"}, "paper_net", None),
+        (["Paper-Net"], "Paper-Net", "not an object"),
+        ({"Paper-Net": 3}, "Paper-Net", "not a model name"),
+    ]:
+        path.write_text(
+            json.dumps({"schema": "esam.published/1", "aliases": aliases, "entries": [entry]})
+        )
+        got = load_published(path)
+        assert list(got.frame["model"]) == [model]
+        reasons = [s.reason for s in got.skipped]
+        assert (reasons == []) if problem is None else (problem in reasons[0])

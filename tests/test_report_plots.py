@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from esam.report.load import load_results
-from esam.report.plots import make_plots, pareto_front, throughput_panels
+from esam.report.plots import make_plots, pareto_front, throughput_panels, throughput_table
 from esam.report.published import load_published
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
@@ -38,18 +38,51 @@ def test_panels_pair_sources_and_front_is_measured_only(tidy):
     gpu_panel = {p["model"]: p for p in panels["Fixture GPU (synthetic)"]}
     assert {m for m, p in gpu_panel.items() if p["front"]} == {
         "sam_vit_h",
-        "efficientsam_s",
-        "efficientsam_ti",
+        "efficientsam_vits",
+        "efficientsam_vitt",
     }
-    assert not gpu_panel["mobilesam"]["front"]  # slower and less accurate than efficientsam_ti
-    assert gpu_panel["efficientsam_ti"]["x"] == pytest.approx(1630.0)  # best end-to-end config
-    assert gpu_panel["efficientsam_ti"]["y"] == pytest.approx(75.3)
+    assert not gpu_panel["mobilesam"]["front"]  # slower and less accurate than efficientsam_vitt
+    assert gpu_panel["efficientsam_vitt"]["x"] == pytest.approx(1630.0)  # best end-to-end config
+    assert gpu_panel["efficientsam_vitt"]["y"] == pytest.approx(75.3)
     cpu = panels["Fixture CPU (synthetic)"]
     assert all(p["source"] == "measured" for p in cpu)
     published = [p for ps in panels.values() for p in ps if p["source"] == "published"]
     assert published and not any(p["front"] for p in published)
     # published throughput is never paired with measured accuracy
-    assert {p["model"] for p in panels["NVIDIA A100"]} == {"EfficientViT-SAM-XL1"}
+    (xl1,) = panels["NVIDIA A100"]
+    assert xl1["model"] == "efficientvit_sam_xl1"  # aliased, published name kept in the label
+    assert xl1["label"] == "efficientvit_sam_xl1 (EfficientViT-SAM-XL1)"
+
+
+def test_throughput_points_use_only_settings_that_pass_the_accuracy_check(tidy):
+    panels, _ = throughput_panels(tidy, "zeroshot", "miou", "box")
+    gpu = {p["model"]: p for p in panels["Fixture GPU (synthetic)"]}
+    # bf16 + compile at 99.6 % of fp32 passes: the fastest setting stands for the model
+    assert gpu["efficientsam_vitt"]["x"] == pytest.approx(1630.0)
+    assert gpu["efficientsam_vitt"]["setting"] == "fast · bf16 · bs 8 · compiled"
+    # 940.2 img/s in bf16 failed the check (99.4 %): the fp32 setting is used instead
+    assert gpu["efficientsam_vits"]["x"] == pytest.approx(120.3)
+    assert gpu["efficientsam_vits"]["setting"] == "fast · fp32 · bs 1"
+    assert gpu["sam_vit_h"]["x"] == pytest.approx(9.8)  # not 41.0 (99.1 %)
+    assert gpu["mobilesam"]["x"] == pytest.approx(1200.0)  # exactly 99.5 % passes
+
+    table = throughput_table(tidy)
+    measured = table[table["source"] == "measured"]
+    assert (measured["miou_vs_fp32"] >= 99.5).all()
+
+
+def test_unchecked_fast_settings_never_stand_for_a_model(tidy):
+    base = tidy[(tidy["task"] == "throughput") & (tidy["source"] == "measured")]
+    base = base[(base["model"] == "efficientsam_vitt") & (base["device"] == "cuda:0")]
+    # drop every accuracy number: only fp32 without compile may then stand for the model
+    unchecked = base[base["metric"] != "miou_vs_fp32"]
+    table = throughput_table(unchecked)
+    (row,) = table.to_dict("records")
+    assert row["value"] == pytest.approx(210.5)
+    assert (row["dtype"], row["compile"], row["batch_size"]) == ("fp32", False, 1)
+    # and when even that is compiled, nothing is left to plot
+    compiled = unchecked.assign(compile=True)
+    assert throughput_table(compiled).empty
 
 
 def test_make_plots_writes_png_and_svg(tidy, tmp_path):

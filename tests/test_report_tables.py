@@ -84,12 +84,12 @@ def test_higher_is_better_sort_and_aggregation(boards):
     measured = board.rows[board.rows["source"] == "measured"]
     assert list(measured["model"]) == [
         "sam_vit_h",
-        "efficientsam_s",
-        "efficientsam_ti",
+        "efficientsam_vits",
+        "efficientsam_vitt",
         "mobilesam",
     ]
     assert list(measured["rank"]) == [1, 2, 3, 4]
-    ti = measured[measured["model"] == "efficientsam_ti"].iloc[0]
+    ti = measured[measured["model"] == "efficientsam_vitt"].iloc[0]
     assert ti["miou"] == pytest.approx(75.3)  # mean of the two seeds
     assert ti["n_runs"] == 2
     assert ti["provenance"] == "3f9c2a1 · cuda:0 · fp32 · 2024-06-02 · 2 runs"
@@ -103,7 +103,7 @@ def test_lower_is_better_sort_and_best(boards):
     lat = list(board.rows["latency_p50_ms"])
     assert lat == sorted(lat)  # lower is better: ascending
     assert (
-        board.rows.iloc[0]["model"] == "efficientsam_ti" and board.rows.iloc[0]["batch_size"] == 1
+        board.rows.iloc[0]["model"] == "efficientsam_vitt" and board.rows.iloc[0]["batch_size"] == 1
     )
     (pos,) = board.best["latency_p50_ms"]
     assert board.rows.iloc[pos]["latency_p50_ms"] == pytest.approx(4.71)
@@ -123,14 +123,16 @@ def test_best_marks_on_the_right_cells(boards):
     best_models = {m: [board.rows.iloc[p]["model"] for p in pos] for m, pos in board.best.items()}
     assert best_models == {
         "miou": ["sam_vit_h"],
-        "miou_small": ["efficientsam_s"],
+        "miou_small": ["efficientsam_vits"],
         "miou_medium": ["sam_vit_h"],
-        "miou_large": ["efficientsam_s"],
+        "miou_large": ["efficientsam_vits"],
     }
     md = to_markdown(board)
     assert "**78.6**" in _line(md, "sam_vit_h") and "**83.5**" in _line(md, "sam_vit_h")
-    assert "**72.8**" in _line(md, "efficientsam_s") and "**86.5**" in _line(md, "efficientsam_s")
-    assert "**" not in _line(md, "efficientsam_ti")
+    assert "**72.8**" in _line(md, "efficientsam_vits") and "**86.5**" in _line(
+        md, "efficientsam_vits"
+    )
+    assert "**" not in _line(md, "efficientsam_vitt")
     assert "n_instances" not in board.best  # counts are never marked
 
 
@@ -138,9 +140,11 @@ def test_published_rows_kept_apart(boards):
     board = _board(boards, "zeroshot", dataset="coco", setting="box")
     rows = board.rows
     pub = rows[rows["source"] == "published"]
-    assert list(pub["model"]) == ["EfficientViT-SAM-XL1"]
+    # aliased to the measured name, the published name kept beside it
+    assert list(pub["model"]) == ["efficientvit_sam_xl1"]
+    assert list(pub["published_as"]) == ["EfficientViT-SAM-XL1"]
     pub_pos = int(pub.index[0])
-    # published rows follow the measured ones, unranked, and are never marked best
+    # a model nobody measured: after the measured rows, unranked, and never marked best
     assert pub_pos == len(rows) - 1
     assert pub["rank"].isna().all()
     assert pub["miou"].iloc[0] > rows[rows["source"] == "measured"]["miou"].max()
@@ -149,17 +153,49 @@ def test_published_rows_kept_apart(boards):
     md_line = next(
         line for line in to_markdown(board).splitlines() if "EfficientViT-SAM-XL1" in line
     )
-    assert "(published)" in md_line and "*79.9*" in md_line and "**" not in md_line
+    assert "*efficientvit_sam_xl1* (EfficientViT-SAM-XL1, published)" in md_line
+    assert "*79.9*" in md_line and "**" not in md_line
 
     instseg = _board(boards, "instseg", dataset="coco", setting="vitdet")
     assert set(instseg.rows[instseg.rows["source"] == "published"]["model"]) >= {
-        "SAM ViT-H",
+        "sam_vit_h",
         "FastSAM",
-        "MobileSAM",
-        "EfficientViT-SAM-L0",
+        "mobilesam",
+        "efficientvit_sam_l0",
     }
     (pos,) = instseg.best["ap"]
     assert instseg.rows.iloc[pos]["model"] == "sam_vit_h"  # 46.3 measured beats nothing published
+    assert instseg.rows.iloc[pos]["source"] == "measured"
+
+
+def test_published_rows_sit_beside_the_same_measured_model(boards):
+    board = _board(boards, "instseg", dataset="coco", setting="vitdet")
+    rows = board.rows.to_dict("records")
+    order = [(r["model"], r["source"]) for r in rows]
+    # measured sam_vit_h (rank 1), then every published SAM ViT-H number, then rank 2
+    first_other = next(i for i, r in enumerate(rows) if i > 0 and r["model"] != "sam_vit_h")
+    assert order[0] == ("sam_vit_h", "measured")
+    assert {o for o in order[1:first_other]} == {("sam_vit_h", "published")}
+    assert first_other - 1 == sum(o == ("sam_vit_h", "published") for o in order)
+    assert order[first_other] == ("efficientsam_vits", "measured")
+    assert list(board.rows["rank"].iloc[: first_other + 1]) == [1, *[pd.NA] * (first_other - 1), 2]
+    # published rows never take a rank or a best mark, and all others follow the measured rows
+    assert all(r["source"] == "published" for r in rows[first_other + 1 :])
+    marked = {p for positions in board.best.values() for p in positions}
+    assert all(rows[p]["source"] == "measured" for p in marked)
+    pub = [r for r in rows if r["source"] == "published" and r["model"] == "sam_vit_h"]
+    assert {r["published_as"] for r in pub} == {"SAM ViT-H"}
+    md = to_markdown(board)
+    assert "| *sam_vit_h* (SAM ViT-H, published) |" in md
+    assert "sam_vit_h (SAM ViT-H)" in to_text(board, max_rows=30)
+
+    # the model table: published EfficientSAM-Ti parameters beside measured efficientsam_vitt
+    model = boards["model"][0]
+    mrows = model.rows.to_dict("records")
+    i = next(i for i, r in enumerate(mrows) if r["model"] == "efficientsam_vitt")
+    assert mrows[i]["source"] == "measured"
+    assert (mrows[i + 1]["model"], mrows[i + 1]["source"]) == ("efficientsam_vitt", "published")
+    assert mrows[i + 1]["published_as"] == "EfficientSAM-Ti"
 
 
 def test_groups_and_generic_task(boards):
@@ -222,3 +258,145 @@ def test_runs_differing_in_a_variant_key_stay_apart(tmp_path):
     got = {r["variant"]: (r["miou"], r["n_runs"]) for r in board.rows.to_dict("records")}
     # seeds of one configuration are averaged; another mask choice is its own row
     assert got == {"mask_choice=score": (71.0, 2), "mask_choice=single": (60.0, 1)}
+
+
+_META = {
+    "git_commit": "0123456789abcdef0123456789abcdef01234567",
+    "versions": {},
+    "hardware": {"cpu_model": "Test CPU"},
+    "device": "cpu",
+    "dtype": "fp32",
+    "start_time": "2024-01-01T00:00:00+00:00",
+    "end_time": "2024-01-01T00:01:00+00:00",
+}
+
+
+def _write_runs(folder: Path, task: str, runs: list[tuple[dict, dict, dict]]) -> None:
+    """Write one results file per ``(model block, config, metrics)``."""
+    for i, (model, config, metrics) in enumerate(runs):
+        obj = make_results(task, model, config, metrics, _META, dataset={"name": "coco"})
+        (folder / f"run{i}.json").write_text(json.dumps(obj))
+
+
+def test_box_sources_are_never_averaged(tmp_path):
+    box = {"prompt": "box", "mask_choice": "score"}
+    _write_runs(
+        tmp_path,
+        "zeroshot",
+        [
+            ({"name": "m"}, {**box, "box_source": "bbox", "seed": 0}, {"miou": 70.0}),
+            ({"name": "m"}, {**box, "box_source": "bbox", "seed": 1}, {"miou": 72.0}),
+            ({"name": "m"}, {**box, "box_source": "mask"}, {"miou": 60.0}),
+        ],
+    )
+    (board,) = build_leaderboards(load_results([tmp_path], warn=False).frame)["zeroshot"]
+    assert "variant" in board.keys
+    got = {r["variant"]: (r["miou"], r["n_runs"]) for r in board.rows.to_dict("records")}
+    assert got == {
+        "box_source=bbox, mask_choice=score": (71.0, 2),
+        "box_source=mask, mask_choice=score": (60.0, 1),
+    }
+
+
+def test_instseg_detection_files_and_protocol_are_never_averaged(tmp_path):
+    base = {"prompt": "detector_box", "mask_choice": "score", "max_dets": 100}
+    _write_runs(
+        tmp_path,
+        "instseg",
+        [
+            ({"name": "m"}, {**base, "detections": "a/coco_vitdet.json"}, {"ap": 40.0}),
+            ({"name": "m"}, {**base, "detections": "/b/coco_vitdet.json"}, {"ap": 42.0}),
+            ({"name": "m"}, {**base, "detections": "a/coco_vitdet_h.json"}, {"ap": 44.0}),
+            (
+                {"name": "m"},
+                {**base, "detections": "a/coco_vitdet.json", "clip_boxes": False},
+                {"ap": 30.0},
+            ),
+        ],
+    )
+    (board,) = build_leaderboards(load_results([tmp_path], warn=False).frame)["instseg"]
+    assert board.group["setting"] == "vitdet"  # all four name the same detector ...
+    got = sorted((r["ap"], r["n_runs"]) for r in board.rows.to_dict("records"))
+    # ... but only the same file (at any path) with the same protocol is averaged
+    assert got == [(30.0, 1), (41.0, 2), (44.0, 1)]
+
+
+#: Protocol keys esam's evaluators write that do not change the numbers (or are derived from
+#: keys that are part of the identity), so runs differing only in them may be averaged.
+_COMBINABLE = {
+    "seed",  # random clicks: repeated runs with other seeds are averaged on purpose
+    "device",
+    "world_size",
+    "workers",
+    "skip_bad_images",
+    "extra",
+    "n_clicks",  # from the prompt
+    "click_rule",  # from the prompt and click
+    "click_coordinates",  # a description of the convention
+    "multimask_output",  # from the mask choice
+    "size_buckets",  # a description of the fixed COCO buckets
+    "evaluator",  # from the dataset, which splits tables
+}
+
+
+def test_every_protocol_setting_of_the_evaluators_is_part_of_a_row_identity():
+    from esam.eval.instseg import InstSegConfig
+    from esam.eval.zeroshot import ZeroShotConfig
+
+    common = {"model": "m", "dataset": "coco", "annotations": "a.json", "images": "i"}
+    protocols = {
+        "zeroshot": [
+            ZeroShotConfig(**common).protocol(1),
+            ZeroShotConfig(**common, prompt="point1", click="center").protocol(1),
+        ],
+        "instseg": [InstSegConfig(**common, detections="d/coco_vitdet.json").protocol(1)],
+    }
+    for task, configs in protocols.items():
+        spec = TASKS[task]
+        identity = {k for group in spec.setting_keys for k in group.split("|")}
+        identity |= set(spec.variant_keys)
+        for config in configs:
+            unknown = set(config) - identity - _COMBINABLE
+            assert not unknown, (
+                f"{task}: config keys {sorted(unknown)} are neither part of the row identity "
+                "(esam.report.tasks variant_keys) nor known not to change the numbers"
+            )
+
+
+def test_runs_with_different_checkpoints_stay_apart(tmp_path):
+    config = {"prompt": "box", "box_source": "bbox", "mask_choice": "score"}
+    official = {"name": "efficientsam_vitt", "checkpoint_sha256": "a" * 64}
+    standin = {"name": "efficientsam_vitt", "checkpoint_sha256": "b" * 64, "weights": "standin"}
+    other = {"name": "sam_vit_h", "checkpoint_sha256": "c" * 64}
+    _write_runs(
+        tmp_path,
+        "zeroshot",
+        [
+            (official, {**config, "seed": 0}, {"miou": 75.0}),
+            (official, {**config, "seed": 1}, {"miou": 77.0}),
+            (standin, config, {"miou": 0.4}),
+            (other, config, {"miou": 78.0}),
+        ],
+    )
+    (board,) = build_leaderboards(load_results([tmp_path], warn=False).frame)["zeroshot"]
+    assert board.keys[:2] == ["model", "checkpoint"]  # shown: one model ran with two weights
+    got = {
+        (r["model"], r["checkpoint"]): (r["miou"], r["n_runs"])
+        for r in board.rows.to_dict("records")
+    }
+    assert got == {
+        ("sam_vit_h", "cccccccc"): (78.0, 1),
+        ("efficientsam_vitt", "aaaaaaaa"): (76.0, 2),  # same weights: seeds averaged
+        ("efficientsam_vitt", "bbbbbbbb"): (0.4, 1),  # stand-in weights: its own row
+    }
+    # the placeholder row is flagged in every rendering
+    md = to_markdown(board)
+    line = next(ln for ln in md.splitlines() if "bbbbbbbb" in ln)
+    assert "efficientsam_vitt †" in line
+    assert "† efficientsam_vitt: standin weights: accuracy is not meaningful" in md
+    assert "standin weights: accuracy is not meaningful" in to_text(board)
+
+    # the same model with one checkpoint only: no checkpoint column
+    (tmp_path / "run2.json").unlink()
+    (board,) = build_leaderboards(load_results([tmp_path], warn=False).frame)["zeroshot"]
+    assert "checkpoint" not in board.keys

@@ -9,6 +9,15 @@ file names in its ``rows_file`` or ``files`` keys.
 
 Extra keys in a results file are tolerated. Tasks without a declared spec still produce rows;
 their metric directions are guessed from the metric names (see :mod:`esam.report.tasks`).
+
+Percentages are read as written: esam writes them on a 0-100 scale. A file that stores them as
+fractions must say so with a top-level ``"units": {"percent_metrics": "fraction"}``; only then
+are they multiplied by 100. The value is never guessed from the numbers (a genuinely low score
+such as 0.3 % AP from placeholder weights must stay 0.3 %).
+
+Each row carries the identity of the weights that produced it (``checkpoint``: the first 8 hex
+digits of ``model.checkpoint_sha256``, else the checkpoint's file name, else the kind of
+placeholder weights); runs of one model name with different weights are never combined.
 """
 
 from __future__ import annotations
@@ -29,9 +38,11 @@ from esam.utils.results import ResultsSchemaError, validate_results
 TIDY_COLUMNS: tuple[str, ...] = (
     "task",
     "model",
+    "published_as",
     "dataset",
     "setting",
     "variant",
+    "checkpoint",
     "component",
     "batch_size",
     "compile",
@@ -57,6 +68,12 @@ STRING_COLUMNS: tuple[str, ...] = tuple(
 _ROW_CONFIG_KEYS = ("component", "batch_size", "dtype", "compile")
 #: Side files written beside results files (per-instance rows, raw segmentations): never results.
 _SIDE_SUFFIXES = (".rows.json", ".rows.jsonl", ".rows.csv", ".segm.json")
+#: Accepted values of ``units.percent_metrics`` and the factor that brings them to 0-100.
+PERCENT_UNITS: dict[str, float] = {"percent": 1.0, "fraction": 100.0}
+#: Model-block keys that may say the weights are placeholders (checked in this order).
+PLACEHOLDER_KEYS = ("weights", "weights_kind", "checkpoint_note")
+#: Prefixes (lower case) of a placeholder-weights value: ``untrained``, ``standin (seed 0)``, ...
+PLACEHOLDER_PREFIXES = ("untrained", "standin", "stand-in", "stand_in", "stand in", "random")
 
 
 @dataclass(frozen=True)
@@ -206,31 +223,82 @@ def _setting(task: str, config: dict[str, Any], model: dict[str, Any]) -> str:
     return " / ".join(parts)
 
 
+def _variant_value(key: str, value: Any) -> str:
+    """Text of one variant value: sorted JSON for dicts and lists, a file's name for paths."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    if key == "detections":
+        return Path(str(value)).name  # the same file at another path is the same protocol
+    return str(value)
+
+
 def _variant(task: str, config: dict[str, Any]) -> str:
-    """``key=value`` pairs of the task's variant keys present in the config (sorted JSON for dicts)."""
+    """``key=value`` pairs of the task's variant keys present in the config."""
     spec = TASKS.get(task)
     parts = []
     for key in spec.variant_keys if spec else ():
         value = config.get(key)
         if value in (None, "", {}, []):
             continue
-        text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
-        parts.append(f"{key}={text}")
+        parts.append(f"{key}={_variant_value(key, value)}")
     return ", ".join(parts)
 
 
-def _percent_scale(task: str, numbers: list[tuple[str, float]]) -> float:
-    """100 when every percentage metric of a file lies in [0, 1] (fractions), else 1."""
-    spec = TASKS.get(task)
-    if spec is None:
+def percent_scale(obj: dict[str, Any]) -> float:
+    """Factor bringing the file's percentage metrics to 0-100: 100 only for declared fractions.
+
+    Reads ``units.percent_metrics`` (``"percent"``, the default, or ``"fraction"``). Nothing is
+    inferred from the values themselves.
+
+    Raises:
+        ResultsSchemaError: ``units`` is not an object or declares an unknown unit.
+    """
+    units = obj.get("units")
+    if units is None:
         return 1.0
-    pct = [v for name, v in numbers if spec.is_declared(name) and spec.metric(name).unit == "%"]
-    if pct and all(0.0 <= v <= 1.0 for v in pct) and any(v > 0 for v in pct):
-        return 100.0
-    return 1.0
+    if not isinstance(units, dict):
+        raise ResultsSchemaError(f"'units' must be an object, got {type(units).__name__}")
+    unit = units.get("percent_metrics", "percent")
+    if not isinstance(unit, str) or unit.strip().lower() not in PERCENT_UNITS:
+        choices = " or ".join(repr(u) for u in PERCENT_UNITS)
+        raise ResultsSchemaError(f"units.percent_metrics must be {choices}, got {unit!r}")
+    return PERCENT_UNITS[unit.strip().lower()]
 
 
-_PLACEHOLDER_WEIGHTS = ("untrained", "standin", "stand-in", "random")
+def placeholder_weights(model: dict[str, Any]) -> str | None:
+    """The placeholder-weights value of a model block (lower case), or ``None`` for real weights.
+
+    ``model.weights``, ``model.weights_kind`` and ``model.checkpoint_note`` are read in that
+    order; a value counts when it starts with ``untrained``, ``standin``, ``stand-in`` or
+    ``random``, in any case (``"Standin (seed 0)"``, ``"random init"``).
+    """
+    for key in PLACEHOLDER_KEYS:
+        value = model.get(key)
+        if not isinstance(value, str):
+            continue
+        text = value.strip().lower()
+        if text.startswith(PLACEHOLDER_PREFIXES):
+            return text
+    return None
+
+
+def checkpoint_id(model: dict[str, Any]) -> str:
+    """Short identity of the weights a run used, for telling runs of one model name apart.
+
+    The first 8 hex digits of ``model.checkpoint_sha256``; without a hash, the checkpoint's file
+    name; without a checkpoint, ``"untrained"`` (or ``"standin"``) for placeholder weights, else
+    ``""`` (nothing recorded, e.g. a baseline that needs no weights).
+    """
+    sha = model.get("checkpoint_sha256")
+    if isinstance(sha, str) and sha.strip():
+        return sha.strip().lower()[:8]
+    ckpt = model.get("checkpoint")
+    if isinstance(ckpt, str) and ckpt.strip():
+        return Path(ckpt.strip()).name
+    kind = placeholder_weights(model)
+    if kind is None:
+        return ""
+    return "standin" if kind.startswith("stand") else "untrained"
 
 
 def _run_notes(obj: dict[str, Any]) -> list[str]:
@@ -238,8 +306,8 @@ def _run_notes(obj: dict[str, Any]) -> list[str]:
     notes = []
     if obj.get("complete") is False:
         notes.append("incomplete run (complete = false)")
-    weights = str(obj["model"].get("weights") or "").lower()
-    if weights in _PLACEHOLDER_WEIGHTS:
+    weights = placeholder_weights(obj["model"])
+    if weights is not None:
         notes.append(f"{weights} weights: accuracy is not meaningful")
     return notes
 
@@ -252,8 +320,12 @@ def results_to_rows(obj: dict[str, Any], path: str) -> list[dict[str, Any]]:
     entry's ``component``/``batch_size``/``dtype``/``compile`` as configuration columns. A task
     with a declared spec contributes only its declared metrics (other numbers in its metrics,
     such as warm-up counts, are configuration); an undeclared task contributes every number. The
-    model's ``params`` and ``macs`` become rows of the ``model`` task. Percentages written as
-    fractions (every one within [0, 1]) are scaled to 0-100 and the row's ``note`` says so.
+    model's ``params`` and ``macs`` become rows of the ``model`` task. Percentages of a file that
+    declares ``units.percent_metrics = "fraction"`` are scaled to 0-100 and the row's ``note``
+    says so; without that declaration values are taken as written.
+
+    Raises:
+        ResultsSchemaError: the file declares an unknown percentage unit.
     """
     task = str(obj["task"])
     model = obj["model"]
@@ -266,6 +338,7 @@ def results_to_rows(obj: dict[str, Any], path: str) -> list[dict[str, Any]]:
         "dataset": (dataset or {}).get("name") or config.get("dataset") or "",
         "setting": _setting(task, config, model),
         "variant": _variant(task, config),
+        "checkpoint": checkpoint_id(model),
         "source": "measured",
         "commit": _short_commit(meta.get("git_commit")),
         "device": meta.get("device") or "",
@@ -277,9 +350,10 @@ def results_to_rows(obj: dict[str, Any], path: str) -> list[dict[str, Any]]:
         "note": "; ".join(_run_notes(obj)),
     }
     spec = task_spec(task)
+    scale = percent_scale(obj)
     rows: list[dict[str, Any]] = []
 
-    def add(extra: dict[str, Any], numbers: list[tuple[str, float]], scale: float) -> None:
+    def add(extra: dict[str, Any], numbers: list[tuple[str, float]]) -> None:
         for name, value in numbers:
             if spec.declared and not spec.is_declared(name):
                 continue  # bookkeeping numbers of a declared task (warm-up counts, ...)
@@ -298,14 +372,9 @@ def results_to_rows(obj: dict[str, Any], path: str) -> list[dict[str, Any]]:
 
     metrics = obj["metrics"]
     if isinstance(metrics, dict):
-        numbers = list(_flatten_numbers(metrics))
-        add({}, numbers, _percent_scale(task, numbers))
+        add({}, list(_flatten_numbers(metrics)))
     else:
         entries = [e for e in metrics if isinstance(e, dict)]
-        every = [
-            (k, v) for e in entries for k, v in _flatten_numbers(e) if k not in _ROW_CONFIG_KEYS
-        ]
-        scale = _percent_scale(task, every)
         for entry in entries:
             extra = {k: entry.get(k) for k in _ROW_CONFIG_KEYS if k in entry}
             if "dtype" in extra and not extra["dtype"]:
@@ -320,7 +389,7 @@ def results_to_rows(obj: dict[str, Any], path: str) -> list[dict[str, Any]]:
                 )
                 if label:
                     extra["setting"] = " / ".join(p for p in (base["setting"], label) if p)
-            add(extra, numbers, scale)
+            add(extra, numbers)
 
     rows.extend(_model_rows(model, base))
     return rows
@@ -348,6 +417,7 @@ def _model_rows(model: dict[str, Any], base: dict[str, Any]) -> list[dict[str, A
             dataset="",
             setting="",
             variant="",
+            checkpoint="",  # parameter counts do not depend on the weights' values
             dtype="",
             metric=name,
             value=value,

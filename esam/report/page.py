@@ -22,7 +22,7 @@ from pathlib import Path
 
 from esam.report.load import SkippedFile
 from esam.report.plots import PlotResult
-from esam.report.tables import KEY_LABELS, Leaderboard, key_text
+from esam.report.tables import KEY_LABELS, Leaderboard, key_text, model_text
 
 _CSS = """
 :root { --fg: #1d2430; --muted: #5b6573; --line: #d9dee5; --best: #e3f4e1; --pub: #f5f6f8;
@@ -159,7 +159,9 @@ def render_table(board: Leaderboard) -> str:
             text = _e(key_text(row[k]))
             if k == "model":
                 if published:
-                    text = f'{text}<span class="badge">published</span>'
+                    # "sam_vit_h (SAM ViT-H)": the name it was published under stays visible
+                    name = _e(model_text(row, mark_published=False))
+                    text = f'{name}<span class="badge">published</span>'
                 if row.get("note"):
                     text += f' <span class="note-mark" title="{_e(row["note"])}">&dagger;</span>'
             cells.append(f"<td>{text}</td>")

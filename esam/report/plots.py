@@ -1,7 +1,10 @@
 """Report figures, drawn with matplotlib's object API (Agg for PNG) and saved as PNG and SVG.
 
 1. Accuracy against end-to-end throughput (log x), one panel per hardware, with the Pareto
-   front of the measured points, in the manner of the EfficientSAM paper's Figure 1.
+   front of the measured points, in the manner of the EfficientSAM paper's Figure 1. A model's
+   throughput is its fastest measured setting that passes the accuracy check (``miou_vs_fp32``
+   within 0.5 of fp32, see :func:`esam.report.tasks.accuracy_ok`); each point is labelled with
+   that setting.
 2. mIoU by object size (small / medium / large) per model, as grouped bars.
 3. Parameter count against accuracy.
 
@@ -20,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from esam.report.tables import model_text
+from esam.report.tasks import MAX_MIOU_DROP, accuracy_ok
 from esam.utils.io import write_bytes_atomic
 
 #: (task, metric, preferred setting, axis label) for the accuracy axis, in order of preference.
@@ -92,8 +97,9 @@ def accuracy_table(
 
     The dataset is COCO when present, the setting ``setting`` when present; both are chosen
     from the measured rows when there are any, so published rows are only shown when they use
-    the same dataset and setting. Returns the table (model, source, reference, value) and a
-    label such as ``coco · box``.
+    the same dataset and setting. Returns the table (model, published_as, source, reference,
+    value) and a label such as ``coco · box``. Runs with different weights (``checkpoint``) are
+    never averaged together.
     """
     sub = tidy[(tidy["task"] == task) & (tidy["metric"] == metric)]
     basis = sub[sub["source"] == "measured"]
@@ -101,35 +107,114 @@ def accuracy_table(
         basis = sub
     dataset = _choose(basis, "dataset", "coco")
     if dataset is None:
-        return sub.iloc[0:0][["model", "source", "reference", "value"]], ""
+        return sub.iloc[0:0][["model", "published_as", "source", "reference", "value"]], ""
     basis = basis[basis["dataset"] == dataset]
     chosen_setting = _choose(basis, "setting", setting) or ""
     sub = sub[(sub["dataset"] == dataset) & (sub["setting"] == chosen_setting)]
-    # repeated runs: mean per configuration variant; then the best variant of each model
+    # repeated runs: mean per configuration variant and weights; then the best one of each model
     measured = (
         sub[sub["source"] == "measured"]
-        .groupby(["model", "variant"], as_index=False)["value"]
+        .groupby(["model", "variant", "checkpoint"], as_index=False)["value"]
         .mean()
         .groupby("model", as_index=False)["value"]
         .max()
     )
-    measured["source"], measured["reference"] = "measured", ""
-    published = sub[sub["source"] == "published"][["model", "reference", "value"]].copy()
+    measured["source"], measured["reference"], measured["published_as"] = "measured", "", ""
+    published = sub[sub["source"] == "published"][
+        ["model", "published_as", "reference", "value"]
+    ].copy()
     published["source"] = "published"
     label = " · ".join(v for v in (dataset, chosen_setting) if v)
     return pd.concat([measured, published], ignore_index=True), label
 
 
+#: Columns of :func:`throughput_table`.
+THROUGHPUT_COLUMNS = (
+    "model",
+    "published_as",
+    "hardware",
+    "source",
+    "reference",
+    "setting",
+    "batch_size",
+    "dtype",
+    "compile",
+    "miou_vs_fp32",
+    "value",
+)
+#: Tidy columns that identify one measured throughput configuration within a results file.
+_CONFIG_KEYS = (
+    "results_file",
+    "model",
+    "hardware",
+    "component",
+    "setting",
+    "variant",
+    "checkpoint",
+    "batch_size",
+    "dtype",
+    "compile",
+    "source",
+    "reference",
+)
+
+
+def _config_key(df: pd.DataFrame) -> pd.Series:
+    """One string per row identifying its configuration (missing values compare equal)."""
+    columns = [df[c].map(str) for c in _CONFIG_KEYS]
+    return pd.Series(
+        ["\x1f".join(t) for t in zip(*columns, strict=True)], index=df.index, dtype=object
+    )
+
+
 def throughput_table(tidy: pd.DataFrame) -> pd.DataFrame:
-    """Best end-to-end images/s per model, hardware and source (any batch size, dtype, mode)."""
-    sub = tidy[
-        (tidy["task"] == "throughput")
-        & (tidy["metric"] == "images_per_s")
-        & (tidy["component"] == "end_to_end")
+    """Fastest end-to-end images/s per model, hardware and source, with the setting it used.
+
+    A measured setting counts only if it passes the accuracy check of
+    :func:`esam.report.tasks.accuracy_ok`: its ``miou_vs_fp32`` is at least 99.5, or, when no
+    accuracy was measured, it is fp32 without compile. A bf16 or compiled setting that failed
+    the check, or was never checked, never stands for the model's speed. Published numbers are
+    taken as published. Columns: :data:`THROUGHPUT_COLUMNS`.
+    """
+    sub = tidy[(tidy["task"] == "throughput") & (tidy["component"] == "end_to_end")]
+    speed = sub[(sub["metric"] == "images_per_s") & sub["value"].notna()].copy()
+    if speed.empty:
+        return pd.DataFrame(columns=list(THROUGHPUT_COLUMNS))
+    checks = sub[sub["metric"] == "miou_vs_fp32"]
+    miou = (
+        checks.groupby(_config_key(checks))["value"].mean()
+        if len(checks)
+        else pd.Series(dtype="float64")
+    )
+    speed["miou_vs_fp32"] = _config_key(speed).map(miou).astype("float64")
+    ok = [
+        source != "measured" or accuracy_ok(m if m == m else None, str(dtype), _flag(comp))
+        for source, m, dtype, comp in zip(
+            speed["source"], speed["miou_vs_fp32"], speed["dtype"], speed["compile"], strict=True
+        )
     ]
-    if sub.empty:
-        return pd.DataFrame(columns=["model", "hardware", "source", "reference", "value"])
-    return sub.groupby(["model", "hardware", "source", "reference"], as_index=False)["value"].max()
+    speed = speed[ok]
+    if speed.empty:
+        return pd.DataFrame(columns=list(THROUGHPUT_COLUMNS))
+    group = ["model", "hardware", "source", "reference"]
+    best = speed.loc[speed.groupby(group, sort=False)["value"].idxmax()]
+    return best[list(THROUGHPUT_COLUMNS)].reset_index(drop=True)
+
+
+def _flag(value: Any) -> bool:
+    """A nullable boolean cell as a plain bool (missing counts as false)."""
+    return value is not None and value is not pd.NA and value == value and bool(value)
+
+
+def setting_label(row: dict[str, Any]) -> str:
+    """Short text of a throughput setting: ``fast · bf16 · bs 8 · compiled``."""
+    parts = [str(row.get("setting") or ""), str(row.get("dtype") or "")]
+    batch = row.get("batch_size")
+    if batch is not None and batch is not pd.NA and batch == batch:
+        parts.append(f"bs {int(batch)}")
+    if _flag(row.get("compile")):
+        parts.append("compiled")
+    return " · ".join(p for p in parts if p)
 
 
 def params_table(tidy: pd.DataFrame) -> pd.DataFrame:
@@ -152,7 +237,10 @@ def throughput_panels(
 ) -> tuple[dict[str, list[dict[str, Any]]], str]:
     """Points of the accuracy-against-throughput figure, per hardware.
 
-    Each point is ``{"model", "source", "x" (images/s), "y" (accuracy), "front"}``. Measured
+    Each point is ``{"model", "label", "source", "x" (images/s), "y" (accuracy), "setting",
+    "front"}``: ``label`` is the model's display name (published points keep the name they were
+    published under), ``setting`` the throughput setting ``x`` comes from (see
+    :func:`throughput_table`: measured settings must pass the accuracy check). Measured
     throughput pairs with measured accuracy, published with published (preferring the same
     source). ``front`` is true for measured points on the Pareto front of their panel's measured
     points; published points are never on it.
@@ -165,9 +253,11 @@ def throughput_panels(
             continue
         point = {
             "model": row["model"],
+            "label": model_text(row, mark_published=False),
             "source": row["source"],
             "x": row["value"],
             "y": y,
+            "setting": setting_label(row),
             "front": False,
         }
         panels.setdefault(row["hardware"], []).append(point)
@@ -264,7 +354,8 @@ def plot_accuracy_vs_throughput(
                     linewidths=1.4,
                     zorder=3,
                 )
-                _annotate(ax, p["x"], p["y"], p["model"], italic=not measured)
+                text = f"{p['label']}\n{p['setting']}" if p["setting"] else p["label"]
+                _annotate(ax, p["x"], p["y"], text, italic=not measured)
             front = sorted((p for p in points if p["front"]), key=lambda p: p["x"])
             if len(front) >= 2:
                 ax.plot(
@@ -298,9 +389,13 @@ def plot_accuracy_vs_throughput(
         fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
         result.png, result.svg = _save(fig, out_dir, name)
     result.caption = (
-        f"{label} ({acc_label}) against the best end-to-end images/s of each model on each hardware "
-        "(any batch size, dtype and mode). Filled circles: measured; open diamonds: published "
-        "(paired with published accuracy); dashed: Pareto front of the measured points."
+        f"{label} ({acc_label}) against the best end-to-end images/s of each model on each "
+        "hardware, over the batch sizes, dtypes and compile modes whose masks stay within "
+        f"{MAX_MIOU_DROP:g} mIoU of fp32 (miou_vs_fp32 >= {100 - MAX_MIOU_DROP:g}; unchecked "
+        "settings count only when fp32 without compile). Each point is labelled with the setting "
+        "it uses (mode · dtype · batch size · compiled). Filled circles: measured; open diamonds: "
+        "published (paired with published accuracy, published setting); dashed: Pareto front of "
+        "the measured points."
     )
     return result
 
@@ -317,13 +412,16 @@ def plot_miou_by_size(tidy: pd.DataFrame, out_dir: Path) -> PlotResult:
     entries: list[tuple[str, str, list[float]]] = []
     measured_models = sorted(set(tables["miou_small"][0].query("source == 'measured'")["model"]))
     published = tables["miou_small"][0].query("source == 'published'")
-    keys = [(m, "measured", "") for m in measured_models]
-    keys += [(r["model"], "published", r["reference"]) for r in published.to_dict("records")]
-    for model, source, ref in keys:
+    keys = [(m, "measured", "", m) for m in measured_models]
+    keys += [
+        (r["model"], "published", r["reference"], model_text(r, mark_published=False))
+        for r in published.to_dict("records")
+    ]
+    for model, source, ref, text in keys:
         picked = [_pick(tables[m][0], model, source, ref) for m, _ in SIZE_METRICS]
         found = [v for v in picked if v is not None]
         if len(found) == len(picked):
-            entries.append((model, source, found))
+            entries.append((text, source, found))
     if not entries:
         result.skipped = "needs zero-shot mIoU split by object size (miou_small/medium/large)"
         return result
@@ -381,7 +479,13 @@ def plot_params_vs_accuracy(
             continue  # one point per model and source: the first published source listed
         seen.add(key)
         points.append(
-            {"model": row["model"], "source": row["source"], "x": count / 1e6, "y": row["value"]}
+            {
+                "model": row["model"],
+                "label": model_text(row, mark_published=False),
+                "source": row["source"],
+                "x": count / 1e6,
+                "y": row["value"],
+            }
         )
     if len(points) < 2:
         result.skipped = (
@@ -404,7 +508,7 @@ def plot_params_vs_accuracy(
                 linewidths=1.4,
                 zorder=3,
             )
-            _annotate(ax, p["x"], p["y"], p["model"], italic=not measured)
+            _annotate(ax, p["x"], p["y"], p["label"], italic=not measured)
         _plain_log_axis(ax)
         ax.set_xlabel("total parameters (M, log scale)")
         ax.set_ylabel(f"{label}\n{acc_label}")

@@ -9,6 +9,7 @@ File layout::
 
     {
       "schema": "esam.published/1",
+      "aliases": {"EfficientSAM-Ti": "efficientsam_vitt", ...},               # optional
       "entries": [
         {"model": str, "task": str, "dataset": str, "setting": str, "metric": str,
          "value": number, "source": str, "note": str,
@@ -18,6 +19,13 @@ File layout::
     }
 
 Percentages are stored on a 0-100 scale, parameter counts and MACs as plain counts.
+
+``aliases`` maps a published model name to the name esam's adapters record in results files
+(``"SAM ViT-H": "sam_vit_h"``). An aliased entry's ``model`` becomes the measured name, so its
+row sits beside the measured rows of the same model and shares its colour on plots, and the
+name it was published under is kept in the ``published_as`` column and shown with it
+(``sam_vit_h (SAM ViT-H, published)``). It stays a published row: never ranked, never marked
+best, never on a measured Pareto front. Names without an alias are kept as published.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ class PublishedNumbers:
     frame: pd.DataFrame
     path: str = ""
     skipped: list[SkippedFile] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)
 
 
 def default_published_path() -> Path | None:
@@ -72,11 +81,24 @@ def _entry_problem(entry: Any) -> str | None:
     return None
 
 
+def _read_aliases(obj: dict[str, Any]) -> tuple[dict[str, str], str | None]:
+    """``aliases`` of a published-numbers file and, if it is malformed, why (then no aliases)."""
+    aliases = obj.get("aliases", {})
+    if not isinstance(aliases, dict):
+        return {}, f"'aliases' is a {type(aliases).__name__}, not an object; aliases ignored"
+    bad = [k for k, v in aliases.items() if not isinstance(v, str) or not v.strip()]
+    if bad:
+        return {}, f"alias of {bad[0]!r} is not a model name; aliases ignored"
+    return {str(k): v.strip() for k, v in aliases.items()}, None
+
+
 def load_published(path: str | Path) -> PublishedNumbers:
     """Read a published-numbers file.
 
     A file that cannot be read or parsed gives no rows and one :class:`SkippedFile`; a bad entry
-    is skipped on its own, named by its index.
+    is skipped on its own, named by its index. Model names are mapped through the file's
+    ``aliases`` (the original name goes to ``published_as``); malformed aliases are reported as
+    skipped and ignored.
     """
     path = Path(path)
     display = display_path(path)
@@ -98,15 +120,21 @@ def load_published(path: str | Path) -> PublishedNumbers:
 
     rows: list[dict[str, Any]] = []
     skipped: list[SkippedFile] = []
+    aliases, alias_problem = _read_aliases(obj)
+    if alias_problem:
+        skipped.append(SkippedFile(f"{display} (aliases)", alias_problem))
     for i, entry in enumerate(entries):
         problem = _entry_problem(entry)
         if problem:
             skipped.append(SkippedFile(f"{display} (entry {i})", problem))
             continue
         direction = metric_direction(str(entry["task"]), str(entry["metric"]))
+        name = str(entry["model"])
+        model = aliases.get(name, name)
         row: dict[str, Any] = {
             "task": entry["task"],
-            "model": entry["model"],
+            "model": model,
+            "published_as": name if model != name else "",
             "dataset": entry["dataset"],
             "setting": entry["setting"],
             "metric": entry["metric"],
@@ -119,4 +147,4 @@ def load_published(path: str | Path) -> PublishedNumbers:
         row.update({k: entry[k] for k in _OPTIONAL_COLUMNS if k in entry})
         rows.append(row)
     frame = normalise_frame(pd.DataFrame(rows)) if rows else empty_frame()
-    return PublishedNumbers(frame, display, skipped)
+    return PublishedNumbers(frame, display, skipped, aliases)

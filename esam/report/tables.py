@@ -2,9 +2,11 @@
 
 A task is split into tables by its spec's ``group_by`` columns (for example one table per
 dataset and prompt). Within a table each row is one configuration (its ``row_keys``, e.g.
-model and dtype) from one source; repeated measurements of the same configuration are combined
-with each metric's declared aggregation. Measured rows are ranked by the task's primary metric
-in its declared direction; published rows follow, unranked. The best measured value of every
+model and dtype, plus its protocol ``variant`` and the ``checkpoint`` it used) from one source;
+repeated measurements of the same configuration are combined with each metric's declared
+aggregation. Measured rows are ranked by the task's primary metric in its declared direction.
+Published rows are never ranked: one of a model that was also measured sits directly below that
+model's best measured row, the others follow the measured rows. The best measured value of every
 ranked column is marked; published values never are.
 """
 
@@ -29,7 +31,10 @@ KEY_LABELS = {
     "hardware": "hardware",
     "component": "component",
     "variant": "variant",
+    "checkpoint": "checkpoint",
 }
+#: Marks a row with a note (placeholder weights, incomplete run, ...) in Markdown and text.
+NOTE_MARK = "†"
 
 
 @dataclass
@@ -42,8 +47,9 @@ class Leaderboard:
         keys: key columns shown (row identity), ``model`` first.
         metrics: metric columns shown, declared ones first.
         rows: one row per configuration and source. Columns: ``rank`` (``<NA>`` for published
-            rows), the key columns, ``source``, ``reference``, ``provenance``, ``n_runs``, and one
-            float column per metric (named by the metric).
+            rows), the key columns, ``variant``, ``checkpoint``, ``published_as``, ``source``,
+            ``reference``, ``provenance``, ``n_runs``, ``note``, and one float column per metric
+            (named by the metric).
         best: metric name -> positions (0-based, in ``rows`` order) holding its best measured value.
     """
 
@@ -105,7 +111,9 @@ def _metric_order(spec: TaskSpec, present: list[str]) -> list[MetricSpec]:
 
 
 def _build_rows(sub: pd.DataFrame, spec: TaskSpec, metrics: list[MetricSpec]) -> pd.DataFrame:
-    identity = [*spec.row_keys, "variant", "source", "reference"]
+    # runs are combined only when they agree in every part of this identity: the task's row
+    # keys, the protocol variant and the weights (checkpoint) they used
+    identity = [*spec.row_keys, "variant", "checkpoint", "published_as", "source", "reference"]
     records: list[dict[str, Any]] = []
     for key, rows in sub.groupby(identity, dropna=False, sort=False):
         record: dict[str, Any] = dict(zip(identity, key, strict=True))
@@ -133,9 +141,11 @@ def sort_rows(
 ) -> Leaderboard:
     """Sort a leaderboard in place and recompute ranks and best marks.
 
-    Measured rows come first, ranked by ``metric`` (the task's primary metric by default) in the
+    Measured rows are ranked by ``metric`` (the task's primary metric by default) in the
     metric's declared direction unless ``ascending`` says otherwise; missing values go last.
-    Published rows follow, in the same order, without a rank.
+    Published rows, in the same order among themselves and without a rank, are placed directly
+    below the best measured row of the same model, or after all measured rows when that model
+    was not measured.
     """
     name = metric or board.task.primary
     mspec = board.task.metric(name)
@@ -144,17 +154,26 @@ def sort_rows(
     df = board.rows.copy()
     if name not in df.columns:
         df[name] = np.nan
-    df["_published"] = (df["source"] != "measured").astype(int)
     df["_missing"] = df[name].isna().astype(int)
     df = df.sort_values(
-        ["_published", "_missing", name, "model"],
-        ascending=[True, True, ascending, True],
-        kind="mergesort",
-    ).drop(columns=["_published", "_missing"])
-    df = df.reset_index(drop=True)
-    measured = df["source"] == "measured"
+        ["_missing", name, "model"], ascending=[True, ascending, True], kind="mergesort"
+    ).drop(columns=["_missing"])
+    is_measured = df["source"] == "measured"
+    measured, published = df[is_measured], df[~is_measured]
+    below: dict[str, list[int]] = {}  # model -> published rows placed under its best measured row
+    after: list[int] = []
+    measured_models = set(measured["model"])
+    for idx, model in zip(published.index, published["model"], strict=True):
+        (below.setdefault(model, []) if model in measured_models else after).append(idx)
+    order: list[int] = []
+    for idx, model in zip(measured.index, measured["model"], strict=True):
+        order.append(idx)
+        order.extend(below.pop(model, []))  # only under the model's first (best) row
+    order.extend(after)
+    df = df.loc[order].reset_index(drop=True)
+    measured_mask = df["source"] == "measured"
     ranks = pd.Series(pd.NA, index=df.index, dtype="Int64")
-    ranks[measured] = np.arange(1, int(measured.sum()) + 1)
+    ranks[measured_mask] = np.arange(1, int(measured_mask.sum()) + 1)
     df["rank"] = ranks
     board.rows = df[["rank", *[c for c in df.columns if c != "rank"]]]
     board.best = best_positions(board.rows, board.metrics)
@@ -210,8 +229,11 @@ def build_leaderboards(tidy: pd.DataFrame) -> dict[str, list[Leaderboard]]:
             keys = ["model"] + [
                 k for k in spec.row_keys if k != "model" and rows[k].map(_filled).any()
             ]
-            if rows.loc[rows["source"] == "measured", "variant"].nunique() > 1:
+            measured = rows[rows["source"] == "measured"]
+            if measured["variant"].nunique() > 1:
                 keys.insert(1, "variant")  # shown only where measured rows differ in it
+            if (measured.groupby("model")["checkpoint"].nunique() > 1).any():
+                keys.insert(1, "checkpoint")  # shown where one model was run with other weights
             board = Leaderboard(
                 task=spec,
                 group=dict(zip(spec.group_by, values, strict=True)),
@@ -235,6 +257,30 @@ def key_text(value: Any) -> str:
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
     return str(value)
+
+
+def model_text(row: dict[str, Any], mark_published: bool = True) -> str:
+    """Display name of a row's model.
+
+    Measured rows show the model name. Published rows show it with the name it was published
+    under, when that differs, and (with ``mark_published``) the word "published":
+    ``efficientsam_vitt (EfficientSAM-Ti, published)``.
+    """
+    model = key_text(row.get("model"))
+    if row.get("source", "measured") == "measured":
+        return model
+    extra = [key_text(row.get("published_as"))] + (["published"] if mark_published else [])
+    extra = [e for e in extra if e]
+    return f"{model} ({', '.join(extra)})" if extra else model
+
+
+def _notes(records: list[dict[str, Any]]) -> list[str]:
+    """``† model: note`` lines for the measured rows among ``records`` that carry a note."""
+    seen: dict[str, None] = {}
+    for row in records:
+        if row["source"] == "measured" and row.get("note"):
+            seen[f"{NOTE_MARK} {row['model']}: {row['note']}"] = None
+    return list(seen)
 
 
 def main_board(boards: dict[str, list[Leaderboard]]) -> Leaderboard | None:
@@ -270,7 +316,10 @@ def to_markdown(board: Leaderboard) -> str:
         for k in board.keys:
             text = _md_escape(key_text(row[k]))
             if k == "model" and published:
-                text = f"*{text}* (published)"
+                suffix = model_text(row)[len(key_text(row["model"])) :]  # " (..., published)"
+                text = f"*{text}*{_md_escape(suffix)}"
+            elif k == "model" and row.get("note"):
+                text = f"{text} {NOTE_MARK}"
             cells.append(text)
         for m in board.metrics:
             text = m.format(row[m.name])
@@ -283,6 +332,9 @@ def to_markdown(board: Leaderboard) -> str:
         prov = _md_escape(str(row["provenance"]))
         cells.append(f"*{prov}*" if published else f"`{prov}`")
         lines.append("| " + " | ".join(cells) + " |")
+    notes = _notes(board.rows.to_dict("records"))
+    if notes:
+        lines += ["", *[_md_escape(n) + "  " for n in notes]]
     return "\n".join(lines) + "\n"
 
 
@@ -311,7 +363,11 @@ def to_text(board: Leaderboard, max_rows: int = 15) -> str:
     for pos, row in enumerate(board.rows.head(max_rows).to_dict("records")):
         published = row["source"] != "measured"
         cells = [key_text(row["rank"])]
-        cells += [key_text(row[k]) for k in board.keys]
+        for k in board.keys:
+            text = model_text(row, mark_published=False) if k == "model" else key_text(row[k])
+            if k == "model" and not published and row.get("note"):
+                text = f"{text} {NOTE_MARK}"
+            cells.append(text)
         for m in board.metrics:
             text = m.format(row[m.name])
             cells.append(f"{text}*" if text and board.is_best(pos, m.name) else text)
@@ -331,6 +387,7 @@ def to_text(board: Leaderboard, max_rows: int = 15) -> str:
     out = [fmt(headers), fmt(["-" * w for w in widths])] + [fmt(r) for r in body]
     if len(board.rows) > max_rows:
         out.append(f"... {len(board.rows) - max_rows} more rows")
+    out += _notes(board.rows.head(max_rows).to_dict("records"))
     return "\n".join(out) + "\n"
 
 

@@ -93,7 +93,10 @@ class TaskSpec:
             the ``setting`` column; ``"a|b"`` takes ``a`` when present, else ``b``.
         variant_keys: further config keys that change the numbers; runs that differ in them are
             never combined into one row (their values form the ``variant`` column), while runs
-            that differ only in other keys (seed, device, workers) are.
+            that differ only in other keys (seed, device, workers) are. Keys derived from others
+            (``n_clicks`` and ``click_rule`` from the prompt and click, ``multimask_output`` from
+            the mask choice) are left out. The weights are part of every row's identity through
+            the tidy ``checkpoint`` column, independently of these keys.
         group_by: tidy columns that split the task into separate tables (one per value).
         row_keys: tidy columns identifying one row within a table (besides ``source``).
         accuracy: whether the primary metric is an accuracy usable on a plot's accuracy axis.
@@ -154,7 +157,18 @@ ZEROSHOT = TaskSpec(
     ),
     primary="miou",
     setting_keys=("prompt",),
-    variant_keys=("click", "mask_choice", "include_crowd", "limit_images"),
+    # every protocol setting esam.eval.zeroshot writes into ``config`` that changes the numbers
+    # (the prompt itself is the setting); ``image_size`` when a writer records it
+    variant_keys=(
+        "click",
+        "box_source",
+        "clip_boxes",
+        "mask_choice",
+        "include_crowd",
+        "min_area",
+        "limit_images",
+        "image_size",
+    ),
     accuracy=True,
 )
 
@@ -176,7 +190,17 @@ INSTSEG = TaskSpec(
     ),
     primary="ap",
     setting_keys=("box_source|detections",),
-    variant_keys=("mask_choice", "max_dets", "limit_images"),
+    # the setting names the detector only; the detections file itself (by name), the prompt
+    # kind and the evaluation protocol written by esam.eval.instseg are part of the identity
+    variant_keys=(
+        "prompt",
+        "detections",
+        "clip_boxes",
+        "mask_choice",
+        "iou_type",
+        "max_dets",
+        "limit_images",
+    ),
     accuracy=True,
 )
 
@@ -242,6 +266,24 @@ MODEL = TaskSpec(
     group_by=(),
     row_keys=("model",),
 )
+
+#: Largest drop of ``miou_vs_fp32`` below 100 (percentage points) for which a faster dtype or
+#: compile setting still counts as accurate (the rule of ``esam.bench.throughput.best_row``).
+MAX_MIOU_DROP = 0.5
+
+
+def accuracy_ok(miou_vs_fp32: float | None, dtype: str, compiled: bool | None) -> bool:
+    """Whether a throughput setting may stand for its model's speed.
+
+    A setting qualifies when its end-to-end masks agree with the fp32 reference within
+    :data:`MAX_MIOU_DROP` (``miou_vs_fp32 >= 99.5``). Without an accuracy measurement only the
+    reference itself qualifies: fp32 without compile. This is the rule of
+    ``esam.bench.throughput.best_row``.
+    """
+    if miou_vs_fp32 is not None and miou_vs_fp32 == miou_vs_fp32:  # not None, not NaN
+        return miou_vs_fp32 >= 100.0 - MAX_MIOU_DROP
+    return dtype == "fp32" and not compiled
+
 
 #: Declared tasks in the order their sections appear in the report.
 TASKS: dict[str, TaskSpec] = {t.name: t for t in (ZEROSHOT, INSTSEG, THROUGHPUT, MODEL)}
