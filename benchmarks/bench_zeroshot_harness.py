@@ -28,7 +28,7 @@ import esam
 from esam.eval.adapters.efficientsam import EfficientSamAdapter
 from esam.eval.data import decode_mask, handle_missing_images, load_annotation_set, read_image
 from esam.eval.metrics import mask_iou
-from esam.eval.prompts import box_from_bbox
+from esam.eval.prompts import box_from_bbox, clip_boxes
 from esam.eval.synthetic import sample_paths
 from esam.eval.zeroshot import ZeroShotConfig, run_zeroshot
 from esam.modeling import set_reference_mode
@@ -60,7 +60,8 @@ def naive_loop(
             if not gt.any():
                 continue
             assert inst.bbox is not None
-            box = box_from_bbox(inst.bbox)
+            # clipped to the image as the harness does (a negative corner would read as padding)
+            box = clip_boxes(box_from_bbox(inst.bbox), spec.height, spec.width)[0]
             points = torch.from_numpy(box.reshape(1, 1, 2, 2))
             labels = torch.tensor([[[2, 3]]])
             logits, iou = model(tensor, points, labels)  # 1x1x3xHxW, 1x1x3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -13,14 +14,17 @@ from PIL import Image
 
 from esam.eval.data import (
     ImageReadError,
+    InstanceSpec,
+    _compressed_rle_counts,
     decode_mask,
     encode_mask,
     load_annotation_set,
     read_image,
     resolve_image_path,
+    rle_problem,
 )
 from esam.eval.synthetic import make_image, write_synthetic_coco
-from esam.eval.zeroshot import ZeroShotConfig, run_zeroshot
+from esam.eval.zeroshot import PreparePrompts, ZeroShotConfig, run_zeroshot
 from tests.conftest import require_shared
 
 
@@ -242,3 +246,118 @@ def test_lvis_sample_from_shared_loads_and_resolves() -> None:
     assert len(found) == 4
     assert sum(len(s.instances) for s in found) == 44
     assert aset.info["lvis_version"] == "v0.5"
+
+
+CORRUPT_RLE_COUNTS: list[Any] = [
+    [5, -3, 318],  # a negative run (pycocotools raises OverflowError in the worker)
+    [5, 3],  # runs add up to 8 of 320 pixels (pycocotools decodes uninitialised memory)
+    "!!!",  # characters outside the compressed alphabet
+    "zzzz",  # valid characters, wrong total
+    "0`",  # ends inside a number (continuation bit set on the last character)
+    "OÿR1",  # not ASCII
+    [True, 319],  # booleans are not run lengths
+    [1.5, 318.5],  # fractional runs
+    None,
+    {"a": 1},
+]
+
+
+def write_corrupt_rle_dataset(root: Path) -> tuple[Path, Path, np.ndarray]:
+    """Image 1 (16x20): one good instance, then one RLE of each corrupt kind of the right size."""
+    img_dir = root / "images"
+    img_dir.mkdir(parents=True)
+    h, w = 16, 20
+    Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(img_dir / "1.png")
+    good = np.zeros((h, w), dtype=bool)
+    good[2:8, 3:12] = True
+    segs = [_rle(good)] + [{"size": [h, w], "counts": c} for c in CORRUPT_RLE_COUNTS]
+    anns = [
+        {
+            "id": i + 1,
+            "image_id": 1,
+            "category_id": 1,
+            "area": 54.0,
+            "bbox": [3, 2, 9, 6],
+            "iscrowd": 0,
+            "segmentation": seg,
+        }
+        for i, seg in enumerate(segs)
+    ]
+    ann_path = root / "instances.json"
+    ann_path.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "1.png", "height": h, "width": w}],
+                "annotations": anns,
+                "categories": [{"id": 1, "name": "thing"}],
+            }
+        )
+    )
+    return ann_path, img_dir, good
+
+
+def test_undecodable_rle_is_a_counted_skip_not_a_worker_crash(tmp_path: Path) -> None:
+    ann, img, _ = write_corrupt_rle_dataset(tmp_path / "rle")
+    aset = load_annotation_set("coco", ann, img)
+    assert dict(aset.skips) == {"invalid_rle": len(CORRUPT_RLE_COUNTS)}
+    cfg = ZeroShotConfig(
+        model="oracle",
+        dataset="coco",
+        annotations=str(ann),
+        images=str(img),
+        workers=1,  # masks are decoded in a DataLoader worker
+        progress=False,
+    )
+    run = run_zeroshot(cfg)
+    assert run is not None
+    assert run.results["skips"] == {"invalid_rle": len(CORRUPT_RLE_COUNTS)}
+    assert [r["ann_id"] for r in run.rows] == [1]
+
+
+def test_the_worker_counts_an_rle_that_slipped_past_loading(tmp_path: Path) -> None:
+    """Defence in depth: the worker step never raises on a bad segmentation, it counts it."""
+    ann, img, good = write_corrupt_rle_dataset(tmp_path / "rle")
+    spec = load_annotation_set("coco", ann, img).images[0]
+    bad = [
+        InstanceSpec(100 + k, 1, 54.0, 0, (3.0, 2.0, 9.0, 6.0), {"size": [16, 20], "counts": c})
+        for k, c in enumerate(CORRUPT_RLE_COUNTS)
+    ]
+    spec = dataclasses.replace(spec, instances=spec.instances + tuple(bad))
+    payload = PreparePrompts("box", "random", "bbox", 0)(spec, read_image(str(spec.path)))
+    assert payload.skips == {"invalid_rle": len(CORRUPT_RLE_COUNTS)}
+    assert [i.ann_id for i in payload.instances] == [1]
+    assert (payload.gt_masks[0] == good).all()
+
+
+@pytest.mark.parametrize("counts", CORRUPT_RLE_COUNTS[:6])
+def test_decode_mask_refuses_corrupt_rle(counts: Any) -> None:
+    with pytest.raises(ValueError, match="does not decode to a 16x20 mask"):
+        decode_mask({"size": [16, 20], "counts": counts}, 16, 20)
+
+
+def test_rle_check_accepts_every_valid_encoding() -> None:
+    """The pure-Python reading of compressed counts agrees with pycocotools on random masks."""
+    rng = np.random.default_rng(0)
+    for h, w in ((1, 1), (7, 5), (64, 48), (300, 200)):
+        for density in (0.0, 0.02, 0.5, 1.0):
+            mask = rng.random((h, w)) < density
+            if density > 0 and h > 10:  # long runs exercise multi-character numbers
+                mask[h // 4 : h // 2, : w // 2] = True
+            rle = encode_mask(mask)
+            assert rle_problem(rle, h, w) is None
+            runs = _compressed_rle_counts(rle["counts"])
+            assert runs is not None and sum(runs) == h * w
+            values = np.repeat(np.arange(len(runs)) % 2, runs).astype(bool)
+            assert (mask == values.reshape(w, h).T).all()  # column-major runs from background
+            assert (decode_mask(rle, h, w) == mask).all()
+            flat = mask.ravel(order="F")
+            edges = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
+            bounds = np.concatenate([[0], edges, [flat.size]])
+            raw = np.diff(bounds).tolist()
+            if flat[0]:
+                raw = [0, *raw]
+            assert rle_problem({"size": [h, w], "counts": raw}, h, w) is None
+            assert (decode_mask({"size": [h, w], "counts": raw}, h, w) == mask).all()
+    assert rle_problem({"size": [16, 20], "counts": [320]}, 16, 21) == "invalid_rle"
+    assert rle_problem({"size": ["16", 20], "counts": [320]}, 16, 20) == "invalid_rle"
+    assert rle_problem({"size": [16.0, 20.0], "counts": [320.0]}, 16, 20) is None

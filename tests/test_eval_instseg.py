@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from esam.eval.adapters import Prediction, Prompts, SegmentationAdapter
+from esam.eval.adapters.efficientsam import EfficientSamAdapter
 from esam.eval.data import decode_mask, load_api, read_image
 from esam.eval.instseg import InstSegConfig, evaluate_detections, load_detections, run_instseg
 from esam.eval.synthetic import synthetic_detections, write_synthetic_coco
@@ -273,3 +275,53 @@ def test_missing_images_and_bad_ground_truth(syn: tuple[Path, Path, Path], tmp_p
     bad.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="cannot be evaluated as masks"):
         run_instseg(_cfg(bad, img, det, skip_bad_images=True))
+
+
+def test_detector_boxes_are_clipped_to_the_image(
+    syn: tuple[Path, Path, Path], tmp_path: Path, tiny_model: torch.nn.Module
+) -> None:
+    """A box partly outside the image reaches the model clipped; one wholly outside is counted.
+
+    EfficientSAM maps any negative coordinate to -1 (padding), so an unclipped corner at
+    x = -0.3 would change the prediction; the harness must give the model the clipped box.
+    """
+    ann, img, _ = syn
+    h, w = 256, 384  # the synthetic images
+    dets = [
+        {"image_id": 1, "category_id": 1, "bbox": [-0.3, 10.0, 50.3, 40.0], "score": 0.9},
+        {"image_id": 1, "category_id": 2, "bbox": [360.0, 240.0, 40.0, 30.0], "score": 0.8},
+        {"image_id": 1, "category_id": 3, "bbox": [-50.0, 10.0, 20.0, 20.0], "score": 0.7},
+        {"image_id": 1, "category_id": 3, "bbox": [10.0, 256.0, 20.0, 5.0], "score": 0.6},
+    ]
+    path = tmp_path / "edge.json"
+    path.write_text(json.dumps(dets))
+    adapter = EfficientSamAdapter(tiny_model, "efficientsam_vitt")
+    run = run_instseg(_cfg(ann, img, path, limit_images=1), adapter=adapter)
+    assert run is not None
+    assert run.results["config"]["clip_boxes"] is True
+    assert run.results["skips"]["detection_box_outside_image"] == 2
+    boxes = np.array([r["box"] for r in run.rows], dtype=np.float32)
+    np.testing.assert_array_equal(boxes, [[0.0, 10.0, 50.0, 50.0], [360.0, 240.0, w, h]])
+    # the harness's masks are the model's masks for the clipped boxes ...
+    image = read_image(str(img / "000000000001.png"), (h, w))
+    adapter.set_image(image)
+    clipped = adapter.predict(Prompts(boxes=boxes))
+    assert [r["pred_score"] for r in run.rows] == [float(s) for s in clipped.scores[:, 0]]
+    assert [r["mask_area"] for r in run.rows] == [int(m.sum()) for m in clipped.masks[:, 0]]
+    # ... which differ from what the unclipped corner (read as padding) would have given
+    raw = adapter.predict(Prompts(boxes=np.array([[-0.3, 10.0, 50.0, 50.0]], np.float32)))
+    assert not np.array_equal(raw.scores[0], clipped.scores[0])
+
+
+def test_lvis_evaluation_leaves_numpy_unpatched(
+    syn: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """lvis 0.5.3 needs np.float (removed from NumPy); the alias exists only during LVISEval."""
+    removed = np.lib.NumpyVersion(np.__version__) >= "1.24.0"  # np.float is gone since 1.24
+    ann, img, det = syn
+    lvis_ann, lvis_root = to_lvis(ann, img, tmp_path / "lvis")
+    run = run_instseg(
+        _cfg(lvis_ann, lvis_root, det, dataset="lvis"), adapter=GtLookupAdapter(ann, img)
+    )
+    assert run is not None and run.results["metrics"]["ap"] == pytest.approx(100.0)
+    assert hasattr(np, "float") is not removed

@@ -10,6 +10,8 @@ from esam.eval.prompts import (
     box_from_bbox,
     box_from_mask,
     center_click,
+    clip_boxes,
+    empty_boxes,
     instance_rng,
     n_clicks,
     next_error_click,
@@ -110,3 +112,16 @@ def test_prompt_settings_validation() -> None:
         validate_prompt_settings("scribble", "random", None)
     with pytest.raises(ValueError, match="box source"):
         validate_prompt_settings("box", None, "detector")
+
+
+def test_clip_boxes_to_the_image_and_find_empty_ones() -> None:
+    boxes = np.array(
+        [[-0.3, 5, 20, 30], [10, -4, 60, 45], [2, 3, 4, 5], [55, 1, 70, 9], [1, 40, 9, 48]],
+        dtype=np.float32,
+    )
+    clipped = clip_boxes(boxes, height=40, width=50)
+    np.testing.assert_array_equal(
+        clipped, [[0, 5, 20, 30], [10, 0, 50, 40], [2, 3, 4, 5], [50, 1, 50, 9], [1, 40, 9, 40]]
+    )
+    assert clipped.dtype == np.float32 and boxes[0, 0] == np.float32(-0.3)  # input untouched
+    assert empty_boxes(clipped).tolist() == [False, False, False, True, True]

@@ -194,3 +194,23 @@ def test_bad_settings_are_rejected(syn: tuple[Path, Path]) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             run_zeroshot(_cfg(*syn, device="cuda"))
+
+
+def test_annotation_boxes_are_clipped_to_the_image(tmp_path: Path) -> None:
+    """COCO boxes can overhang the image by rounding; prompts are clipped to [0, W] x [0, H]."""
+    ann, img = write_handmade(tmp_path)
+    data = json.loads(ann.read_text())
+    data["annotations"][1]["bbox"] = [-0.4, 14, 10.4, 6.2]  # past the left and bottom edges
+    outside = dict(data["annotations"][0], id=3, bbox=[31.0, 2.0, 5.0, 5.0])  # right of the image
+    data["annotations"].append(outside)
+    ann.write_text(json.dumps(data))
+    run = run_zeroshot(_cfg(ann, img, model="box_fill"))
+    assert run is not None
+    assert run.results["config"]["clip_boxes"] is True
+    assert run.results["skips"] == {"box_outside_image": 1}
+    boxes = {r["ann_id"]: r["box"] for r in run.rows}
+    assert boxes == {1: [4.0, 2.0, 24.0, 12.0], 2: [0.0, 14.0, 10.0, 20.0]}
+    assert {r["ann_id"]: r["iou"] for r in run.rows}[2] == pytest.approx(100 * 44 / 60)
+    point = run_zeroshot(_cfg(ann, img, prompt="point1"))
+    assert point is not None and point.results["config"]["clip_boxes"] is None
+    assert point.results["metrics"]["n_instances"] == 3  # clicks need no box

@@ -15,6 +15,7 @@ processes (one per GPU, or several on CPU).
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
@@ -129,6 +130,7 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_zeroshot_cli(args: argparse.Namespace) -> int:
+    from esam.eval.distributed import RankFailedError
     from esam.eval.zeroshot import ZeroShotConfig, run_zeroshot
 
     cfg = ZeroShotConfig(
@@ -140,7 +142,11 @@ def run_zeroshot_cli(args: argparse.Namespace) -> int:
         include_crowd=args.include_crowd,
         seed=args.seed,
     )
-    run = run_zeroshot(cfg)
+    try:
+        run = run_zeroshot(cfg)
+    except RankFailedError as e:  # another torchrun process failed: say which, no traceback
+        print(f"esam eval: error: {e}", file=sys.stderr)
+        return 2
     if run is not None:
         m = run.results["metrics"]
         print(_format_miou(m, args.output))
@@ -148,6 +154,7 @@ def run_zeroshot_cli(args: argparse.Namespace) -> int:
 
 
 def run_instseg_cli(args: argparse.Namespace) -> int:
+    from esam.eval.distributed import RankFailedError
     from esam.eval.instseg import InstSegConfig, run_instseg
 
     cfg = InstSegConfig(
@@ -157,7 +164,11 @@ def run_instseg_cli(args: argparse.Namespace) -> int:
         max_dets=args.max_dets,
         save_segm=args.save_segm,
     )
-    run = run_instseg(cfg)
+    try:
+        run = run_instseg(cfg)
+    except RankFailedError as e:  # another torchrun process failed: say which, no traceback
+        print(f"esam eval: error: {e}", file=sys.stderr)
+        return 2
     if run is not None:
         m = run.results["metrics"]
         vals = ", ".join(

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from esam.eval.deps import require
+
 log = logging.getLogger(__name__)
 
 DATASETS = ("coco", "lvis")
@@ -34,6 +36,7 @@ SKIP_SHORT_POLYGON = "polygon_lt_3_points"
 SKIP_BAD_POLYGON = "invalid_polygon"
 SKIP_BAD_RLE = "invalid_rle"
 SKIP_ZERO_BOX = "zero_size_box"
+SKIP_BOX_OUTSIDE = "box_outside_image"
 SKIP_EMPTY_MASK = "empty_mask"
 SKIP_UNKNOWN_IMAGE = "annotation_unknown_image"
 SKIP_IN_SKIPPED_IMAGE = "instance_in_skipped_image"
@@ -145,15 +148,11 @@ def load_api(dataset: str, annotations: str | Path) -> Any:
     try:
         with contextlib.redirect_stdout(buf):
             if dataset == "coco":
-                from pycocotools.coco import COCO
-
-                api: Any = COCO()
+                api: Any = require("pycocotools.coco").COCO()
                 api.dataset = data
                 api.createIndex()
             else:
-                from lvis import LVIS
-
-                api = _lvis_from_dict(LVIS, data)
+                api = _lvis_from_dict(require("lvis").LVIS, data)
     except (KeyError, TypeError, AssertionError) as e:
         raise ValueError(f"{path}: cannot be indexed as a {dataset} annotation file: {e!r}") from e
     for line in buf.getvalue().splitlines():
@@ -241,6 +240,78 @@ def polygon_problem(segmentation: list[Any]) -> str | None:
     return None
 
 
+def _compressed_rle_counts(counts: str | bytes) -> list[int] | None:
+    """Run lengths of a compressed COCO RLE string, or None when the string is malformed.
+
+    A pure-Python reading of pycocotools' ``rleFrString``: each count is a signed
+    little-endian base-32 number written as characters ``'0' + 6-bit group`` (bit 5 = more groups
+    follow, bit 4 of the last group = sign), and counts from the fourth on are stored as the
+    difference to the count two places before. Parsing here means a corrupt string is never
+    handed to the C decoder (which writes ``sum(counts)`` pixels into an ``h*w`` buffer).
+    """
+    try:
+        data = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+    except UnicodeEncodeError:
+        return None
+    out: list[int] = []
+    p, n = 0, len(data)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                return None  # the last group says more follow
+            c = data[p] - 48
+            if not 0 <= c < 64:
+                return None
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x -= 1 << (5 * k)
+        if len(out) > 2:
+            x += out[-2]
+        out.append(x)
+    return out
+
+
+def _integral(v: Any) -> int | None:
+    """``v`` as an int when it is an integer or an integral float (not a bool), else None."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return None
+
+
+def rle_problem(segmentation: dict[str, Any], height: int, width: int) -> str | None:
+    """:data:`SKIP_BAD_RLE` unless an RLE dict decodes to exactly an ``height`` x ``width`` mask.
+
+    Checks ``size`` against the image, and that ``counts`` (a list of run lengths, or a
+    compressed string) holds non-negative integer runs that add up to ``height * width``.
+    """
+    size, counts = segmentation.get("size"), segmentation.get("counts")
+    if not isinstance(size, list | tuple) or len(size) != 2:
+        return SKIP_BAD_RLE
+    if [_integral(size[0]), _integral(size[1])] != [height, width]:
+        return SKIP_BAD_RLE
+    runs: list[int] | None
+    if isinstance(counts, list | tuple):
+        ints = [_integral(v) for v in counts]
+        if any(v is None for v in ints):
+            return SKIP_BAD_RLE
+        runs = [v for v in ints if v is not None]
+    elif isinstance(counts, str | bytes):
+        runs = _compressed_rle_counts(counts)
+    else:
+        return SKIP_BAD_RLE
+    if not runs or any(v < 0 for v in runs) or sum(runs) != height * width:
+        return SKIP_BAD_RLE
+    return None
+
+
 def segmentation_problem(segmentation: Any, height: int, width: int) -> str | None:
     """Skip reason for an annotation's segmentation, or None when it can be decoded."""
     if segmentation is None:
@@ -248,19 +319,18 @@ def segmentation_problem(segmentation: Any, height: int, width: int) -> str | No
     if isinstance(segmentation, list):
         return polygon_problem(segmentation)
     if isinstance(segmentation, dict):
-        size, counts = segmentation.get("size"), segmentation.get("counts")
-        if not isinstance(size, list | tuple) or len(size) != 2 or counts is None:
-            return SKIP_BAD_RLE
-        if [int(size[0]), int(size[1])] != [height, width]:
-            return SKIP_BAD_RLE
-        if not isinstance(counts, list | str | bytes) or len(counts) == 0:
-            return SKIP_BAD_RLE
-        return None
+        return rle_problem(segmentation, height, width)
     return SKIP_NO_SEGMENTATION
 
 
-def box_problem(bbox: Any) -> str | None:
-    """Skip reason for a COCO (x, y, w, h) box, or None when it has positive width and height."""
+def box_problem(bbox: Any, height: int | None = None, width: int | None = None) -> str | None:
+    """Skip reason for a COCO (x, y, w, h) box, or None when it is usable.
+
+    A box needs finite values and positive width and height (else :data:`SKIP_ZERO_BOX`); with
+    the image size given, it must also keep a positive area once clipped to the image
+    [0, width] x [0, height], as the harness clips every box prompt (else
+    :data:`SKIP_BOX_OUTSIDE`).
+    """
     if not isinstance(bbox, list | tuple) or len(bbox) != 4:
         return SKIP_ZERO_BOX
     try:
@@ -269,6 +339,10 @@ def box_problem(bbox: Any) -> str | None:
         return SKIP_ZERO_BOX
     if not all(math.isfinite(v) for v in vals) or vals[2] <= 0 or vals[3] <= 0:
         return SKIP_ZERO_BOX
+    if height is not None and width is not None:
+        x, y, w, h = vals
+        if min(x + w, width) <= max(x, 0.0) or min(y + h, height) <= max(y, 0.0):
+            return SKIP_BOX_OUTSIDE
     return None
 
 
@@ -292,7 +366,7 @@ def instance_problem(
     if problem is not None:
         return problem
     if need_bbox:
-        return box_problem(ann.get("bbox"))
+        return box_problem(ann.get("bbox"), height, width)
     return None
 
 
@@ -418,9 +492,19 @@ def handle_missing_images(
 
 
 def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
-    """One RLE for polygons, uncompressed or compressed RLE (parts are merged)."""
-    from pycocotools import mask as mask_utils
+    """One RLE for polygons, uncompressed or compressed RLE (parts are merged).
 
+    Raises:
+        ValueError: an RLE that does not decode to an ``height`` x ``width`` mask (checked
+            before pycocotools sees it: its C decoder trusts the run lengths).
+    """
+    mask_utils = require("pycocotools.mask")
+    if isinstance(segmentation, dict) and rle_problem(segmentation, height, width) is not None:
+        raise ValueError(
+            f"RLE segmentation does not decode to a {height}x{width} mask (size "
+            f"{segmentation.get('size')!r}, counts must be non-negative runs adding up to "
+            f"{height * width})"
+        )
     if isinstance(segmentation, list):
         return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
     if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
@@ -435,16 +519,22 @@ def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict[str,
 
 
 def decode_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
-    """The HxW bool mask of a segmentation (polygons or RLE)."""
-    from pycocotools import mask as mask_utils
+    """The HxW bool mask of a segmentation (polygons or RLE).
 
-    return mask_utils.decode(segmentation_to_rle(segmentation, height, width)).astype(bool)
+    Raises:
+        ValueError: the segmentation cannot be decoded (see :func:`segmentation_to_rle`).
+    """
+    mask_utils = require("pycocotools.mask")
+    rle = segmentation_to_rle(segmentation, height, width)
+    mask = np.asarray(mask_utils.decode(rle))
+    if mask.shape != (height, width):
+        raise ValueError(f"segmentation decodes to {mask.shape}, expected {(height, width)}")
+    return mask.astype(bool)
 
 
 def encode_mask(mask: np.ndarray) -> dict[str, Any]:
     """Compressed RLE of an HxW bool mask, with ``counts`` as str (JSON-ready)."""
-    from pycocotools import mask as mask_utils
-
+    mask_utils = require("pycocotools.mask")
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     return {
         "size": [int(rle["size"][0]), int(rle["size"][1])],

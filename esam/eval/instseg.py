@@ -7,7 +7,9 @@ results: COCO with ``COCOeval`` (segm, maxDets 1/10/100), LVIS with ``LVISEval``
 detections per image). AP values are reported in percent.
 
 Detections that cannot be used are counted by reason (unknown image or category, zero-size
-box, ...), never dropped silently.
+box, box outside the image, ...), never dropped silently. Boxes are clipped to the image
+[0, W] x [0, H] before they reach any model: EfficientSAM reads a negative coordinate as padding
+(-1), so a detector box starting at x = -0.3 would otherwise lose its top-left corner.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 import math
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,14 +38,16 @@ from esam.eval.data import (
     SKIP_IMAGE_MISSING,
     SKIP_NO_SEGMENTATION,
     SKIP_SHORT_POLYGON,
+    AnnotationSet,
     ImageSpec,
     encode_mask,
     load_annotation_set,
 )
+from esam.eval.deps import require
 from esam.eval.loader import ImageTaskDataset, make_loader
 from esam.eval.metrics import choose_masks
 from esam.eval.outputs import assemble_and_write, dataset_block, model_block
-from esam.eval.prompts import box_from_bbox
+from esam.eval.prompts import box_from_bbox, clip_boxes, empty_boxes
 from esam.eval.zeroshot import EvalRun
 from esam.utils.meta import utc_now
 
@@ -53,6 +58,7 @@ MAX_DETS = {"coco": 100, "lvis": 300}
 SKIP_DET_UNKNOWN_IMAGE = "detection_unknown_image"
 SKIP_DET_UNKNOWN_CATEGORY = "detection_unknown_category"
 SKIP_DET_ZERO_BOX = "detection_zero_size_box"
+SKIP_DET_OUTSIDE = "detection_box_outside_image"
 SKIP_DET_NOT_EVALUATED = "detection_image_not_evaluated"
 SKIP_DET_OVER_MAX = "detection_over_max_dets"
 SKIP_DET_SKIPPED_IMAGE = "detection_in_skipped_image"
@@ -126,6 +132,7 @@ class InstSegConfig:
         """The ``config`` block of the results."""
         return {
             "prompt": "detector_box",
+            "clip_boxes": True,
             "detections": str(self.detections),
             "mask_choice": self.mask_choice,
             "multimask_output": self.mask_choice != "single",
@@ -185,13 +192,21 @@ def load_detections(path: str | Path) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class IndexedDetection:
-    """A detection and its position in the detections file."""
+    """A detection and its position in the detections file.
+
+    Attributes:
+        index: position in the detections file.
+        image_id, category_id, score: as in the file.
+        bbox: the detector's (x, y, w, h), as in the file.
+        box: the prompt box (x0, y0, x1, y1), clipped to the image.
+    """
 
     index: int
     image_id: int
     category_id: int
     bbox: tuple[float, float, float, float]
     score: float
+    box: tuple[float, float, float, float]
 
 
 def select_detections(
@@ -201,9 +216,12 @@ def select_detections(
     categories: set[int],
     dataset: str,
     max_dets: int,
+    image_sizes: dict[int, tuple[int, int]],
 ) -> tuple[dict[int, list[IndexedDetection]], Counter[str]]:
     """Group usable detections by image and count the others by reason.
 
+    Each box is clipped to its image ([0, W] x [0, H], sizes from ``image_sizes`` as
+    (height, width)); a box with no area left is counted as ``detection_box_outside_image``.
     For LVIS only the ``max_dets`` highest-scoring detections of each image are kept (the
     rule ``LVISResults`` applies); COCOeval applies its own per-category limit.
 
@@ -212,7 +230,7 @@ def select_detections(
     """
     skips: Counter[str] = Counter()
     by_image: dict[int, list[IndexedDetection]] = {}
-    matched = 0
+    matched = clipped = 0
     for i, det in enumerate(detections):
         img, cat = int(det["image_id"]), int(det["category_id"])
         if img not in known_images:
@@ -229,17 +247,27 @@ def select_detections(
         if w <= 0 or h <= 0:
             skips[SKIP_DET_ZERO_BOX] += 1
             continue
+        ih, iw = image_sizes[img]
+        box = clip_boxes(box_from_bbox((x, y, w, h)), ih, iw)[0]
+        if empty_boxes(box)[0]:
+            skips[SKIP_DET_OUTSIDE] += 1
+            continue
+        if (box != box_from_bbox((x, y, w, h))).any():
+            clipped += 1
+        x0, y0, x1, y1 = (float(v) for v in box)
         by_image.setdefault(img, []).append(
-            IndexedDetection(i, img, cat, (x, y, w, h), float(det["score"]))
+            IndexedDetection(i, img, cat, (x, y, w, h), float(det["score"]), (x0, y0, x1, y1))
         )
     if detections and matched == 0:
         raise ValueError(
             f"none of the {len(detections)} detections refers to an image and category of the "
             "annotation file: check that detections and annotations belong to the same dataset"
         )
-    for reason in (SKIP_DET_UNKNOWN_IMAGE, SKIP_DET_UNKNOWN_CATEGORY):
+    for reason in (SKIP_DET_UNKNOWN_IMAGE, SKIP_DET_UNKNOWN_CATEGORY, SKIP_DET_OUTSIDE):
         if skips[reason]:
             log.warning("%d detections skipped: %s", skips[reason], reason)
+    if clipped:
+        log.info("%d detection boxes clipped to their image", clipped)
     if dataset == "lvis":
         for img, dets in by_image.items():
             if len(dets) > max_dets:
@@ -249,11 +277,22 @@ def select_detections(
     return by_image, skips
 
 
-def _shim_numpy_float_for_lvis() -> None:
-    # lvis 0.5.3's evaluator calls np.float, an alias NumPy removed in 1.24; restore it (as the
-    # builtin float it always was) only when it is missing, right before LVISEval runs.
-    if not hasattr(np, "float"):
+@contextlib.contextmanager
+def _numpy_float_alias_for_lvis() -> Iterator[None]:
+    """Provide ``np.float`` for the duration of an LVIS evaluation only.
+
+    lvis 0.5.3 (the latest release) calls ``np.float`` in ``LVISEval``, an alias NumPy removed
+    in 1.24 (so it fails under NumPy 2). The alias is set to the builtin ``float`` it always was,
+    only when missing, and removed again afterwards so nothing else sees a patched NumPy.
+    """
+    added = not hasattr(np, "float")
+    if added:
         np.float = float  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if added:
+            del np.float  # type: ignore[attr-defined]
 
 
 def _pct(v: float) -> float | None:
@@ -295,10 +334,9 @@ def evaluate_detections(
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         if dataset == "coco":
-            from pycocotools.cocoeval import COCOeval
-
+            cocoeval = require("pycocotools.cocoeval")
             dt = gt_api.loadRes(res)
-            ev = COCOeval(gt_api, dt, iou_type)
+            ev = cocoeval.COCOeval(gt_api, dt, iou_type)
             if img_ids is not None:
                 ev.params.imgIds = sorted(img_ids)
             ev.params.maxDets = [1, 10, max_dets]
@@ -307,16 +345,15 @@ def evaluate_detections(
             ev.summarize()
             out = {k: _pct(float(v)) for k, v in zip(keys, ev.stats[:6], strict=True)}
         else:
-            _shim_numpy_float_for_lvis()
-            from lvis import LVISEval, LVISResults
-
-            dt = LVISResults(gt_api, res, max_dets=max_dets)
-            ev = LVISEval(gt_api, dt, iou_type)
-            if img_ids is not None:
-                ev.params.img_ids = sorted(img_ids)
-            ev.run()
-            ev.print_results()
-            got = ev.get_results()
+            lvis = require("lvis")
+            with _numpy_float_alias_for_lvis():
+                dt = lvis.LVISResults(gt_api, res, max_dets=max_dets)
+                ev = lvis.LVISEval(gt_api, dt, iou_type)
+                if img_ids is not None:
+                    ev.params.img_ids = sorted(img_ids)
+                ev.run()
+                ev.print_results()
+                got = ev.get_results()
             out = {v: _pct(float(got[k])) for k, v in _LVIS_KEYS.items()}
     for line in buf.getvalue().splitlines():
         log.info("%s", line)
@@ -344,7 +381,7 @@ def _image_rows(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Masks for one image's detections: (segmentation results, per-detection rows)."""
     adapter.set_image(image)
-    boxes = np.stack([box_from_bbox(d.bbox) for d in dets])
+    boxes = np.array([d.box for d in dets], dtype=np.float32).reshape(-1, 4)
     pred = adapter.predict(Prompts(boxes=boxes), multimask_output=mask_choice != "single")
     idx = choose_masks(pred.masks, pred.scores, None, mask_choice)
     results, rows = [], []
@@ -406,8 +443,89 @@ def _images_to_segment(
     return todo, dropped
 
 
+@dataclass
+class _LocalRun:
+    """One process's setup (needed by rank 0 to assemble) and its share of masks and rows."""
+
+    aset: AnnotationSet
+    evaluated: set[int]
+    todo: list[ImageSpec]
+    dropped_images: set[int]
+    skips: Counter[str]
+    adapter: SegmentationAdapter
+    part: tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int], list[int], float]
+
+
+def _run_local(
+    cfg: InstSegConfig,
+    adapter: SegmentationAdapter | None,
+    ctx: dist_utils.DistContext,
+    device: str,
+) -> _LocalRun:
+    """Load annotations and detections, build the model, segment this process's images."""
+    dist_utils.check_device(device)
+    aset = load_annotation_set(
+        cfg.dataset,
+        cfg.annotations,
+        cfg.images,
+        include_crowd=True,
+        limit_images=cfg.limit_images,
+        need_bbox=False,
+        min_area=-math.inf,
+    )
+    _check_gt_masks(aset.skips, cfg.annotations)
+    assert cfg.max_dets is not None
+    detections = load_detections(cfg.detections)
+    evaluated = {s.image_id for s in aset.images}
+    by_image, skips = select_detections(
+        detections,
+        set(int(i) for i in aset.api.imgs),
+        evaluated,
+        set(int(c) for c in aset.api.cats),
+        cfg.dataset,
+        cfg.max_dets,
+        {s.image_id: (s.height, s.width) for s in aset.images},
+    )
+    todo, dropped_images = _images_to_segment(aset.images, by_image, cfg, skips)
+    if adapter is None:
+        adapter = build_adapter(cfg.model, cfg.checkpoint, device)
+    if not adapter.supports_boxes or adapter.needs_ground_truth:
+        raise ValueError(f"model {adapter.name!r} cannot segment detector boxes")
+    mine = dist_utils.shard(todo, ctx)
+    loader = make_loader(ImageTaskDataset(mine), cfg.workers)
+    results: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    run_skips: Counter[str] = Counter()
+    run_dropped: list[int] = []
+    t0 = time.perf_counter()
+    bar = tqdm(loader, total=len(mine), unit="img", disable=not (cfg.progress and ctx.is_main))
+    for item in bar:
+        dets = by_image[item.spec.image_id]
+        if item.error is not None:
+            reason, message = item.error
+            if not cfg.skip_bad_images:
+                raise ValueError(
+                    f"{message} (pass --skip-bad-images to count and skip such images)"
+                )
+            log.warning("%s: skipped", message)
+            run_skips[reason] += 1
+            run_skips[SKIP_DET_SKIPPED_IMAGE] += len(dets)
+            run_dropped.append(item.spec.image_id)
+            continue
+        assert item.image is not None
+        res, rws = _image_rows(adapter, item.image, dets, cfg.mask_choice)
+        results.extend(res)
+        rows.extend(rws)
+    elapsed = time.perf_counter() - t0
+    part = (results, rows, dict(run_skips), run_dropped, elapsed)
+    return _LocalRun(aset, evaluated, todo, dropped_images, skips, adapter, part)
+
+
 def run_instseg(cfg: InstSegConfig, adapter: SegmentationAdapter | None = None) -> EvalRun | None:
     """Run instance segmentation from detector boxes.
+
+    Under torchrun every process segments its share of the images; if one fails, all stop
+    with its message (:func:`esam.eval.distributed.run_collectively`).
 
     Returns:
         The results and per-detection rows on rank 0; None on other ranks.
@@ -416,64 +534,12 @@ def run_instseg(cfg: InstSegConfig, adapter: SegmentationAdapter | None = None) 
     ctx = dist_utils.init_distributed(cfg.device)
     try:
         device = dist_utils.device_for(cfg.device, ctx)
-        dist_utils.check_device(device)
-        aset = load_annotation_set(
-            cfg.dataset,
-            cfg.annotations,
-            cfg.images,
-            include_crowd=True,
-            limit_images=cfg.limit_images,
-            need_bbox=False,
-            min_area=-math.inf,
-        )
-        _check_gt_masks(aset.skips, cfg.annotations)
-        assert cfg.max_dets is not None
-        detections = load_detections(cfg.detections)
-        evaluated = {s.image_id for s in aset.images}
-        by_image, skips = select_detections(
-            detections,
-            set(int(i) for i in aset.api.imgs),
-            evaluated,
-            set(int(c) for c in aset.api.cats),
-            cfg.dataset,
-            cfg.max_dets,
-        )
-        todo, dropped_images = _images_to_segment(aset.images, by_image, cfg, skips)
-        if adapter is None:
-            adapter = build_adapter(cfg.model, cfg.checkpoint, device)
-        if not adapter.supports_boxes or adapter.needs_ground_truth:
-            raise ValueError(f"model {adapter.name!r} cannot segment detector boxes")
-        mine = dist_utils.shard(todo, ctx)
-        loader = make_loader(ImageTaskDataset(mine), cfg.workers)
-        results: list[dict[str, Any]] = []
-        rows: list[dict[str, Any]] = []
-        run_skips: Counter[str] = Counter()
-        run_dropped: list[int] = []
-        t0 = time.perf_counter()
-        bar = tqdm(loader, total=len(mine), unit="img", disable=not (cfg.progress and ctx.is_main))
-        for item in bar:
-            dets = by_image[item.spec.image_id]
-            if item.error is not None:
-                reason, message = item.error
-                if not cfg.skip_bad_images:
-                    raise ValueError(
-                        f"{message} (pass --skip-bad-images to count and skip such images)"
-                    )
-                log.warning("%s: skipped", message)
-                run_skips[reason] += 1
-                run_skips[SKIP_DET_SKIPPED_IMAGE] += len(dets)
-                run_dropped.append(item.spec.image_id)
-                continue
-            assert item.image is not None
-            res, rws = _image_rows(adapter, item.image, dets, cfg.mask_choice)
-            results.extend(res)
-            rows.extend(rws)
-        elapsed = time.perf_counter() - t0
-        gathered = dist_utils.gather_to_main(
-            (results, rows, dict(run_skips), run_dropped, elapsed), ctx
-        )
+        local = dist_utils.run_collectively(lambda: _run_local(cfg, adapter, ctx, device), ctx)
+        gathered = dist_utils.gather_to_main(local.part, ctx)
         if gathered is None:
             return None
+        aset, evaluated, todo = local.aset, local.evaluated, local.todo
+        skips, dropped_images = local.skips, local.dropped_images
         all_rows: list[dict[str, Any]] = []
         all_results: list[dict[str, Any]] = []
         for part in gathered:
@@ -497,7 +563,7 @@ def run_instseg(cfg: InstSegConfig, adapter: SegmentationAdapter | None = None) 
         out = assemble_and_write(
             task="instseg",
             output=cfg.output,
-            model=model_block(adapter, cfg.model or None),
+            model=model_block(local.adapter, cfg.model or None),
             dataset={**dataset_block(aset, len(img_ids)), "n_images_with_detections": len(todo)},
             config=cfg.protocol(ctx.world_size),
             metrics=metrics,

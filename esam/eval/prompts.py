@@ -7,7 +7,10 @@ Rules (each recorded in the results under ``config``):
 
 * ``box`` from the annotation's ``bbox`` (x, y, w, h) -> (x, y, x + w, y + h), or the tight box
   of the decoded mask (``box_source="mask"``): (x_min, y_min, x_max + 1, y_max + 1) in pixel-edge
-  coordinates, the box pycocotools computes for an RLE.
+  coordinates, the box pycocotools computes for an RLE. Every box prompt (ground-truth or
+  detector box) is clipped to the image, [0, W] x [0, H] (:func:`clip_boxes`): EfficientSAM
+  maps any negative coordinate to -1, its padding value, so an unclipped corner at x = -0.3
+  would be read as "no point" rather than as the image edge.
 * ``random`` clicks: uniform over the mask's pixels, without replacement when the mask has
   enough pixels, all positive (the EfficientSAM paper's point protocol).
 * ``center`` click: the mask pixel farthest from the mask boundary (Euclidean distance
@@ -27,7 +30,8 @@ on nothing else: not on the order of evaluation, the number of processes or data
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
+
+from esam.eval.deps import require
 
 PROMPTS = ("box", "point1", "point3")
 CLICK_MODES = ("random", "center", "iterative")
@@ -55,6 +59,20 @@ def box_from_bbox(bbox: tuple[float, float, float, float] | list[float]) -> np.n
     return np.array([x, y, x + w, y + h], dtype=np.float32)
 
 
+def clip_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Qx4 (x0, y0, x1, y1) boxes clipped to the image [0, width] x [0, height], float32."""
+    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
+    b[:, 0::2] = np.clip(b[:, 0::2], 0.0, float(width))
+    b[:, 1::2] = np.clip(b[:, 1::2], 0.0, float(height))
+    return b
+
+
+def empty_boxes(boxes: np.ndarray) -> np.ndarray:
+    """Q bool: the (x0, y0, x1, y1) box has no area (x1 <= x0 or y1 <= y0)."""
+    b = np.asarray(boxes).reshape(-1, 4)
+    return np.asarray((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1]), dtype=bool)
+
+
 def box_from_mask(mask: np.ndarray) -> np.ndarray:
     """Tight (x0, y0, x1, y1) float32 box in pixel-edge coordinates of a non-empty HxW mask."""
     rows = np.flatnonzero(mask.any(axis=1))
@@ -76,8 +94,10 @@ def random_clicks(mask: np.ndarray, n: int, rng: np.random.Generator) -> np.ndar
 
 def _depth(region: np.ndarray) -> np.ndarray:
     """Distance of each region pixel to the nearest non-region pixel, the border counting as one."""
+    ndimage = require("scipy.ndimage")
     padded = np.pad(region, 1, mode="constant", constant_values=False)
-    return ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
+    depth: np.ndarray = ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
+    return depth
 
 
 def center_click(mask: np.ndarray) -> np.ndarray:

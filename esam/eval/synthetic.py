@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from esam.eval.deps import require
+
 CATEGORIES = [
     {"id": 1, "name": "rectangle", "supercategory": "shape"},
     {"id": 2, "name": "ellipse", "supercategory": "shape"},
@@ -50,15 +52,15 @@ def sample_paths() -> tuple[Path, Path]:
 
 
 def _rle_of(mask: np.ndarray) -> dict[str, Any]:
-    from pycocotools import mask as mask_utils
-
-    return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    mask_utils = require("pycocotools.mask")
+    rle: dict[str, Any] = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return rle
 
 
 def _poly_mask(polys: list[list[float]], h: int, w: int) -> np.ndarray:
-    from pycocotools import mask as mask_utils
-
-    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polys, h, w))).astype(bool)
+    mask_utils = require("pycocotools.mask")
+    rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
+    return np.asarray(mask_utils.decode(rle)).astype(bool)
 
 
 def _uncompressed_rle(mask: np.ndarray) -> dict[str, Any]:
@@ -83,8 +85,7 @@ def _poly_bbox(polys: list[list[float]]) -> list[float]:
 
 
 def _rle_bbox_area(mask: np.ndarray) -> tuple[list[float], float]:
-    from pycocotools import mask as mask_utils
-
+    mask_utils = require("pycocotools.mask")
     rle = _rle_of(mask)
     return [float(v) for v in mask_utils.toBbox(rle)], float(mask_utils.area(rle))
 

@@ -26,9 +26,13 @@ from tqdm import tqdm
 from esam.eval import distributed as dist_utils
 from esam.eval.adapters import Prediction, Prompts, SegmentationAdapter, build_adapter
 from esam.eval.data import (
+    SKIP_BAD_POLYGON,
+    SKIP_BAD_RLE,
+    SKIP_BOX_OUTSIDE,
     SKIP_EMPTY_MASK,
     SKIP_IMAGE_MISSING,
     SKIP_IN_SKIPPED_IMAGE,
+    AnnotationSet,
     ImageSpec,
     InstanceSpec,
     decode_mask,
@@ -44,6 +48,8 @@ from esam.eval.prompts import (
     box_from_mask,
     center_click,
     click_rule,
+    clip_boxes,
+    empty_boxes,
     instance_rng,
     n_clicks,
     next_error_click,
@@ -121,6 +127,7 @@ class ZeroShotConfig:
             if point
             else None,
             "box_source": None if point else self.box_source,
+            "clip_boxes": None if point else True,
             "mask_choice": self.mask_choice,
             "multimask_output": self.mask_choice != "single",
             "include_crowd": self.include_crowd,
@@ -143,7 +150,7 @@ class ZeroShotPayload:
     Attributes:
         instances: the instances evaluated (those with a non-empty mask).
         gt_masks: QxHxW bool.
-        boxes: Qx4 float32 (x0, y0, x1, y1), box prompts only.
+        boxes: Qx4 float32 (x0, y0, x1, y1) clipped to the image, box prompts only.
         points: QxNx2 float32 (x, y) clicks (the first click only for ``iterative``).
         labels: QxN int64.
         skips: instances left out at this stage, by reason.
@@ -177,29 +184,34 @@ class PreparePrompts:
         skips: Counter[str] = Counter()
         kept: list[InstanceSpec] = []
         masks: list[np.ndarray] = []
+        kept_boxes: list[np.ndarray] = []
         for inst in spec.instances:
-            m = decode_mask(inst.segmentation, h, w)
+            try:
+                m = decode_mask(inst.segmentation, h, w)
+            except (ValueError, TypeError, OverflowError) as e:
+                # annotations are checked on loading; this is the last line of defence, so a
+                # bad segmentation is a counted skip and never an exception in a worker
+                reason = SKIP_BAD_RLE if isinstance(inst.segmentation, dict) else SKIP_BAD_POLYGON
+                log.warning("annotation id %d: segmentation not decodable (%s)", inst.ann_id, e)
+                skips[reason] += 1
+                continue
             if not m.any():
                 skips[SKIP_EMPTY_MASK] += 1
                 continue
+            if self.prompt == "box":
+                raw = box_from_bbox(_bbox(inst)) if self.box_source == "bbox" else box_from_mask(m)
+                box = clip_boxes(raw, h, w)[0]
+                if empty_boxes(box)[0]:
+                    skips[SKIP_BOX_OUTSIDE] += 1
+                    continue
+                kept_boxes.append(box)
             kept.append(inst)
             masks.append(m)
         gt = np.stack(masks) if masks else np.zeros((0, h, w), dtype=bool)
         boxes = points = labels = None
         q = len(kept)
         if self.prompt == "box":
-            if self.box_source == "bbox":
-                boxes = (
-                    np.stack([box_from_bbox(_bbox(i)) for i in kept])
-                    if q
-                    else np.zeros((0, 4), np.float32)
-                )
-            else:
-                boxes = (
-                    np.stack([box_from_mask(m) for m in masks])
-                    if q
-                    else np.zeros((0, 4), np.float32)
-                )
+            boxes = np.stack(kept_boxes) if q else np.zeros((0, 4), np.float32)
         else:
             n = n_clicks(self.prompt) if self.click == "random" else 1
             points = np.zeros((q, n, 2), dtype=np.float32)
@@ -339,8 +351,66 @@ def _fail_or_skip(item: LoadedImage, cfg: ZeroShotConfig, skips: Counter[str]) -
     skips[SKIP_IN_SKIPPED_IMAGE] += len(item.spec.instances)
 
 
+@dataclass
+class _LocalRun:
+    """What one process did: its setup (needed by rank 0 to assemble) and its share of rows."""
+
+    aset: AnnotationSet
+    images: list[ImageSpec]
+    base_skips: Counter[str]
+    adapter: SegmentationAdapter
+    part: tuple[list[dict[str, Any]], dict[str, int], float]
+
+
+def _run_local(
+    cfg: ZeroShotConfig,
+    adapter: SegmentationAdapter | None,
+    ctx: dist_utils.DistContext,
+    device: str,
+) -> _LocalRun:
+    """Load the annotations, build the model and evaluate this process's share of the images."""
+    dist_utils.check_device(device)
+    aset = load_annotation_set(
+        cfg.dataset,
+        cfg.annotations,
+        cfg.images,
+        include_crowd=cfg.include_crowd,
+        limit_images=cfg.limit_images,
+        need_bbox=cfg.prompt == "box" and cfg.box_source == "bbox",
+        min_area=MIN_AREA,
+    )
+    base_skips: Counter[str] = Counter(aset.skips)
+    images = handle_missing_images(aset.images, base_skips, cfg.skip_bad_images)
+    if adapter is None:
+        adapter = build_adapter(cfg.model, cfg.checkpoint, device)
+    if cfg.prompt == "box" and not adapter.supports_boxes:
+        raise ValueError(f"model {adapter.name!r} does not accept box prompts")
+    if cfg.prompt != "box" and not adapter.supports_points:
+        raise ValueError(f"model {adapter.name!r} does not accept point prompts (use --prompt box)")
+    mine = dist_utils.shard(images, ctx)
+    prepare = PreparePrompts(cfg.prompt, cfg.click, cfg.box_source, cfg.seed)
+    loader = make_loader(ImageTaskDataset(mine, prepare), cfg.workers)
+    rows: list[dict[str, Any]] = []
+    run_skips: Counter[str] = Counter()
+    t0 = time.perf_counter()
+    bar = tqdm(loader, total=len(mine), unit="img", disable=not (cfg.progress and ctx.is_main))
+    for item in bar:
+        if item.error is not None:
+            _fail_or_skip(item, cfg, run_skips)
+            continue
+        assert item.image is not None
+        run_skips.update(item.payload.skips)
+        rows.extend(evaluate_image(adapter, item.image, item.spec, item.payload, cfg))
+        bar.set_postfix(instances=len(rows))
+    elapsed = time.perf_counter() - t0
+    return _LocalRun(aset, images, base_skips, adapter, (rows, dict(run_skips), elapsed))
+
+
 def run_zeroshot(cfg: ZeroShotConfig, adapter: SegmentationAdapter | None = None) -> EvalRun | None:
     """Run the zero-shot benchmark.
+
+    Under torchrun every process evaluates its share of the images; if one fails, all stop
+    with its message (:func:`esam.eval.distributed.run_collectively`).
 
     Args:
         cfg: the run's settings.
@@ -354,58 +424,24 @@ def run_zeroshot(cfg: ZeroShotConfig, adapter: SegmentationAdapter | None = None
     ctx = dist_utils.init_distributed(cfg.device)
     try:
         device = dist_utils.device_for(cfg.device, ctx)
-        dist_utils.check_device(device)
-        aset = load_annotation_set(
-            cfg.dataset,
-            cfg.annotations,
-            cfg.images,
-            include_crowd=cfg.include_crowd,
-            limit_images=cfg.limit_images,
-            need_bbox=cfg.prompt == "box" and cfg.box_source == "bbox",
-            min_area=MIN_AREA,
-        )
-        base_skips: Counter[str] = Counter(aset.skips)
-        images = handle_missing_images(aset.images, base_skips, cfg.skip_bad_images)
-        if adapter is None:
-            adapter = build_adapter(cfg.model, cfg.checkpoint, device)
-        if cfg.prompt == "box" and not adapter.supports_boxes:
-            raise ValueError(f"model {adapter.name!r} does not accept box prompts")
-        if cfg.prompt != "box" and not adapter.supports_points:
-            raise ValueError(
-                f"model {adapter.name!r} does not accept point prompts (use --prompt box)"
-            )
-        mine = dist_utils.shard(images, ctx)
-        prepare = PreparePrompts(cfg.prompt, cfg.click, cfg.box_source, cfg.seed)
-        loader = make_loader(ImageTaskDataset(mine, prepare), cfg.workers)
-        rows: list[dict[str, Any]] = []
-        run_skips: Counter[str] = Counter()
-        t0 = time.perf_counter()
-        bar = tqdm(loader, total=len(mine), unit="img", disable=not (cfg.progress and ctx.is_main))
-        for item in bar:
-            if item.error is not None:
-                _fail_or_skip(item, cfg, run_skips)
-                continue
-            assert item.image is not None
-            run_skips.update(item.payload.skips)
-            rows.extend(evaluate_image(adapter, item.image, item.spec, item.payload, cfg))
-            bar.set_postfix(instances=len(rows))
-        elapsed = time.perf_counter() - t0
-        gathered = dist_utils.gather_to_main((rows, dict(run_skips), elapsed), ctx)
+        local = dist_utils.run_collectively(lambda: _run_local(cfg, adapter, ctx, device), ctx)
+        gathered = dist_utils.gather_to_main(local.part, ctx)
         if gathered is None:
             return None
         all_rows = sorted(
             (r for part in gathered for r in part[0]), key=lambda r: (r["image_id"], r["ann_id"])
         )
-        skips = Counter(base_skips)
+        skips = Counter(local.base_skips)
         for part in gathered:
             skips.update(part[1])
         wall = max(part[2] for part in gathered)
         metrics = aggregate_miou(all_rows)
         n_done = len({r["image_id"] for r in all_rows})
+        aset = local.aset
         results = assemble_and_write(
             task="zeroshot",
             output=cfg.output,
-            model=model_block(adapter, cfg.model if cfg.model else None),
+            model=model_block(local.adapter, cfg.model if cfg.model else None),
             dataset={**dataset_block(aset, len(aset.images)), "n_images_with_instances": n_done},
             config=cfg.protocol(ctx.world_size),
             metrics=metrics,
@@ -413,7 +449,7 @@ def run_zeroshot(cfg: ZeroShotConfig, adapter: SegmentationAdapter | None = None
             rows=all_rows,
             device=device,
             start_time=start_time,
-            extra={"timing": _timing(wall, len(all_rows), len(images))},
+            extra={"timing": _timing(wall, len(all_rows), len(local.images))},
         )
         _log_summary(metrics, skips)
         return EvalRun(results, all_rows)

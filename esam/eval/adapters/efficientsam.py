@@ -56,6 +56,7 @@ class EfficientSamAdapter(SegmentationAdapter):
         size = getattr(cfg, "img_size", 1024)
         return {
             "kind": "efficientsam",
+            "config": cfg.to_dict() if cfg is not None else None,
             "preprocessing": f"stretch to {size}x{size} (bilinear), ImageNet mean/std",
             "postprocessing": "256x256 logits upsampled bicubically to the image size; mask = logits > 0",
             "box_encoding": "two corner points with labels 2 and 3",
@@ -71,23 +72,67 @@ def build_efficientsam(
 ) -> EfficientSamAdapter:
     """Factory for every name of :data:`esam.model_registry`.
 
+    An esam checkpoint (written by :func:`esam.save_checkpoint` with a config) carries its
+    architecture, and the model is built from that config, so reduced models (e.g. a smaller
+    ``img_size`` or fewer encoder blocks) load too. Official files and bare state dicts carry no
+    config and get the registry's architecture of ``name``.
+
     Args:
         name: registry name, e.g. ``efficientsam_vitt``.
         checkpoint: official ``efficient_sam_vit*.pt`` / ``.pt.zip``, an esam checkpoint or
             safetensors file.
         device: torch device string.
         allow_untrained: build with untrained weights when ``checkpoint`` is None (timing only).
+
+    Raises:
+        FileNotFoundError: the checkpoint does not exist.
+        ValueError: no checkpoint (and not ``allow_untrained``), a checkpoint saved for another
+            model, an invalid stored config, or weights that do not fit the architecture
+            (:class:`esam.CheckpointError`).
     """
     import esam
     from esam.checkpoint import OFFICIAL_WEIGHTS_HINT
 
     if checkpoint is None and not allow_untrained:
         raise ValueError(f"model {name!r} needs --checkpoint. {OFFICIAL_WEIGHTS_HINT}")
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {checkpoint}. {OFFICIAL_WEIGHTS_HINT}")
-    model = esam.build_model(name, checkpoint=checkpoint)
+    if checkpoint is None:
+        model = esam.build_model(name)
+    else:
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(
+                f"checkpoint file not found: {checkpoint}. {OFFICIAL_WEIGHTS_HINT}"
+            )
+        model = _model_from_checkpoint(name, checkpoint)
     model = model.to(torch.device(device)).eval()
     return EfficientSamAdapter(model, name=name, checkpoint=checkpoint)
+
+
+def _model_from_checkpoint(name: str, checkpoint: str) -> Any:
+    """An EfficientSAM ``name`` with the weights (and, for esam files, the config) of a file."""
+    import esam
+    from esam.build import build_from_config
+    from esam.checkpoint import CheckpointError, check_state_dict
+
+    state, info = esam.read_checkpoint(checkpoint)
+    saved_name = info.get("model_name")
+    if saved_name and saved_name != name:
+        raise CheckpointError(f"{checkpoint}: checkpoint is for model {saved_name!r}, not {name!r}")
+    stored = info.get("config")
+    if isinstance(stored, dict) and stored:
+        try:
+            config = esam.EfficientSamConfig.from_dict(stored)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(
+                f"{checkpoint}: invalid model config stored in the file: {e}"
+            ) from e
+        model = build_from_config(config)
+        model.model_name = name
+        log.info("%s: architecture from the checkpoint's config %s", checkpoint, config.to_dict())
+    else:
+        model = esam.build_model(name)
+    check_state_dict(model, state, checkpoint)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
 
 
 def efficientsam_names() -> list[str]:
