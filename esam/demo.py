@@ -54,7 +54,7 @@ def stage_weights(plan: DemoPlan) -> None:
 
     model = esam.build_model(DEMO_MODEL)
     load_standin_weights(model)
-    esam.save_checkpoint(model, plan.weights, DEMO_MODEL, model.config.to_dict())
+    esam.save_checkpoint(model, plan.weights, DEMO_MODEL, model.config.to_dict(), weights="standin")
     print(f"  stand-in weights: {plan.weights}")
 
 

@@ -45,6 +45,7 @@ def model_block(adapter: SegmentationAdapter, name: str | None = None) -> dict[s
         "name": name or adapter.name,
         "checkpoint": str(ckpt) if ckpt is not None else None,
         "checkpoint_sha256": sha,
+        "weights": getattr(adapter, "weights_note", None),
         "adapter": f"{type(adapter).__module__}.{type(adapter).__qualname__}",
         "processing": adapter.describe(),
     }

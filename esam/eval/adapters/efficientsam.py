@@ -35,6 +35,10 @@ class EfficientSamAdapter(SegmentationAdapter):
         self.model = model.eval()
         self.name = name
         self.checkpoint = checkpoint
+        info = getattr(model, "weights_info", None) or {}
+        #: where the weights come from: the checkpoint's note (e.g. "standin"), else
+        #: "untrained" without a checkpoint
+        self.weights_note: str | None = info.get("weights") or (None if checkpoint else "untrained")
         self.predictor = EfficientSamPredictor(self.model)
 
     def set_image(self, image: np.ndarray) -> None:
@@ -110,28 +114,9 @@ def build_efficientsam(
 def _model_from_checkpoint(name: str, checkpoint: str) -> Any:
     """An EfficientSAM ``name`` with the weights (and, for esam files, the config) of a file."""
     import esam
-    from esam.build import build_from_config
-    from esam.checkpoint import CheckpointError, check_state_dict
 
-    state, info = esam.read_checkpoint(checkpoint)
-    saved_name = info.get("model_name")
-    if saved_name and saved_name != name:
-        raise CheckpointError(f"{checkpoint}: checkpoint is for model {saved_name!r}, not {name!r}")
-    stored = info.get("config")
-    if isinstance(stored, dict) and stored:
-        try:
-            config = esam.EfficientSamConfig.from_dict(stored)
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(
-                f"{checkpoint}: invalid model config stored in the file: {e}"
-            ) from e
-        model = build_from_config(config)
-        model.model_name = name
-        log.info("%s: architecture from the checkpoint's config %s", checkpoint, config.to_dict())
-    else:
-        model = esam.build_model(name)
-    check_state_dict(model, state, checkpoint)
-    model.load_state_dict(state, strict=True)
+    model = esam.build_model(name, checkpoint)  # builds the stored config of esam checkpoints
+    log.info("%s: architecture %s", checkpoint, model.config.to_dict())
     return model.eval()
 
 
