@@ -226,3 +226,15 @@ def test_cli_predict_errors(tmp_path: Path, capsys) -> None:
         )
         == 2
     )
+
+
+def test_best_only_returns_the_top_candidate(predictor) -> None:
+    boxes = np.array([[15.0, 20.0, 55.0, 60.0], [70.0, 25.0, 110.0, 70.0]])
+    all_masks, all_iou, all_low = predictor.predict_batch(boxes=boxes)
+    best, best_iou, best_low = predictor.predict_batch(boxes=boxes, best_only=True)
+    assert best.shape == (2, 1, 90, 120) and best_iou.shape == (2, 1)
+    assert np.array_equal(best[:, 0], all_masks[:, 0])
+    assert np.allclose(best_iou[:, 0], all_iou.max(axis=1))
+    assert np.allclose(best_low[:, 0], all_low[:, 0])
+    single, _, _ = predictor.predict(box=boxes[0], best_only=True)
+    assert single.shape == (1, 90, 120)

@@ -43,7 +43,7 @@ class MaskDecoder(nn.Module):
         iou_head_depth: int = 2,
         iou_head_hidden_dim: int = 256,
         upscaling_layer_dims: tuple[int, ...] = (64, 32),
-        max_queries_per_pass: int | None = 16,
+        max_queries_per_pass: int | None = 8,
     ) -> None:
         super().__init__()
         self.transformer_dim = transformer_dim
