@@ -1,0 +1,42 @@
+"""Timing statistics and peak-memory measurement on CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from esam.bench.memory import PeakMemory
+from esam.bench.timing import Timing, percentile, time_callable, timer_name
+
+
+def test_percentile_matches_numpy() -> None:
+    values = [5.0, 1.0, 3.0, 2.0, 10.0, 7.0]
+    for q in (0, 10, 50, 90, 100):
+        assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_time_callable_counts_calls() -> None:
+    calls = []
+    t = time_callable(lambda: calls.append(1), "cpu", warmup=2, iters=5)
+    assert len(calls) == 7
+    assert len(t.latencies_ms) == 5 and t.timer == "perf_counter"
+    assert timer_name("cuda:0") == "cuda_events"
+
+
+def test_summary() -> None:
+    s = Timing([10.0, 20.0, 30.0, 40.0], total_s=0.1, timer="perf_counter").summary(batch_size=8)
+    assert s["images_per_s"] == pytest.approx(8 * 4 / 0.1)
+    assert s["latency_p50_ms"] == 25.0
+    assert s["latency_p90_ms"] == pytest.approx(37.0)
+    assert s["latency_mean_ms"] == 25.0
+
+
+def test_peak_memory_sees_a_large_allocation() -> None:
+    with PeakMemory("cpu") as pm:
+        a = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        del a
+    assert pm.growth_mib > 50
+    assert pm.peak_mib >= pm.growth_mib
+    assert pm.method
