@@ -154,3 +154,25 @@ def test_padding_is_equivalent_to_explicit_minus_one(tiny_model) -> None:
         a = tiny_model.predict_masks(emb, pts, lab, True, 64, 64)
         b = tiny_model.predict_masks(emb, padded_pts, padded_lab, True, 64, 64)
     assert torch.allclose(a[0], b[0], atol=1e-6)
+
+
+def test_single_prompt_images_decode_together_with_equal_results(tiny_model) -> None:
+    images = torch.rand(5, 3, 64, 80)
+    points = (
+        torch.tensor([[[[10.0, 12.0], [40.0, 50.0]]]]).repeat(5, 1, 1, 1)
+        + torch.arange(5.0)[:, None, None, None]
+    )
+    labels = torch.tensor([[[2, 3]]]).repeat(5, 1, 1)
+    dec = tiny_model.mask_decoder
+    with torch.no_grad():
+        emb = tiny_model.get_image_embeddings(images)
+        dec.batch_single_prompt_images = "never"
+        loop = tiny_model.predict_masks(emb, points, labels, True, 64, 80)
+        dec.batch_single_prompt_images, dec.images_per_pass = "always", 2
+        together = tiny_model.predict_masks(emb, points, labels, True, 64, 80)
+    assert together[0].shape == loop[0].shape == (5, 1, 3, 32, 32)
+    assert torch.allclose(together[0], loop[0], atol=1e-5)
+    assert torch.allclose(together[1], loop[1], atol=1e-6)
+    dec.batch_single_prompt_images = "sometimes"
+    with pytest.raises(ValueError, match="auto, always or never"):
+        tiny_model.predict_masks(emb, points, labels, True, 64, 80)

@@ -103,3 +103,14 @@ def test_missing_optional_package_names_the_extra(
 
     assert main(["predict", "--image", "x", "--box", "1,2,3,4", "--out", "y"]) == 2
     assert "pip install 'esam[report]'" in capsys.readouterr().err
+
+
+def test_atomic_files_get_umask_permissions(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = write_json_atomic(tmp_path / "p.json", {})
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644
