@@ -52,7 +52,8 @@ def _install_hint(e: ImportError) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="esam", description=__doc__.splitlines()[0] if __doc__ else None
+        prog="esam",
+        description="EfficientSAM end to end: prediction, zero-shot benchmarks, throughput, reports.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
