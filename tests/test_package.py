@@ -85,6 +85,8 @@ def test_git_commit_marks_untracked_code_dirty(tmp_path: Path) -> None:
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
     sha = git_commit(tmp_path)
     assert sha is not None and len(sha) == 40
+    (tmp_path / "results.json").write_text("{}")  # data written into the checkout: still clean
+    assert git_commit(tmp_path) == sha
     (tmp_path / "esam" / "new.py").write_text("x = 1\n")
     assert git_commit(tmp_path) == f"{sha}-dirty"
     assert git_commit(tmp_path / "esam") is None  # not the root of an esam checkout

@@ -52,8 +52,9 @@ def package_versions(names: tuple[str, ...] = _TRACKED_PACKAGES) -> dict[str, st
 def git_commit(path: str | os.PathLike[str] | None = None) -> str | None:
     """Commit hash of the esam source tree, with ``-dirty`` when the code differs from it.
 
-    Dirty means modified tracked files anywhere, or untracked files under ``esam/`` or
-    ``benchmarks/`` (code that ran but is not in the commit). Returns ``None`` when esam is
+    Dirty means the code that ran is not exactly the commit's: modified or untracked files
+    under ``esam/`` or ``benchmarks/``, or a modified ``pyproject.toml``. Results files and
+    other data written into the checkout do not count. Returns ``None`` when esam is
     not run from its own git checkout (e.g. an installed wheel).
     """
     root = Path(path) if path is not None else Path(__file__).resolve().parents[2]
@@ -67,8 +68,9 @@ def git_commit(path: str | os.PathLike[str] | None = None) -> str | None:
 
     try:
         sha = git("rev-parse", "HEAD")
-        modified = git("status", "--porcelain", "--untracked-files=no")
-        untracked = git("ls-files", "--others", "--exclude-standard", "--", "esam", "benchmarks")
+        code = ("esam", "benchmarks", "pyproject.toml")
+        modified = git("status", "--porcelain", "--untracked-files=no", "--", *code)
+        untracked = git("ls-files", "--others", "--exclude-standard", "--", *code)
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{sha}-dirty" if modified or untracked else sha
