@@ -177,13 +177,18 @@ def check_config(model: nn.Module, info: dict[str, Any], source: str) -> None:
         raise CheckpointError(f"{source}: checkpoint was saved for another configuration ({shown})")
 
 
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` after :func:`check_state_dict` has named every problem."""
+    check_state_dict(model, state, source)
+    model.load_state_dict(state, strict=True)
+
+
 def load_state(
     model: nn.Module, state: dict[str, torch.Tensor], info: dict[str, Any], source: str
 ) -> None:
     """Strictly load an already-read checkpoint (see :func:`read_checkpoint`) into ``model``."""
     check_config(model, info, source)
-    check_state_dict(model, state, source)
-    model.load_state_dict(state, strict=True)
+    load_state_dict_strict(model, state, source)
 
 
 def load_model_weights(

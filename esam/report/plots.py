@@ -300,6 +300,25 @@ def _plain_log_axis(ax: Any) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
+def _scatter_point(ax: Any, p: dict[str, Any], color: Any) -> bool:
+    """Draw one point: filled circle when measured, hollow diamond when published.
+
+    Returns whether the point is measured.
+    """
+    measured = p["source"] == "measured"
+    ax.scatter(
+        p["x"],
+        p["y"],
+        s=46 if measured else 40,
+        marker="o" if measured else "D",
+        facecolors=color if measured else "none",
+        edgecolors=color,
+        linewidths=1.4,
+        zorder=3,
+    )
+    return measured
+
+
 def _annotate(ax: Any, x: float, y: float, text: str, italic: bool = False) -> None:
     ax.annotate(
         text,
@@ -343,17 +362,7 @@ def plot_accuracy_vs_throughput(
         for ax, hw in zip(axes, hardware, strict=False):
             points = panels[hw]
             for p in points:
-                measured = p["source"] == "measured"
-                ax.scatter(
-                    p["x"],
-                    p["y"],
-                    s=46 if measured else 40,
-                    marker="o" if measured else "D",
-                    facecolors=colors[p["model"]] if measured else "none",
-                    edgecolors=colors[p["model"]],
-                    linewidths=1.4,
-                    zorder=3,
-                )
+                measured = _scatter_point(ax, p, colors[p["model"]])
                 text = f"{p['label']}\n{p['setting']}" if p["setting"] else p["label"]
                 _annotate(ax, p["x"], p["y"], text, italic=not measured)
             front = sorted((p for p in points if p["front"]), key=lambda p: p["x"])
@@ -497,17 +506,7 @@ def plot_params_vs_accuracy(
         fig = Figure(figsize=(5.6, 3.9), layout="constrained")
         ax = fig.subplots()
         for p in points:
-            measured = p["source"] == "measured"
-            ax.scatter(
-                p["x"],
-                p["y"],
-                s=46 if measured else 40,
-                marker="o" if measured else "D",
-                facecolors=colors[p["model"]] if measured else "none",
-                edgecolors=colors[p["model"]],
-                linewidths=1.4,
-                zorder=3,
-            )
+            measured = _scatter_point(ax, p, colors[p["model"]])
             _annotate(ax, p["x"], p["y"], p["label"], italic=not measured)
         _plain_log_axis(ax)
         ax.set_xlabel("total parameters (M, log scale)")

@@ -56,24 +56,10 @@ def load_state_dict_file(path: str, hint: str) -> dict[str, torch.Tensor]:
 
 
 def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict(strict=True)`` with an error naming missing and unexpected keys."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(
-        k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape)
-    )
-    if missing or unexpected or mismatched:
-        parts = [f"{source} does not fit {type(model).__name__}:"]
-        for title, keys in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("shape mismatch", mismatched),
-        ):
-            if keys:
-                parts.append(f"{title} keys ({len(keys)}): {', '.join(keys[:10])}")
-        raise ValueError("\n  ".join(parts))
-    model.load_state_dict(state, strict=True)
+    """Strict load whose error lists every missing, unexpected or mis-shaped key."""
+    from esam.checkpoint import load_state_dict_strict
+
+    load_state_dict_strict(model, state, source)
 
 
 class SamFamilyAdapter(SegmentationAdapter):
