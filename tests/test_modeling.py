@@ -121,11 +121,11 @@ def test_fast_path_matches_reference_mode(tiny_model, chunk: int | None, multima
 
 def test_reference_mode_toggles_every_attention(tiny_model) -> None:
     set_reference_mode(tiny_model, True)
-    flags = [m.use_sdpa for m in tiny_model.modules() if hasattr(m, "use_sdpa")]
+    flags = [m.fast_attention for m in tiny_model.modules() if hasattr(m, "fast_attention")]
     assert flags and not any(flags)
     assert tiny_model.mask_decoder.reference_mode
     set_reference_mode(tiny_model, False)
-    assert all(m.use_sdpa for m in tiny_model.modules() if hasattr(m, "use_sdpa"))
+    assert all(m.fast_attention for m in tiny_model.modules() if hasattr(m, "fast_attention"))
 
 
 def test_points_beyond_six_are_truncated_like_the_official_model(tiny_model) -> None:

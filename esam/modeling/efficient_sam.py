@@ -183,7 +183,7 @@ def set_reference_mode(model: nn.Module, enabled: bool = True) -> nn.Module:
     """
     for m in model.modules():
         if isinstance(m, (Attention, TwoWayAttention)):
-            m.use_sdpa = not enabled
+            m.fast_attention = not enabled
         if isinstance(m, MaskDecoder):
             m.reference_mode = enabled
     return model

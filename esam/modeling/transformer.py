@@ -38,7 +38,7 @@ class TwoWayAttention(nn.Module):
         self.k_proj = nn.Linear(embedding_dim, self.internal_dim)
         self.v_proj = nn.Linear(embedding_dim, self.internal_dim)
         self.out_proj = nn.Linear(self.internal_dim, embedding_dim)
-        self.use_sdpa = True
+        self.fast_attention = True
 
     def _heads(self, x: Tensor, batch: int) -> Tensor:
         b, n, c = x.shape
@@ -50,7 +50,7 @@ class TwoWayAttention(nn.Module):
         q, k, v = self.q_proj(q), self.k_proj(k), self.v_proj(v)
         batch = max(q.shape[0], k.shape[0])
         out = attention(
-            self._heads(q, batch), self._heads(k, batch), self._heads(v, batch), self.use_sdpa
+            self._heads(q, batch), self._heads(k, batch), self._heads(v, batch), self.fast_attention
         )
         b, h, n, c = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * c))

@@ -39,14 +39,14 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
-        self.use_sdpa = True
+        self.fast_attention = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         qkv = (
             self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         )
-        out = attention(qkv[0], qkv[1], qkv[2], self.use_sdpa)  # B x heads x N x C/heads
+        out = attention(qkv[0], qkv[1], qkv[2], self.fast_attention)  # B x heads x N x C/heads
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 

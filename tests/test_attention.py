@@ -1,0 +1,69 @@
+"""esam.modeling.attention: the fast implementations compute the official attention."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from esam.modeling import attention as attn_mod
+from esam.modeling.attention import attention, blocked_attention, explicit_attention, use_blocked
+
+
+def _qkv(*lead: int, nq: int = 50, nk: int = 70, d: int = 16, dv: int = 8, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(*lead, nq, d, generator=g) * 2
+    k = torch.randn(*lead, nk, d, generator=g) * 2
+    v = torch.randn(*lead, nk, dv, generator=g)
+    return q, k, v
+
+
+def test_explicit_attention_matches_a_hand_computed_case() -> None:
+    # One query, two keys with d=4: scores (q.k)/2 = [1, 0] -> weights e/(e+1), 1/(e+1).
+    q = torch.tensor([[2.0, 0.0, 0.0, 0.0]])
+    k = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    v = torch.tensor([[1.0], [0.0]])
+    e = torch.tensor(1.0).exp()
+    assert torch.allclose(explicit_attention(q, k, v), (e / (e + 1)).reshape(1, 1))
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 16, 50, 1000])
+@pytest.mark.parametrize("lead", [(), (3,), (2, 3)])
+def test_blocked_attention_equals_explicit(block_rows: int, lead: tuple[int, ...]) -> None:
+    q, k, v = _qkv(*lead)
+    out = blocked_attention(q, k, v, block_rows)
+    assert out.shape == (*lead, 50, 8)
+    assert torch.allclose(out, explicit_attention(q, k, v), atol=1e-6, rtol=1e-5)
+    assert torch.allclose(out, F.scaled_dot_product_attention(q, k, v), atol=1e-5, rtol=1e-4)
+
+
+def test_blocked_attention_broadcasts_a_shared_key_batch() -> None:
+    q, _, _ = _qkv(4, 2)
+    _, k, v = _qkv(1, 2, seed=1)
+    out = blocked_attention(q, k, v, 9)
+    assert out.shape == (4, 2, 50, 8)
+    assert torch.allclose(out, explicit_attention(q, k.expand(4, -1, -1, -1), v), atol=1e-6)
+
+
+def test_blocked_attention_rejects_empty_blocks() -> None:
+    q, k, v = _qkv(2)
+    with pytest.raises(ValueError, match="block_rows"):
+        blocked_attention(q, k, v, 0)
+
+
+def test_fast_path_takes_blocked_kernel_only_for_long_cpu_bf16(monkeypatch) -> None:
+    monkeypatch.setattr(attn_mod, "CPU_BLOCKED_MIN_ELEMENTS", 50 * 70)
+    q, k, v = (t.bfloat16() for t in _qkv(1, 2))
+    assert use_blocked(q, k)
+    assert not use_blocked(q.float(), k.float())
+    assert not use_blocked(q[..., :10, :], k)
+    assert not use_blocked(q.requires_grad_(), k)
+    q.requires_grad_(False)
+    with torch.no_grad():
+        out = attention(q, k, v, fast=True)
+    ref = explicit_attention(q.float(), k.float(), v.float())
+    # bfloat16 scores and weights, as the official code computes them in bfloat16.
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, blocked_attention(q, k, v))
+    assert (out.float() - ref).abs().max() < 0.05
+    assert torch.equal(attention(q, k, v, fast=False), explicit_attention(q, k, v))
