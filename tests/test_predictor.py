@@ -238,3 +238,19 @@ def test_best_only_returns_the_top_candidate(predictor) -> None:
     assert np.allclose(best_low[:, 0], all_low[:, 0])
     single, _, _ = predictor.predict(box=boxes[0], best_only=True)
     assert single.shape == (1, 90, 120)
+
+
+def test_a_bfloat16_model_takes_the_same_inputs(tiny_model, rgb_image, predictor) -> None:
+    import copy
+
+    boxes = np.array([[15.0, 20.0, 55.0, 60.0], [70.0, 25.0, 110.0, 70.0]])
+    ref, ref_iou, _ = predictor.predict_batch(boxes=boxes, best_only=True)
+    half = esam.EfficientSamPredictor(copy.deepcopy(tiny_model).to(torch.bfloat16))
+    half.set_image(rgb_image)
+    assert half.features is not None and half.features.dtype == torch.bfloat16
+    masks, iou, low = half.predict_batch(boxes=boxes, best_only=True)
+    assert masks.shape == ref.shape and iou.dtype == low.dtype == np.float32
+    inter = (masks & ref).sum(axis=(1, 2, 3))
+    union = (masks | ref).sum(axis=(1, 2, 3))
+    assert (inter / union).min() > 0.9
+    assert np.abs(iou - ref_iou).max() < 0.05

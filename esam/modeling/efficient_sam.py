@@ -68,11 +68,15 @@ class EfficientSam(nn.Module):
         return self.image_encoder.img_size
 
     def preprocess(self, x: Tensor) -> Tensor:
-        """Bx3xHxW in [0, 1] -> Bx3xSxS normalised (bilinear stretch, no padding)."""
+        """Bx3xHxW in [0, 1] -> Bx3xSxS normalised (bilinear stretch, no padding).
+
+        The result has the model's dtype (that of ``pixel_mean``), so a model cast to bfloat16
+        or float16 takes float32 images.
+        """
         s = self.img_size
         if x.shape[2] != s or x.shape[3] != s:
             x = F.interpolate(x, (s, s), mode="bilinear")
-        return (x - self.pixel_mean) / self.pixel_std
+        return ((x - self.pixel_mean) / self.pixel_std).to(self.pixel_mean.dtype)
 
     def get_image_embeddings(self, batched_images: Tensor) -> Tensor:
         """Encode images: Bx3xHxW floats in [0, 1] (RGB) -> Bx256x64x64."""

@@ -23,9 +23,11 @@ class PositionEmbeddingRandom(nn.Module):
         self.register_buffer("positional_encoding_gaussian_matrix", torch.randn((2, num_pos_feats)))
 
     def _pe_encoding(self, coords: torch.Tensor) -> torch.Tensor:
-        coords = (2 * coords - 1) @ self.positional_encoding_gaussian_matrix
+        # In float32 whatever the model's dtype: bfloat16 coordinates would be off by pixels.
+        matrix = self.positional_encoding_gaussian_matrix
+        coords = (2 * coords.float() - 1) @ matrix.float()
         coords = 2 * math.pi * coords
-        return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1)
+        return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1).to(matrix.dtype)
 
     def forward(self, size: tuple[int, int]) -> torch.Tensor:
         """Dense encoding of a grid of pixel centres: (h, w) -> Cxhxw."""
