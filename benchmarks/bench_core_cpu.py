@@ -3,14 +3,16 @@
 Usage::
 
     python benchmarks/bench_core_cpu.py [--models vitt,vits] [--sizes 1200x1800,480x640]
-        [--prompts 1,16,64] [--repeats 3] [--threads N] [--json OUT.json] [--profile]
+        [--prompts 1,16,64] [--repeats 3] [--threads N] [--dtype fp32|bf16] [--json OUT.json]
+        [--retain-freed-memory] [--profile]
         [--upsample-chunk N] [--queries-per-pass N]
 
 What is compared (same weights, same process, measurements interleaved fast / reference so that
 load changes on a shared machine hit both alike; see below for the statistic):
 
-* encoder: ``get_image_embeddings`` of one image, fast path (fused SDPA attention) vs
-  ``set_reference_mode(model, True)`` (explicit attention, as the official code).
+* encoder: ``get_image_embeddings`` of one image, fast path (fused SDPA attention; blocked
+  explicit attention in bfloat16) vs ``set_reference_mode(model, True)`` (explicit attention,
+  as the official code).
 * decoder with Q box prompts on one image (embedding precomputed):
   fast = ``EfficientSamPredictor.predict_batch(boxes=..., best_only=True)``, returning each
   prompt's highest-IoU mask as booleans at the image size (decoded in chunks; only the returned
@@ -41,6 +43,19 @@ Timing statistic: the minimum over the repeats (the least-disturbed run, the rob
 on a shared machine), with the ratio of medians alongside. ``--threads 1`` avoids the
 multi-thread barrier stalls that other processes on the same cores cause.
 
+``--dtype bf16`` casts the model's weights to bfloat16 (both paths; inputs stay float32).
+
+Allocator: with glibc's defaults every large temporary buffer is a fresh ``mmap`` whose pages
+fault in when first written, which costs the reference's full attention matrices (200 MB per
+block in float32) more than their arithmetic. ``--retain-freed-memory`` keeps freed memory
+mapped for the timed calls (:mod:`esam.utils.allocator`), as tcmalloc or jemalloc would; run
+both ways to see how much of a speed-up is the allocator's. The allocator is recorded.
+
+Compute floor: the encoder's FLOPs (``torch.utils.flop_counter``) divided by the measured rate
+of a dense 2048^3 matrix multiply at the same dtype and thread count. No implementation of the
+same arithmetic runs much below it, so reference time / floor bounds the speed-up any fast path
+can show on this machine, and floor / fast time says how close esam's is.
+
 Targets checked at the end (EfficientSAM-Ti): end to end >= 2.5x the reference; with 64 boxes,
 decoder no slower than the reference and peak memory growth <= 1/4 of the reference's.
 ``--upsample-chunk`` / ``--queries-per-pass`` try other values of the fast path's two memory
@@ -70,8 +85,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import esam  # noqa: E402
+from esam.bench.flops import count_flops  # noqa: E402
 from esam.bench.memory import PeakMemory, trim_heap  # noqa: E402
+from esam.bench.timing import dense_matmul_rate  # noqa: E402
 from esam.standin import load_standin_weights  # noqa: E402
+from esam.utils.allocator import allocator_info, retain_freed_memory  # noqa: E402
 
 MODELS = {"vitt": "efficientsam_vitt", "vits": "efficientsam_vits"}
 LABEL = {"vitt": "Ti", "vits": "S"}
@@ -99,10 +117,13 @@ def boxes_for(q: int, h: int, w: int, seed: int = 1) -> np.ndarray:
     return np.stack([x0, y0, x0 + bw, y0 + bh], axis=1).astype(np.float32)
 
 
-def build(key: str) -> esam.EfficientSam:
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def build(key: str, dtype: str = "fp32") -> esam.EfficientSam:
     model = esam.build_model(MODELS[key])
     load_standin_weights(model)
-    return model.eval()
+    return model.to(DTYPES[dtype]).eval()
 
 
 def reference_inputs(boxes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,12 +249,12 @@ def time_pair(fast: Callable[[], Any], ref: Callable[[], Any], repeats: int) -> 
 
 
 def memory_probe(
-    key: str, path: str, q: int, h: int, w: int, threads: int, knobs: dict[str, Any]
+    key: str, path: str, q: int, h: int, w: int, threads: int, dtype: str, knobs: dict[str, Any]
 ) -> dict[str, Any]:
     """Run in a fresh process: peak RSS growth (MiB) of one decoder call (see module docstring)."""
     if threads:
         torch.set_num_threads(threads)
-    model = build(key)
+    model = build(key, dtype)
     calls = Calls(model, synthetic_image(h, w), **knobs)
     fn = calls.decoder(path == "reference", boxes_for(q, h, w))
     out = fn()  # warm-up
@@ -247,7 +268,7 @@ def memory_probe(
 
 
 def run_probe(
-    key: str, path: str, q: int, h: int, w: int, threads: int, knobs: dict[str, Any]
+    key: str, path: str, q: int, h: int, w: int, threads: int, dtype: str, knobs: dict[str, Any]
 ) -> dict[str, Any]:
     cmd = [
         sys.executable,
@@ -256,6 +277,8 @@ def run_probe(
         f"{key},{path},{q},{h},{w}",
         "--threads",
         str(threads),
+        "--dtype",
+        dtype,
         "--knobs",
         json.dumps(knobs),
     ]
@@ -267,6 +290,15 @@ def run_probe(
 
 
 # ----------------------------------------------------------------------------- main
+
+
+def describe_allocator(info: dict[str, Any]) -> str:
+    """One phrase for the header: what manages host memory in this process."""
+    if info["ld_preload"]:
+        return "preloaded " + ", ".join(info["ld_preload"])
+    tuned = " with " + ", ".join(info["malloc_env"]) if info["malloc_env"] else ""
+    kept = "freed memory retained" if info["retain_freed_memory"] else "defaults"
+    return f"{info['libc']} malloc, {kept}{tuned}"
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -317,6 +349,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)"
     )
+    p.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="fp32",
+        help="weights and compute dtype of both paths (default: fp32)",
+    )
+    p.add_argument(
+        "--retain-freed-memory",
+        action="store_true",
+        help="keep freed memory mapped during the timed calls (glibc mallopt)",
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the memory probes")
     p.add_argument(
         "--profile",
@@ -346,7 +389,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_probe:
         key, path, q, h, w = args.memory_probe.split(",")
         knobs = json.loads(args.knobs)
-        print(json.dumps(memory_probe(key, path, int(q), int(h), int(w), args.threads, knobs)))
+        print(
+            json.dumps(
+                memory_probe(key, path, int(q), int(h), int(w), args.threads, args.dtype, knobs)
+            )
+        )
         return 0
 
     if args.repeats < 1:
@@ -359,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     prompts = [int(x) for x in args.prompts.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.retain_freed_memory and not retain_freed_memory():
+        raise SystemExit("--retain-freed-memory needs glibc malloc (and no preloaded allocator)")
 
     from esam.utils.meta import hardware_info
 
@@ -368,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         "hardware": hw,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "dtype": args.dtype,
+        "allocator": allocator_info(),
         "load_avg_1min_at_start": load,
         "repeats": args.repeats,
         "weights": "esam.standin stand-in weights (untrained)",
@@ -385,8 +436,12 @@ def main(argv: list[str] | None = None) -> int:
     knobs["best_only"] = not args.all_masks
     results["fast_path_knobs"] = knobs or "esam defaults"
     lines: list[tuple[str, Pair]] = []
+    encoder_flops: dict[str, int] = {}
     for key in keys:
-        model = build(key)
+        model = build(key, args.dtype)
+        encoder_flops[key] = count_flops(
+            lambda m=model: m.get_image_embeddings(torch.rand(1, 3, 64, 64))
+        )
         for si, (h, w) in enumerate(sizes):
             calls = Calls(model, synthetic_image(h, w), **knobs)
             tag = f"{LABEL[key]} {h}x{w}"
@@ -410,8 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_memory:
         for h, w in sizes:
             for q in prompts:
-                fast = run_probe("vitt", "fast", q, h, w, args.threads, knobs)
-                ref = run_probe("vitt", "reference", q, h, w, args.threads, {})
+                fast = run_probe("vitt", "fast", q, h, w, args.threads, args.dtype, knobs)
+                ref = run_probe("vitt", "reference", q, h, w, args.threads, args.dtype, {})
                 name = f"Ti {h}x{w} decoder, {q} box{'es' if q > 1 else ''}"
                 mem_lines.append((name, fast["growth_mib"], ref["growth_mib"]))
                 results["memory"].append(
@@ -424,10 +479,13 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
 
+    rate = dense_matmul_rate("cpu", args.dtype)
+    results["dense_matmul_flop_per_s"] = rate
     print(
         f"EfficientSAM core on CPU: {hw.get('cpu_model')}, {hw.get('cpu_cores')} cores, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load avg {load:.2f} at "
-        f"start; {args.repeats} interleaved repeats; stand-in weights; fast-path knobs: "
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.dtype}, load avg "
+        f"{load:.2f} at start; {args.repeats} interleaved repeats; stand-in weights; allocator: "
+        f"{describe_allocator(results['allocator'])}; fast-path knobs: "
         f"{results['fast_path_knobs']}"
     )
     print(f"{'measurement':<40}{'fast min s':>11}{'ref min s':>11}{'speed-up':>10}{'(median)':>10}")
@@ -446,6 +504,27 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     print("(speed-up = reference time / fast time, from the minima; median ratio in brackets)")
+
+    print(
+        f"\ncompute floor: dense {args.dtype} matmul here {rate / 1e9:.0f} GFLOP/s "
+        f"({torch.get_num_threads()} thread(s))"
+    )
+    print(f"{'encoder':<40}{'GFLOP':>11}{'floor s':>11}{'fast/floor':>11}{'ref/floor':>10}")
+    results["compute_floor"] = []
+    for key in keys:
+        pair = dict(lines)[f"{LABEL[key]} encoder (1 image)"]
+        floor = encoder_flops[key] / rate
+        print(
+            f"{LABEL[key] + ' encoder (1 image)':<40}{encoder_flops[key] / 1e9:>11.1f}"
+            f"{floor:>11.3f}{pair.fast_min / floor:>10.2f}x{pair.ref_min / floor:>9.2f}x"
+        )
+        results["compute_floor"].append(
+            {"model": MODELS[key], "encoder_flops": encoder_flops[key], "floor_s": floor}
+        )
+    print(
+        "(floor = encoder FLOPs / matmul rate; ref/floor bounds the speed-up of any implementation "
+        "of the same arithmetic on this machine)"
+    )
     if mem_lines:
         print(f"\n{'decoder peak RSS growth':<40}{'fast MiB':>11}{'ref MiB':>11}{'fast/ref':>10}")
         for name, f, r in mem_lines:
@@ -474,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     if args.profile:
-        model = build("vitt")
+        model = build("vitt", args.dtype)
         h, w = sizes[0]
         print(f"\nprofile: fast decoder, Ti, {h}x{w}, {max(prompts)} boxes")
         print(profile_fast_decoder(model, h, w, max(prompts)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -149,7 +150,7 @@ def test_cli_end_to_end_in_fresh_processes(tmp_path, capsys) -> None:
         "--model", "efficientsam_vitt", "--override", "img_size=64", "--override", "encoder_depth=1",
         "--device", "cpu", "--batch-sizes", "2", "--dtypes", "fp32", "--prompts-per-image", "1",
         "--warmup", "1", "--iters", "2", "--accuracy-images", "2", "--no-progress",
-        "--output", str(out),
+        "--retain-freed-memory", "--output", str(out),
     ]  # fmt: skip
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -158,8 +159,27 @@ def test_cli_end_to_end_in_fresh_processes(tmp_path, capsys) -> None:
     assert results["config"]["fresh_process_per_config"] is True
     assert len(results["metrics"]) == 3
     assert results["runs"][0]["environment"]["timer"] == "perf_counter"
+    assert results["config"]["retain_freed_memory"] is True
+    allocator = results["runs"][0]["environment"]["allocator"]
+    assert allocator["retain_freed_memory"] is (platform.libc_ver()[0] == "glibc")
     assert main(["bench", "compare", str(out), str(out)]) == 0
     assert "1.00x" in capsys.readouterr().out
+
+
+def test_compare_refuses_runs_under_different_settings(tiny_results, tmp_path, capsys) -> None:
+    results, path = tiny_results
+    other = json.loads(json.dumps(results))
+    other["config"]["threads"] = 1
+    other["config"]["retain_freed_memory"] = True
+    with pytest.raises(ValueError, match="threads: 'torch default' vs 1; retain_freed_memory"):
+        compare(results, other)
+    older = json.loads(json.dumps(results))
+    del older["config"]["retain_freed_memory"]  # files from before the setting existed
+    assert len(compare(results, older)) == 12
+    other_path = tmp_path / "other.json"
+    other_path.write_text(json.dumps(other))
+    assert main(["bench", "compare", str(path), str(other_path)]) != 0
+    assert "not comparable" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

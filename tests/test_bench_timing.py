@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from esam.bench import timing as timing_mod
 from esam.bench.memory import PeakMemory
-from esam.bench.timing import Timing, percentile, time_callable, timer_name
+from esam.bench.timing import Timing, dense_matmul_rate, percentile, time_callable, timer_name
 
 
 def test_percentile_matches_numpy() -> None:
@@ -40,3 +41,24 @@ def test_peak_memory_sees_a_large_allocation() -> None:
     assert pm.growth_mib > 50
     assert pm.peak_mib >= pm.growth_mib
     assert pm.method
+
+
+def test_dense_matmul_rate_counts_two_n_cubed_over_the_fastest_call(monkeypatch) -> None:
+    seen = []
+
+    def fake(fn, device, warmup, iters):
+        seen.append(tuple(fn().shape))
+        return Timing([4.0, 2.0, 3.0], 0.009, "perf_counter")
+
+    monkeypatch.setattr(timing_mod, "time_callable", fake)
+    assert dense_matmul_rate(n=100) == pytest.approx(2 * 100**3 / 2e-3)
+    assert seen == [(100, 100)]
+
+
+def test_dense_matmul_rate_runs_and_rejects_bad_arguments() -> None:
+    rate = dense_matmul_rate(n=64, iters=2)
+    assert 1e6 < rate < 1e15
+    with pytest.raises(ValueError, match="dtype"):
+        dense_matmul_rate(dtype="int8")
+    with pytest.raises(ValueError, match="n must be"):
+        dense_matmul_rate(n=0)

@@ -65,6 +65,9 @@ class SweepSettings:
         overrides: architecture overrides for esam models (e.g. ``img_size`` for tiny tests).
         components: components to time.
         threads: torch CPU threads in each worker (0: torch's default).
+        retain_freed_memory: CPU workers keep freed memory mapped
+            (:func:`esam.utils.allocator.retain_freed_memory`), removing the page-fault cost
+            of large temporary buffers that glibc's defaults impose.
         configs: explicit configurations; when empty, the product of batch sizes, dtypes and
             compile settings.
     """
@@ -84,6 +87,7 @@ class SweepSettings:
     overrides: dict[str, Any] = field(default_factory=dict)
     components: tuple[str, ...] = COMPONENTS
     threads: int = 0
+    retain_freed_memory: bool = False
     configs: tuple[RunConfig, ...] = ()
 
     def run_configs(self) -> list[RunConfig]:

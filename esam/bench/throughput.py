@@ -138,6 +138,7 @@ def sweep_config(
         "seed": settings.seed,
         "overrides": dict(settings.overrides),
         "threads": settings.threads or "torch default",
+        "retain_freed_memory": settings.retain_freed_memory,
         "timer": timer_name(settings.device),
         "inputs": (
             "already on the device before timing (uint8 to float conversion and host-to-device copy not timed); "
@@ -360,8 +361,40 @@ def _key(r: dict[str, Any]) -> tuple[str, int, str, bool]:
     return (r["component"], int(r["batch_size"]), str(r["dtype"]), bool(r["compile"]))
 
 
+#: Settings two results files must share for their speeds to be compared.
+COMPARABLE_SETTINGS: tuple[str, ...] = (
+    "device",
+    "threads",
+    "prompts_per_image",
+    "image_size",
+    "retain_freed_memory",
+)
+
+
+def setting_mismatches(fast: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+    """``"key: a vs b"`` for each of :data:`COMPARABLE_SETTINGS` the two results differ in."""
+    out = []
+    for key in COMPARABLE_SETTINGS:
+        # Files written before a setting existed ran with its default.
+        a = fast["config"].get(key, False if key == "retain_freed_memory" else None)
+        b = baseline["config"].get(key, False if key == "retain_freed_memory" else None)
+        if a != b:
+            out.append(f"{key}: {a!r} vs {b!r}")
+    return out
+
+
 def compare(fast: dict[str, Any], baseline: dict[str, Any]) -> list[dict[str, Any]]:
-    """Speed ratios ``fast / baseline`` at identical (component, batch size, dtype, compile)."""
+    """Speed ratios ``fast / baseline`` at identical (component, batch size, dtype, compile).
+
+    Raises:
+        ValueError: the two runs differ in a setting of :data:`COMPARABLE_SETTINGS`.
+    """
+    mismatches = setting_mismatches(fast, baseline)
+    if mismatches:
+        raise ValueError(
+            "the two results were measured under different settings, so their speeds are not "
+            "comparable: " + "; ".join(mismatches)
+        )
     base = {_key(r): r for r in baseline["metrics"]}
     out = []
     for r in fast["metrics"]:

@@ -95,3 +95,32 @@ def _time_cuda(fn: Callable[[], Any], device: str, warmup: int, iters: int) -> T
         lat = [float(s.elapsed_time(e)) for s, e in zip(starts, ends, strict=True)]
         total = float(starts[0].elapsed_time(ends[-1])) / 1e3
     return Timing(lat, total, "cuda_events")
+
+
+def dense_matmul_rate(
+    device: str = "cpu", dtype: str = "fp32", n: int = 2048, warmup: int = 1, iters: int = 5
+) -> float:
+    """Measured FLOP/s of one square ``n x n @ n x n`` matrix multiply (the fastest of ``iters``).
+
+    The practical ceiling of dense compute on ``device`` at ``dtype`` with the current thread
+    count: a model's FLOPs divided by this rate is the time no implementation of the same
+    arithmetic beats by much.
+
+    Args:
+        device: ``cpu`` or ``cuda[:N]``.
+        dtype: ``fp32``, ``bf16`` or ``fp16``.
+        n: matrix side (2 n^3 FLOPs per call).
+    """
+    import torch
+
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if dtype not in dtypes:
+        raise ValueError(f"dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtypes[dtype])
+    b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtypes[dtype])
+    with torch.inference_mode():
+        timing = time_callable(lambda: a @ b, device, warmup, iters)
+    return 2.0 * n**3 / (min(timing.latencies_ms) / 1e3)

@@ -101,6 +101,10 @@ def _build(settings: Any) -> Any:
 
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)
+    if settings.retain_freed_memory:
+        from esam.utils.allocator import retain_freed_memory
+
+        retain_freed_memory()
 
     return build_bench_model(
         settings.model,
@@ -203,6 +207,7 @@ def run_measure(spec: dict[str, Any]) -> dict[str, Any]:
     from esam.bench.accuracy import load_masks, miou_percent, synthetic_set
     from esam.bench.settings import RunConfig, SweepSettings
     from esam.bench.timing import timer_name
+    from esam.utils.allocator import allocator_info
 
     settings = SweepSettings.from_dict(spec["settings"])
     cfg = RunConfig(**spec["config"])
@@ -260,6 +265,7 @@ def run_measure(spec: dict[str, Any]) -> dict[str, Any]:
             row["miou_vs_fp32"] = miou
     env["timer"] = timer_name(device)
     env["torch_threads"] = torch.get_num_threads()
+    env["allocator"] = allocator_info()
     if cfg.compile:
         env["compile_mode"] = settings.compile_mode
     return {

@@ -132,7 +132,7 @@ class EsamBenchModel(BenchModel):
             "code_path": (
                 "official-style reference mode: explicit attention, per-prompt tiled embedding, all prompts at once"
                 if self.reference
-                else "esam fast path: scaled_dot_product_attention, shared image embedding, chunked decoding"
+                else "esam fast path: fused attention (blocked explicit attention for bf16 on CPU), shared image embedding, chunked decoding"
             ),
             "encoder": "image_encoder(preprocess(images)); preprocess = ImageNet normalisation",
             "decoder": "encode_prompts + mask_decoder (multimask), 256x256 logits",

@@ -95,6 +95,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="torch CPU threads per worker (default: torch's choice)",
     )
     t.add_argument(
+        "--retain-freed-memory",
+        action="store_true",
+        help="CPU workers keep freed memory mapped (glibc mallopt): large temporary buffers "
+        "then cost no page faults, as with tcmalloc or jemalloc",
+    )
+    t.add_argument(
         "--in-process",
         action="store_true",
         help="run every configuration in this process (debugging)",
@@ -143,6 +149,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         overrides=parse_overrides(args.override),
         components=tuple(c.strip() for c in args.components.split(",") if c.strip()),
         threads=args.threads,
+        retain_freed_memory=args.retain_freed_memory,
     ).validate()
 
 

@@ -1,0 +1,79 @@
+"""The host memory allocator: what it is, and an option to keep freed memory mapped.
+
+glibc's ``malloc`` serves large blocks (the full attention matrix of a 64x64-token image is
+200 MB in float32) with fresh ``mmap`` calls and unmaps them on ``free``, so every such
+allocation pays a page fault per 4 KiB page when first written. That cost is a property of the
+process's allocator, not of the model code: allocators that keep freed memory (tcmalloc,
+jemalloc, or glibc tuned with ``mallopt``) remove it. CPU benchmarks therefore record the
+allocator (:func:`allocator_info`) and can be run with :func:`retain_freed_memory`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+from typing import Any
+
+# mallopt parameter numbers (glibc <malloc.h>).
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_THRESHOLD = -3
+#: Blocks below this come from the heap and stay mapped after ``free``.
+RETAIN_MMAP_THRESHOLD = 1 << 30
+#: Freed memory at the top of the heap is returned to the OS only beyond this (int32 max).
+RETAIN_TRIM_THRESHOLD = 2**31 - 1
+#: Extra memory requested from the OS each time the heap grows.
+RETAIN_TOP_PAD = 64 << 20
+
+_retained = False
+
+
+def retain_freed_memory() -> bool:
+    """Make glibc ``malloc`` keep freed memory mapped for reuse, in this process from now on.
+
+    Sets ``M_MMAP_THRESHOLD`` (1 GiB), ``M_TRIM_THRESHOLD`` and ``M_TOP_PAD`` through
+    ``mallopt``. Returns True when applied; False where the C library is not glibc or another
+    allocator is preloaded (nothing is changed then). Memory freed by the process is kept
+    (its resident size does not shrink), so use it for benchmarks and batch jobs.
+    """
+    global _retained
+    if platform.libc_ver()[0] != "glibc" or _preloaded():
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    ok = all(
+        libc.mallopt(param, value) == 1
+        for param, value in (
+            (_M_MMAP_THRESHOLD, RETAIN_MMAP_THRESHOLD),
+            (_M_TRIM_THRESHOLD, RETAIN_TRIM_THRESHOLD),
+            (_M_TOP_PAD, RETAIN_TOP_PAD),
+        )
+    )
+    _retained = _retained or ok
+    return ok
+
+
+def _preloaded() -> list[str]:
+    """Basenames of the libraries in ``LD_PRELOAD`` (e.g. ``libtcmalloc.so.4``)."""
+    raw = os.environ.get("LD_PRELOAD", "")
+    return [os.path.basename(p) for p in raw.replace(":", " ").split() if p]
+
+
+def allocator_info() -> dict[str, Any]:
+    """The C library, preloaded libraries, ``MALLOC_*`` / ``GLIBC_TUNABLES`` settings, and
+    whether :func:`retain_freed_memory` was applied in this process."""
+    lib, version = platform.libc_ver()
+    env = {
+        k: v
+        for k, v in sorted(os.environ.items())
+        if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES"
+    }
+    return {
+        "libc": f"{lib} {version}".strip() or None,
+        "ld_preload": _preloaded(),
+        "malloc_env": env,
+        "retain_freed_memory": _retained,
+    }
