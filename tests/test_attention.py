@@ -54,11 +54,15 @@ def test_blocked_attention_rejects_empty_blocks() -> None:
 def test_fast_path_takes_blocked_kernel_only_for_long_cpu_bf16(monkeypatch) -> None:
     monkeypatch.setattr(attn_mod, "CPU_BLOCKED_MIN_ELEMENTS", 50 * 70)
     q, k, v = (t.bfloat16() for t in _qkv(1, 2))
-    assert use_blocked(q, k)
-    assert not use_blocked(q.float(), k.float())
-    assert not use_blocked(q[..., :10, :], k)
-    assert not use_blocked(q.requires_grad_(), k)
-    q.requires_grad_(False)
+    assert use_blocked(q, k, v)
+    assert not use_blocked(q.float(), k.float(), v.float())
+    assert not use_blocked(q[..., :10, :], k, v)
+    # training keeps the fused kernel (the blocked path writes into preallocated outputs)
+    assert not use_blocked(q, k, v.detach().requires_grad_())
+    with torch.no_grad():
+        assert use_blocked(q, k, v.detach().requires_grad_())
+    compiled = torch.compile(lambda a, b, c: torch.tensor(use_blocked(a, b, c)), backend="eager")
+    assert not compiled(q, k, v)
     with torch.no_grad():
         out = attention(q, k, v, fast=True)
     ref = explicit_attention(q.float(), k.float(), v.float())

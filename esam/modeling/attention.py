@@ -81,13 +81,15 @@ def blocked_attention(
     return out
 
 
-def use_blocked(q: torch.Tensor, k: torch.Tensor) -> bool:
+def use_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     """Whether the fast path takes :func:`blocked_attention` for these inputs (see module doc)."""
     return (
         q.device.type == "cpu"
         and q.dtype == torch.bfloat16
         and q.shape[-2] * k.shape[-2] >= CPU_BLOCKED_MIN_ELEMENTS
-        and not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k)))
+        and not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)))
+        # A compiled graph keeps the fused op, which the compiler lowers with its own kernels.
+        and not torch.compiler.is_compiling()
     )
 
 
@@ -106,6 +108,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fast: bool = Tr
     """
     if not fast:
         return explicit_attention(q, k, v)
-    if use_blocked(q, k):
+    if use_blocked(q, k, v):
         return blocked_attention(q, k, v)
     return F.scaled_dot_product_attention(q, k, v)
