@@ -400,3 +400,23 @@ def test_runs_with_different_checkpoints_stay_apart(tmp_path):
     (tmp_path / "run2.json").unlink()
     (board,) = build_leaderboards(load_results([tmp_path], warn=False).frame)["zeroshot"]
     assert "checkpoint" not in board.keys
+
+
+def test_a_run_with_freed_memory_retained_is_its_own_variant(tmp_path):
+    src = json.loads(
+        (Path(__file__).parent / "fixtures/results/fixture_gpu/throughput/efficientsam_ti.json")
+        .read_text()
+    )
+    for name, retain in (("absent", None), ("off", False), ("on", True)):
+        obj = json.loads(json.dumps(src))
+        if retain is not None:
+            obj["config"]["retain_freed_memory"] = retain
+        (tmp_path / f"{name}.json").write_text(json.dumps(obj))
+    boards = build_leaderboards(load_results([tmp_path], warn=False).frame)["throughput"]
+    board = next(b for b in boards if b.group.get("component") == "end_to_end")
+    variants = {str(r["variant"]) for r in board.rows.to_dict("records")}
+    assert any("retain_freed_memory=True" in v for v in variants)
+    assert any("retain_freed_memory" not in v for v in variants)
+    # a file without the key and one with it off are the same setting: averaged, not apart
+    plain = [r for r in board.rows.to_dict("records") if "retain" not in str(r["variant"])]
+    assert plain and all(r["n_runs"] == 2 for r in plain)

@@ -233,12 +233,16 @@ def _variant_value(key: str, value: Any) -> str:
 
 
 def _variant(task: str, config: dict[str, Any]) -> str:
-    """``key=value`` pairs of the task's variant keys present in the config."""
+    """``key=value`` pairs of the task's variant keys present in the config.
+
+    Absent, empty and ``False`` values are left out: an off switch is the default setting, the
+    same as in files written before the switch existed.
+    """
     spec = TASKS.get(task)
     parts = []
     for key in spec.variant_keys if spec else ():
         value = config.get(key)
-        if value in (None, "", {}, []):
+        if value is False or value in (None, "", {}, []):
             continue
         parts.append(f"{key}={_variant_value(key, value)}")
     return ", ".join(parts)

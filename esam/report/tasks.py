@@ -220,7 +220,14 @@ THROUGHPUT = TaskSpec(
     ),
     primary="images_per_s",
     setting_keys=("mode",),
-    variant_keys=("image_size", "prompts_per_image", "threads", "compile_mode", "overrides"),
+    variant_keys=(
+        "image_size",
+        "prompts_per_image",
+        "threads",
+        "compile_mode",
+        "overrides",
+        "retain_freed_memory",
+    ),
     group_by=("hardware", "component"),
     row_keys=("model", "setting", "batch_size", "dtype", "compile"),
 )
