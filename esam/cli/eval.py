@@ -15,7 +15,6 @@ processes (one per GPU, or several on CPU).
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 
@@ -130,7 +129,6 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_zeroshot_cli(args: argparse.Namespace) -> int:
-    from esam.eval.distributed import RankFailedError
     from esam.eval.zeroshot import ZeroShotConfig, run_zeroshot
 
     cfg = ZeroShotConfig(
@@ -142,11 +140,7 @@ def run_zeroshot_cli(args: argparse.Namespace) -> int:
         include_crowd=args.include_crowd,
         seed=args.seed,
     )
-    try:
-        run = run_zeroshot(cfg)
-    except RankFailedError as e:  # another torchrun process failed: say which, no traceback
-        print(f"esam eval: error: {e}", file=sys.stderr)
-        return 2
+    run = run_zeroshot(cfg)
     if run is not None:
         m = run.results["metrics"]
         print(_format_miou(m, args.output))
@@ -154,7 +148,6 @@ def run_zeroshot_cli(args: argparse.Namespace) -> int:
 
 
 def run_instseg_cli(args: argparse.Namespace) -> int:
-    from esam.eval.distributed import RankFailedError
     from esam.eval.instseg import InstSegConfig, run_instseg
 
     cfg = InstSegConfig(
@@ -164,11 +157,7 @@ def run_instseg_cli(args: argparse.Namespace) -> int:
         max_dets=args.max_dets,
         save_segm=args.save_segm,
     )
-    try:
-        run = run_instseg(cfg)
-    except RankFailedError as e:  # another torchrun process failed: say which, no traceback
-        print(f"esam eval: error: {e}", file=sys.stderr)
-        return 2
+    run = run_instseg(cfg)
     if run is not None:
         m = run.results["metrics"]
         vals = ", ".join(

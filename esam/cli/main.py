@@ -13,6 +13,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from esam.errors import UserError
+
 # (module, attribute) pairs; each module's ``register`` adds one top-level subcommand.
 _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "esam.cli.predict",
@@ -21,10 +23,6 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "esam.cli.report",
     "esam.cli.demo",
 )
-
-
-class CliError(Exception):
-    """A user-facing error: printed without a traceback, exit status 2."""
 
 
 _EXTRA_OF_MODULE = {
@@ -77,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (CliError, ValueError, FileNotFoundError) as e:
+    except (UserError, ValueError, FileNotFoundError) as e:
         print(f"esam {args.command}: error: {e}", file=sys.stderr)
         return 2
     except ImportError as e:

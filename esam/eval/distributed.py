@@ -23,6 +23,8 @@ from typing import Any, TypeVar, cast
 
 import torch
 
+from esam.errors import UserError
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -31,7 +33,7 @@ TIMEOUT_ENV = "ESAM_DIST_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 600.0
 
 
-class RankFailedError(RuntimeError):
+class RankFailedError(UserError, RuntimeError):
     """Another process of a distributed run failed; the message names its rank and error.
 
     Attributes:
