@@ -404,8 +404,9 @@ def test_runs_with_different_checkpoints_stay_apart(tmp_path):
 
 def test_a_run_with_freed_memory_retained_is_its_own_variant(tmp_path):
     src = json.loads(
-        (Path(__file__).parent / "fixtures/results/fixture_gpu/throughput/efficientsam_ti.json")
-        .read_text()
+        (
+            Path(__file__).parent / "fixtures/results/fixture_gpu/throughput/efficientsam_ti.json"
+        ).read_text()
     )
     for name, retain in (("absent", None), ("off", False), ("on", True)):
         obj = json.loads(json.dumps(src))

@@ -31,7 +31,7 @@ from typing import Any, cast
 
 import pandas as pd
 
-from esam.report.tasks import TASKS, task_spec
+from esam.report.tasks import TASKS, VARIANT_DEFAULTS, task_spec
 from esam.utils.results import ResultsSchemaError, validate_results
 
 #: Column order of the tidy frame.
@@ -235,14 +235,17 @@ def _variant_value(key: str, value: Any) -> str:
 def _variant(task: str, config: dict[str, Any]) -> str:
     """``key=value`` pairs of the task's variant keys present in the config.
 
-    Absent, empty and ``False`` values are left out: an off switch is the default setting, the
-    same as in files written before the switch existed.
+    Absent and empty values are left out, and so is a key's value in
+    :data:`~esam.report.tasks.VARIANT_DEFAULTS` (the setting of files written before the key
+    existed).
     """
     spec = TASKS.get(task)
     parts = []
     for key in spec.variant_keys if spec else ():
         value = config.get(key)
-        if value is False or value in (None, "", {}, []):
+        if value in (None, "", {}, []) or (
+            key in VARIANT_DEFAULTS and value == VARIANT_DEFAULTS[key]
+        ):
             continue
         parts.append(f"{key}={_variant_value(key, value)}")
     return ", ".join(parts)

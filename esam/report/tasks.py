@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Direction = Literal["higher", "lower"]
 Aggregation = Literal["mean", "max", "min", "latest"]
@@ -291,6 +291,11 @@ def accuracy_ok(miou_vs_fp32: float | None, dtype: str, compiled: bool | None) -
         return miou_vs_fp32 >= 100.0 - MAX_MIOU_DROP
     return dtype == "fp32" and not compiled
 
+
+#: Variant keys added after results files already existed, with the value those files ran
+#: with: that value is left out of the variant label, so old and new files of one setting
+#: share a row.
+VARIANT_DEFAULTS: dict[str, Any] = {"retain_freed_memory": False}
 
 #: Declared tasks in the order their sections appear in the report.
 TASKS: dict[str, TaskSpec] = {t.name: t for t in (ZEROSHOT, INSTSEG, THROUGHPUT, MODEL)}
