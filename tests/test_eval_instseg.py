@@ -325,3 +325,21 @@ def test_lvis_evaluation_leaves_numpy_unpatched(
     )
     assert run is not None and run.results["metrics"]["ap"] == pytest.approx(100.0)
     assert hasattr(np, "float") is not removed
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+        ({"workers": -1}, "workers must be >= 0"),
+        ({"limit_images": 0}, "limit_images must be >= 1"),
+    ],
+)
+def test_both_run_configs_check_the_shared_settings(tmp_path, kw, message) -> None:
+    from esam.eval.zeroshot import ZeroShotConfig
+
+    common = {"model": "box_fill", "dataset": "coco", "annotations": "a.json", "images": "i"}
+    with pytest.raises(ValueError, match=message):
+        InstSegConfig(**common, detections="d.json", **kw)
+    with pytest.raises(ValueError, match=message):
+        ZeroShotConfig(**common, **kw)

@@ -23,7 +23,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from esam.eval import distributed as dist_utils
 from esam.eval.adapters import Prompts, SegmentationAdapter, build_adapter
+from esam.eval.config import EvalRunConfig
 from esam.eval.data import (
     SKIP_BAD_POLYGON,
     SKIP_BAD_RLE,
@@ -77,44 +78,21 @@ _LVIS_KEYS = {
 }
 
 
-@dataclass
-class InstSegConfig:
+@dataclass(kw_only=True)
+class InstSegConfig(EvalRunConfig):
     """Settings of one instance-segmentation-from-boxes run."""
 
-    model: str
-    """Adapter name."""
-    dataset: str
-    """``coco`` or ``lvis``."""
-    annotations: str
-    """Ground-truth instance annotation json."""
-    images: str
-    """Image folder."""
     detections: str
     """Detections in COCO results format (json list)."""
-    output: str | None = None
-    """Results JSON path (rows beside it). None: write nothing."""
-    checkpoint: str | None = None
-    """Model weights file."""
     mask_choice: str = "score"
     """``score`` (highest predicted IoU of the multimask outputs) or ``single``."""
     max_dets: int | None = None
     """Detections per image evaluated: 100 for COCO, 300 for LVIS when None."""
-    limit_images: int | None = None
-    """Evaluate the first N images by id."""
-    device: str = "cpu"
-    """``cpu`` or ``cuda``."""
-    workers: int = 2
-    """DataLoader worker processes decoding images."""
-    skip_bad_images: bool = False
-    """Count and skip missing / corrupt images (removed from the evaluated set)."""
     save_segm: bool = False
     """Also write the masks as COCO segmentation results (``<stem>.segm.json``)."""
-    progress: bool = True
-    """Show a progress bar (rank 0 only)."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Free-form settings recorded under ``config.extra``."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.dataset not in MAX_DETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose from {tuple(MAX_DETS)}")
         if self.mask_choice not in ("score", "single"):
@@ -125,8 +103,6 @@ class InstSegConfig:
             self.max_dets = MAX_DETS[self.dataset]
         if self.max_dets < 1:
             raise ValueError(f"max_dets must be >= 1, got {self.max_dets}")
-        if self.limit_images is not None and self.limit_images < 1:
-            raise ValueError(f"limit_images must be >= 1, got {self.limit_images}")
 
     def protocol(self, world_size: int) -> dict[str, Any]:
         """The ``config`` block of the results."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from esam.eval import distributed as dist_utils
 from esam.eval.adapters import Prediction, Prompts, SegmentationAdapter, build_adapter
+from esam.eval.config import EvalRunConfig
 from esam.eval.data import (
     SKIP_BAD_POLYGON,
     SKIP_BAD_RLE,
@@ -63,22 +64,10 @@ log = logging.getLogger(__name__)
 MIN_AREA = 1.0
 
 
-@dataclass
-class ZeroShotConfig:
+@dataclass(kw_only=True)
+class ZeroShotConfig(EvalRunConfig):
     """Settings of one zero-shot run; everything that changes the numbers is recorded."""
 
-    model: str
-    """Adapter name (``esam eval models`` lists them)."""
-    dataset: str
-    """``coco`` or ``lvis``."""
-    annotations: str
-    """Instance annotation json."""
-    images: str
-    """Image folder (for LVIS: COCO's image root or split folder)."""
-    output: str | None = None
-    """Results JSON path; rows go to ``<stem>.rows.jsonl`` beside it. None: write nothing."""
-    checkpoint: str | None = None
-    """Model weights file."""
     prompt: str = "box"
     """``box``, ``point1`` or ``point3``."""
     click: str = "random"
@@ -89,31 +78,16 @@ class ZeroShotConfig:
     """``score`` (highest predicted IoU of the multimask outputs), ``single`` or ``oracle``."""
     include_crowd: bool = False
     """Evaluate ``iscrowd`` regions too."""
-    limit_images: int | None = None
-    """Evaluate the first N images by id."""
     seed: int = 0
     """Seed of the random clicks (combined with image and annotation ids)."""
-    device: str = "cpu"
-    """``cpu`` or ``cuda`` (``cuda:<local rank>`` under torchrun)."""
-    workers: int = 2
-    """DataLoader worker processes decoding images."""
-    skip_bad_images: bool = False
-    """Count and skip missing / corrupt / mis-sized images instead of stopping."""
-    progress: bool = True
-    """Show a progress bar (rank 0 only)."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Free-form settings recorded under ``config.extra``."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         validate_prompt_settings(self.prompt, self.click, self.box_source)
         if self.mask_choice not in MASK_CHOICES:
             raise ValueError(
                 f"unknown mask choice {self.mask_choice!r}; choose from {MASK_CHOICES}"
             )
-        if self.limit_images is not None and self.limit_images < 1:
-            raise ValueError(f"limit_images must be >= 1, got {self.limit_images}")
-        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"unknown device {self.device!r}; choose cpu or cuda")
 
     def protocol(self, world_size: int) -> dict[str, Any]:
         """The ``config`` block of the results (settings that do not apply are null)."""
