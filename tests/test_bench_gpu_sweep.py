@@ -46,6 +46,7 @@ def test_dry_run_end_to_end(sweep, tmp_path, capsys) -> None:
     assert sweep.main(["--out", str(tmp_path), "--dry-run", "--budget-s", "900"]) == 0
     out = capsys.readouterr().out
     assert "DRY RUN" in out and "EfficientSAM-Ti" in out and "speed-up" in out
+    assert "measured here: dense bf16 matmul" in out
     files = sorted(p.name for p in tmp_path.iterdir())
     assert "summary.txt" in files and "efficientsam_vitt.json" in files and len(files) <= 8
     assert all(p.is_file() for p in tmp_path.iterdir())
