@@ -49,7 +49,9 @@ Allocator: with glibc's defaults every large temporary buffer is a fresh ``mmap`
 fault in when first written, which costs the reference's full attention matrices (200 MB per
 block in float32) more than their arithmetic. ``--retain-freed-memory`` keeps freed memory
 mapped for the timed calls (:mod:`esam.utils.allocator`), as tcmalloc or jemalloc would; run
-both ways to see how much of a speed-up is the allocator's. The allocator is recorded.
+both ways to see how much of a speed-up is the allocator's. The allocator is recorded. The
+memory probes always run with glibc's defaults (their peak growth is read after freed memory
+has been returned to the OS).
 
 Compute floor: the encoder's FLOPs (``torch.utils.flop_counter``) divided by the measured rate
 of a dense 2048^3 matrix multiply at the same dtype and thread count. No implementation of the
@@ -407,7 +409,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.retain_freed_memory and not retain_freed_memory():
-        raise SystemExit("--retain-freed-memory needs glibc malloc (and no preloaded allocator)")
+        raise SystemExit(
+            "--retain-freed-memory could not be applied: it needs glibc malloc accepting "
+            "mallopt thresholds of 1 GiB, and no preloaded allocator"
+        )
 
     from esam.utils.meta import hardware_info
 

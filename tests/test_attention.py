@@ -71,3 +71,22 @@ def test_fast_path_takes_blocked_kernel_only_for_long_cpu_bf16(monkeypatch) -> N
     assert torch.equal(out, blocked_attention(q, k, v))
     assert (out.float() - ref).abs().max() < 0.05
     assert torch.equal(attention(q, k, v, fast=False), explicit_attention(q, k, v))
+
+
+def test_blocked_bf16_over_several_blocks_matches_the_official_computation() -> None:
+    # 300 query rows: two full blocks of 128 and a last one of 44, written into strided slices.
+    q, k, v = (t.bfloat16() for t in _qkv(2, 3, nq=300, nk=200, d=64, dv=32))
+    out = blocked_attention(q, k, v)
+    official = explicit_attention(q, k, v).float()
+    exact = explicit_attention(q.float(), k.float(), v.float())
+    # the official arithmetic in bfloat16, block by block: its error, not a larger one
+    assert (out.float() - official).abs().max() < 0.02
+    assert (out.float() - exact).abs().max() <= (official - exact).abs().max() + 1e-3
+
+
+@pytest.mark.parametrize(("nq", "nk", "heads"), [(0, 5, 2), (4, 5, 0)])
+def test_blocked_attention_of_empty_inputs(nq: int, nk: int, heads: int) -> None:
+    q = torch.zeros(2, heads, nq, 8)
+    k = torch.zeros(2, heads, nk, 8)
+    v = torch.zeros(2, heads, nk, 4)
+    assert blocked_attention(q, k, v).shape == (2, heads, nq, 4)

@@ -82,3 +82,23 @@ def test_run_configs_and_round_trip() -> None:
     explicit = SweepSettings(model="m", configs=(RunConfig(4, "bf16", True),))
     assert explicit.run_configs() == [RunConfig(4, "bf16", True)]
     assert SweepSettings.from_dict(explicit.to_dict()) == explicit
+
+
+def test_retaining_freed_memory_is_a_cpu_setting() -> None:
+    SweepSettings(model="efficientsam_vitt", retain_freed_memory=True).validate()
+    with pytest.raises(ValueError, match="--retain-freed-memory applies to CPU runs only"):
+        SweepSettings(model="efficientsam_vitt", device="cuda", retain_freed_memory=True).validate()
+
+
+def test_settings_that_make_two_runs_incomparable() -> None:
+    from esam.bench.throughput import setting_mismatches
+
+    def run(**config):
+        return {"config": {"device": "cuda", "threads": 4, "prompts_per_image": 1, **config}}
+
+    assert setting_mismatches(run(), run(device="cuda:0")) == []
+    assert setting_mismatches(run(), run(retain_freed_memory=False)) == []
+    assert setting_mismatches(run(), run(device="cuda:1", prompts_per_image=8)) == [
+        "device: 'cuda' vs 'cuda:1'",
+        "prompts_per_image: 1 vs 8",
+    ]

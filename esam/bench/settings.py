@@ -133,6 +133,10 @@ class SweepSettings:
             raise ValueError(
                 f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}"
             )
+        if self.retain_freed_memory and not self.device.startswith("cpu"):
+            raise ValueError(
+                f"--retain-freed-memory applies to CPU runs only, not --device {self.device}"
+            )
         compiled = any(c.compile for c in self.run_configs())
         if compiled and self.warmup < 1:
             raise ValueError("--warmup must be at least 1 with --compile (the first call compiles)")

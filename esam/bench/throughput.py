@@ -378,6 +378,8 @@ def setting_mismatches(fast: dict[str, Any], baseline: dict[str, Any]) -> list[s
         # Files written before a setting existed ran with its default.
         a = fast["config"].get(key, False if key == "retain_freed_memory" else None)
         b = baseline["config"].get(key, False if key == "retain_freed_memory" else None)
+        if key == "device":  # "cuda" is "cuda:0"
+            a, b = (str(v).removesuffix(":0") for v in (a, b))
         if a != b:
             out.append(f"{key}: {a!r} vs {b!r}")
     return out

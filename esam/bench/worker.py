@@ -104,7 +104,11 @@ def _build(settings: Any) -> Any:
     if settings.retain_freed_memory:
         from esam.utils.allocator import retain_freed_memory
 
-        retain_freed_memory()
+        if not retain_freed_memory():
+            raise RuntimeError(
+                "--retain-freed-memory could not be applied here: it needs glibc malloc "
+                "accepting mallopt thresholds of 1 GiB, and no preloaded allocator"
+            )
 
     return build_bench_model(
         settings.model,
@@ -171,12 +175,14 @@ def _timed(
     """Warm up, then time ``iters`` calls while measuring peak memory (warm-up excluded)."""
     from esam.bench.memory import PeakMemory, trim_heap
     from esam.bench.timing import time_callable
+    from esam.utils.allocator import retaining_freed_memory
 
     for _ in range(warmup):
         fn()
     _sync(device)
     gc.collect()
-    if not str(device).startswith("cuda"):
+    # Returning freed memory to the OS would undo --retain-freed-memory before the timed calls.
+    if not str(device).startswith("cuda") and not retaining_freed_memory():
         trim_heap()
     with PeakMemory(device) as pm:
         timing = time_callable(fn, device, 0, iters)

@@ -11,6 +11,8 @@ as the official EfficientSAM code does; benchmarks compare the two.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -66,12 +68,15 @@ def blocked_attention(
     # batch; the others (heads) are batched in each product. Keys and values are made
     # contiguous once per batch element (inputs are usually strided views of a fused qkv
     # projection, which every product would otherwise copy again).
+    if out.numel() == 0:
+        return out
+    inner = math.prod(lead[1:])
     for b in range(lead[0]):
-        qb = q[b].reshape(-1, nq, d)
-        kt = k[b].reshape(-1, nk, d).contiguous().transpose(-2, -1)
-        vb = v[b].reshape(-1, nk, dv).contiguous()
-        ob = out[b].view(-1, nq, dv)
-        scores = q.new_empty(qb.shape[0], min(block_rows, nq), nk)
+        qb = q[b].reshape(inner, nq, d)
+        kt = k[b].reshape(inner, nk, d).contiguous().transpose(-2, -1)
+        vb = v[b].reshape(inner, nk, dv).contiguous()
+        ob = out[b].view(inner, nq, dv)
+        scores = q.new_empty(inner, min(block_rows, nq), nk)
         for i in range(0, nq, block_rows):
             rows = min(block_rows, nq - i)
             s = scores[:, :rows]
@@ -79,6 +84,14 @@ def blocked_attention(
             torch.baddbmm(s, qb[:, i : i + rows], kt, beta=0, alpha=d**-0.5, out=s)
             torch.bmm(s.softmax(dim=-1), vb, out=ob[:, i : i + rows])
     return out
+
+
+def _is_compiling() -> bool:
+    """``torch.compiler.is_compiling()`` (torch >= 2.3), or dynamo's own flag before that."""
+    check = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    if check is None:
+        check = getattr(getattr(torch, "_dynamo", None), "is_compiling", None)
+    return bool(check()) if check is not None else False
 
 
 def use_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
@@ -89,7 +102,7 @@ def use_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
         and q.shape[-2] * k.shape[-2] >= CPU_BLOCKED_MIN_ELEMENTS
         and not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)))
         # A compiled graph keeps the fused op, which the compiler lowers with its own kernels.
-        and not torch.compiler.is_compiling()
+        and not _is_compiling()
     )
 
 

@@ -23,7 +23,9 @@ class PositionEmbeddingRandom(nn.Module):
         self.register_buffer("positional_encoding_gaussian_matrix", torch.randn((2, num_pos_feats)))
 
     def _pe_encoding(self, coords: torch.Tensor) -> torch.Tensor:
-        # In float32 whatever the model's dtype: bfloat16 coordinates would be off by pixels.
+        # Coordinates stay float32 whatever the model's dtype: rounded to bfloat16 they would
+        # move by up to 4 px at 1024 px. The matrix carries the model's dtype (bfloat16:
+        # frequencies within 0.2%).
         matrix = self.positional_encoding_gaussian_matrix
         coords = (2 * coords.float() - 1) @ matrix.float()
         coords = 2 * math.pi * coords

@@ -26,6 +26,9 @@ RETAIN_TRIM_THRESHOLD = 2**31 - 1
 #: Extra memory requested from the OS each time the heap grows.
 RETAIN_TOP_PAD = 64 << 20
 
+#: Substrings of preloaded libraries that replace ``malloc`` (mallopt would not reach them).
+ALLOCATOR_LIBRARIES: tuple[str, ...] = ("tcmalloc", "jemalloc", "mimalloc")
+
 _retained = False
 
 
@@ -33,27 +36,40 @@ def retain_freed_memory() -> bool:
     """Make glibc ``malloc`` keep freed memory mapped for reuse, in this process from now on.
 
     Sets ``M_MMAP_THRESHOLD`` (1 GiB), ``M_TRIM_THRESHOLD`` and ``M_TOP_PAD`` through
-    ``mallopt``. Returns True when applied; False where the C library is not glibc or another
-    allocator is preloaded (nothing is changed then). Memory freed by the process is kept
-    (its resident size does not shrink), so use it for benchmarks and batch jobs.
+    ``mallopt``. Returns True when all three were accepted; False where the C library is not
+    glibc, an allocator library (:data:`ALLOCATOR_LIBRARIES`) is preloaded, or glibc refuses a
+    value (older versions cap the mmap threshold at 32 MiB). Memory freed by the process is
+    kept (its resident size does not shrink), so use it for benchmarks and batch jobs. It
+    governs the main thread's heap, where torch allocates the tensors of ops called from
+    Python; other threads' arenas still serve blocks over 64 MiB with ``mmap``.
     """
     global _retained
-    if platform.libc_ver()[0] != "glibc" or _preloaded():
+    if platform.libc_ver()[0] != "glibc" or preloaded_allocators():
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    ok = all(
+    accepted = [
         libc.mallopt(param, value) == 1
         for param, value in (
             (_M_MMAP_THRESHOLD, RETAIN_MMAP_THRESHOLD),
             (_M_TRIM_THRESHOLD, RETAIN_TRIM_THRESHOLD),
             (_M_TOP_PAD, RETAIN_TOP_PAD),
         )
-    )
-    _retained = _retained or ok
-    return ok
+    ]
+    _retained = _retained or all(accepted)
+    return all(accepted)
+
+
+def retaining_freed_memory() -> bool:
+    """Whether :func:`retain_freed_memory` took effect in this process."""
+    return _retained
+
+
+def preloaded_allocators() -> list[str]:
+    """The preloaded libraries (``LD_PRELOAD``) that replace ``malloc``."""
+    return [p for p in _preloaded() if any(a in p for a in ALLOCATOR_LIBRARIES)]
 
 
 def _preloaded() -> list[str]:
