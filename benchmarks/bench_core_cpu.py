@@ -48,7 +48,8 @@ multi-thread barrier stalls that other processes on the same cores cause.
 Allocator: with glibc's defaults every large temporary buffer is a fresh ``mmap`` whose pages
 fault in when first written, which costs the reference's full attention matrices (200 MB per
 block in float32) more than their arithmetic. ``--retain-freed-memory`` keeps freed memory
-mapped for the timed calls (:mod:`esam.utils.allocator`), as tcmalloc or jemalloc would; run
+mapped for the timed calls (:mod:`esam.utils.allocator`; jemalloc does the same only with
+its purging turned off); run
 both ways to see how much of a speed-up is the allocator's. The allocator is recorded. The
 memory probes always run with glibc's defaults (their peak growth is read after freed memory
 has been returned to the OS).
@@ -296,9 +297,13 @@ def run_probe(
 
 def describe_allocator(info: dict[str, Any]) -> str:
     """One phrase for the header: what manages host memory in this process."""
+    tuned = (
+        " with " + ", ".join(f"{k}={v}" for k, v in info["malloc_env"].items())
+        if info["malloc_env"]
+        else ""
+    )
     if info["ld_preload"]:
-        return "preloaded " + ", ".join(info["ld_preload"])
-    tuned = " with " + ", ".join(info["malloc_env"]) if info["malloc_env"] else ""
+        return "preloaded " + ", ".join(info["ld_preload"]) + tuned
     kept = "freed memory retained" if info["retain_freed_memory"] else "defaults"
     return f"{info['libc']} malloc, {kept}{tuned}"
 

@@ -98,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--retain-freed-memory",
         action="store_true",
         help="CPU workers keep freed memory mapped (glibc mallopt): large temporary buffers "
-        "then cost no page faults, as with tcmalloc or jemalloc",
+        "then cost no page faults",
     )
     t.add_argument(
         "--in-process",

@@ -3,9 +3,11 @@
 glibc's ``malloc`` serves large blocks (the full attention matrix of a 64x64-token image is
 200 MB in float32) with fresh ``mmap`` calls and unmaps them on ``free``, so every such
 allocation pays a page fault per 4 KiB page when first written. That cost is a property of the
-process's allocator, not of the model code: allocators that keep freed memory (tcmalloc,
-jemalloc, or glibc tuned with ``mallopt``) remove it. CPU benchmarks therefore record the
-allocator (:func:`allocator_info`) and can be run with :func:`retain_freed_memory`.
+process's allocator, not of the model code: an allocator that keeps freed pages mapped
+removes it (glibc tuned with ``mallopt``; jemalloc only with its purging turned off,
+``MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1``: with its defaults it pays the faults
+too). CPU benchmarks therefore record the allocator (:func:`allocator_info`) and can be run
+with :func:`retain_freed_memory`.
 """
 
 from __future__ import annotations
