@@ -89,10 +89,10 @@ if str(REPO) not in sys.path:
 
 import esam  # noqa: E402
 from esam.bench.flops import count_flops  # noqa: E402
-from esam.bench.memory import PeakMemory, trim_heap  # noqa: E402
+from esam.bench.memory import PeakMemory  # noqa: E402
 from esam.bench.timing import dense_matmul_rate  # noqa: E402
 from esam.standin import load_standin_weights  # noqa: E402
-from esam.utils.allocator import allocator_info, retain_freed_memory  # noqa: E402
+from esam.utils.allocator import allocator_info, retain_freed_memory, trim_heap  # noqa: E402
 
 MODELS = {"vitt": "efficientsam_vitt", "vits": "efficientsam_vits"}
 LABEL = {"vitt": "Ti", "vits": "S"}

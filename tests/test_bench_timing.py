@@ -67,11 +67,16 @@ def test_dense_matmul_rate_runs_and_rejects_bad_arguments() -> None:
 @pytest.mark.parametrize("retaining", [False, True])
 def test_timed_calls_keep_retained_memory(monkeypatch, retaining: bool) -> None:
     # Trimming the heap before the timed calls would hand retained pages back to the OS.
-    from esam.bench import memory, worker
+    from esam.bench import worker
     from esam.utils import allocator
 
     trims = []
-    monkeypatch.setattr(memory, "trim_heap", lambda: trims.append(1))
+
+    class FakeLibc:
+        def malloc_trim(self, pad: int) -> None:
+            trims.append(1)
+
+    monkeypatch.setattr(allocator, "_libc", lambda: FakeLibc())
     monkeypatch.setattr(allocator, "_retained", retaining)
     timing, mem = worker._timed(lambda: None, "cpu", warmup=1, iters=2)
     assert len(timing.latencies_ms) == 2 and mem["peak_mem_mib"] > 0

@@ -16,7 +16,6 @@ context are not included).
 
 from __future__ import annotations
 
-import ctypes
 import os
 import resource
 import sys
@@ -66,15 +65,6 @@ def reset_peak_rss() -> bool:
     except OSError:
         return False
     return _status_kib("VmHWM") is not None
-
-
-def trim_heap() -> None:
-    """Return freed heap memory to the OS (glibc ``malloc_trim``), so RSS reflects live data."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class _RssSampler(threading.Thread):

@@ -173,16 +173,15 @@ def _timed(
     fn: Callable[[], Any], device: str, warmup: int, iters: int
 ) -> tuple[Any, dict[str, Any]]:
     """Warm up, then time ``iters`` calls while measuring peak memory (warm-up excluded)."""
-    from esam.bench.memory import PeakMemory, trim_heap
+    from esam.bench.memory import PeakMemory
     from esam.bench.timing import time_callable
-    from esam.utils.allocator import retaining_freed_memory
+    from esam.utils.allocator import trim_heap
 
     for _ in range(warmup):
         fn()
     _sync(device)
     gc.collect()
-    # Returning freed memory to the OS would undo --retain-freed-memory before the timed calls.
-    if not str(device).startswith("cuda") and not retaining_freed_memory():
+    if not str(device).startswith("cuda"):
         trim_heap()
     with PeakMemory(device) as pm:
         timing = time_callable(fn, device, 0, iters)

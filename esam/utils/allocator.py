@@ -46,11 +46,8 @@ def retain_freed_memory() -> bool:
     Python; other threads' arenas still serve blocks over 64 MiB with ``mmap``.
     """
     global _retained
-    if platform.libc_ver()[0] != "glibc" or preloaded_allocators():
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = _libc()
+    if libc is None or preloaded_allocators():
         return False
     accepted = [
         libc.mallopt(param, value) == 1
@@ -62,6 +59,27 @@ def retain_freed_memory() -> bool:
     ]
     _retained = _retained or all(accepted)
     return all(accepted)
+
+
+def trim_heap() -> None:
+    """Return freed heap memory to the OS (glibc ``malloc_trim``), so RSS reflects live data.
+
+    Does nothing where the C library is not glibc, and nothing once
+    :func:`retain_freed_memory` took effect: trimming would hand the retained pages back.
+    """
+    libc = _libc()
+    if libc is not None and not _retained:
+        libc.malloc_trim(0)
+
+
+def _libc() -> ctypes.CDLL | None:
+    """glibc, or None where the C library is another one."""
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
 
 
 def retaining_freed_memory() -> bool:
