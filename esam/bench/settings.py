@@ -19,6 +19,9 @@ DTYPES: dict[str, str] = {
     "bf16": "torch.autocast to bfloat16 (weights stay float32)",
     "fp16": "torch.autocast to float16 (weights stay float32)",
 }
+#: Settings added after results files already existed, with the value those older files ran
+#: with (a file without the key ran with it). Read by ``bench compare`` and the report.
+LATER_SETTING_DEFAULTS: dict[str, Any] = {"retain_freed_memory": False}
 #: Values of ``--compile``: off, on, or both (each dtype and batch size once eager, once compiled).
 COMPILE_CHOICES: tuple[str, ...] = ("off", "on", "both")
 #: Components timed by default, in the order they are timed.

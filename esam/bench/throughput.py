@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from esam.bench.settings import DTYPES, RunConfig, SweepSettings
+from esam.bench.settings import DTYPES, LATER_SETTING_DEFAULTS, RunConfig, SweepSettings
 
 log = logging.getLogger(__name__)
 
@@ -375,9 +375,9 @@ def setting_mismatches(fast: dict[str, Any], baseline: dict[str, Any]) -> list[s
     """``"key: a vs b"`` for each of :data:`COMPARABLE_SETTINGS` the two results differ in."""
     out = []
     for key in COMPARABLE_SETTINGS:
-        # Files written before a setting existed ran with its default.
-        a = fast["config"].get(key, False if key == "retain_freed_memory" else None)
-        b = baseline["config"].get(key, False if key == "retain_freed_memory" else None)
+        default = LATER_SETTING_DEFAULTS.get(key)
+        a = fast["config"].get(key, default)
+        b = baseline["config"].get(key, default)
         if key == "device":  # "cuda" is "cuda:0"
             a, b = (str(v).removesuffix(":0") for v in (a, b))
         if a != b:

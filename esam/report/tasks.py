@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from esam.bench.settings import LATER_SETTING_DEFAULTS
+
 Direction = Literal["higher", "lower"]
 Aggregation = Literal["mean", "max", "min", "latest"]
 
@@ -295,7 +297,7 @@ def accuracy_ok(miou_vs_fp32: float | None, dtype: str, compiled: bool | None) -
 #: Variant keys added after results files already existed, with the value those files ran
 #: with: that value is left out of the variant label, so old and new files of one setting
 #: share a row.
-VARIANT_DEFAULTS: dict[str, Any] = {"retain_freed_memory": False}
+VARIANT_DEFAULTS: dict[str, Any] = dict(LATER_SETTING_DEFAULTS)
 
 #: Declared tasks in the order their sections appear in the report.
 TASKS: dict[str, TaskSpec] = {t.name: t for t in (ZEROSHOT, INSTSEG, THROUGHPUT, MODEL)}
