@@ -24,6 +24,7 @@ from esam.eval.zeroshot import ZeroShotConfig, run_zeroshot
 from esam.standin import load_standin_weights
 from esam.utils.results import validate_results
 from tests.conftest import require_shared
+from tests.numerics import efficientsam_tolerance, iou_tolerance
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,8 @@ def test_adapter_reproduces_the_official_model(golden_checkpoint: Path) -> None:
             pred = adapter.predict(Prompts(points=cases[f"{case}/points"][b], labels=labels))
             for q in range(labels.shape[0]):
                 order = np.argsort(-ref_iou[b, q], kind="stable")  # the adapter sorts by score
-                np.testing.assert_allclose(pred.scores[q], ref_iou[b, q][order], atol=1e-4)
+                tol = efficientsam_tolerance() * np.abs(ref_iou[b, q]).max()
+                np.testing.assert_allclose(pred.scores[q], ref_iou[b, q][order], atol=tol, rtol=0)
                 agree = (pred.masks[q] == bits[b, q][order]).mean()
                 assert agree > 0.999, (case, b, q, agree)
 
@@ -77,7 +79,8 @@ def test_one_decoder_call_equals_one_call_per_prompt(
     assert np.all(np.diff(batch.scores, axis=1) <= 0)  # sorted by predicted IoU
     for q in range(3):
         one = tiny_adapter.predict(Prompts(boxes=boxes[q : q + 1]))
-        np.testing.assert_allclose(one.scores[0], batch.scores[q], atol=1e-5)
+        tol = efficientsam_tolerance(encoder_depth=2) * np.abs(batch.scores).max()
+        np.testing.assert_allclose(one.scores[0], batch.scores[q], atol=tol, rtol=0)
         assert (one.masks[0] == batch.masks[q]).mean() > 0.999
     single = tiny_adapter.predict(Prompts(boxes=boxes), multimask_output=False)
     assert single.masks.shape == (3, 1, 90, 120)
@@ -156,8 +159,15 @@ def check_rows_with_the_official_forward(
                 union = np.logical_or(mask, gt).sum()
                 expected = 100.0 * inter / union if union else 0.0
                 key = (spec.image_id, inst.ann_id)
-                assert row["iou"] == pytest.approx(expected, abs=1e-3), key
-                assert row["pred_score"] == pytest.approx(float(iou[0, 0, best]), abs=1e-4), key
+                # pixels within rounding of the threshold may flip: 0.1 % of the mask at most
+                flippable = max(1, int(0.001 * (mask.sum() + gt.sum())))
+                assert row["iou"] == pytest.approx(
+                    expected, abs=iou_tolerance(int(union), flippable)
+                ), key
+                score_tol = efficientsam_tolerance() * float(iou[0, 0].abs().max())
+                assert row["pred_score"] == pytest.approx(float(iou[0, 0, best]), abs=score_tol), (
+                    key
+                )
                 assert row["mask_index"] == 0  # outputs are sorted by predicted IoU
                 checked += 1
     return checked
@@ -256,7 +266,11 @@ def test_cli_end_to_end_on_coco_mini_matches_the_official_forward(
             logits, iou = model(tensor, box, torch.tensor([[[2, 3]]]))
             mask = (logits[0, 0, int(iou[0, 0].argmax())] > 0).numpy()
             gt = decode_mask(inst.segmentation, spec.height, spec.width)
-            assert float(mask_iou(mask, gt)) == pytest.approx(row["iou"], abs=1e-3)
+            union = int(np.logical_or(mask, gt).sum())
+            flippable = max(1, int(0.001 * (mask.sum() + gt.sum())))
+            assert float(mask_iou(mask, gt)) == pytest.approx(
+                row["iou"], abs=iou_tolerance(union, flippable)
+            )
 
 
 def test_adapter_builds_the_architecture_stored_in_an_esam_checkpoint(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import torch
 
 from esam.eval.adapters import Prompts, build_adapter
 from esam.eval.adapters.sam import SamFamilyAdapter
+from tests.numerics import efficientsam_tolerance
 
 
 def tiny_sam(seed: int = 0) -> Any:
@@ -65,14 +66,16 @@ def _check_against_predictor(adapter: SamFamilyAdapter, image: np.ndarray) -> No
     labels = np.array([[1, -1], [1, 0], [1, 1]], dtype=np.int64)
     pred_pts = adapter.predict(Prompts(points=points, labels=labels), multimask_output=False)
     assert pred.masks.shape == (3, 3, h, w) and pred_pts.masks.shape == (3, 1, h, w)
+    # the same decoder arithmetic batched differently (SAM's decoder: as EfficientSAM's)
+    tol = efficientsam_tolerance(encoder_depth=0) * max(1.0, float(np.abs(pred.scores).max()))
     for q in range(3):
         m, s, _ = predictor.predict(box=boxes[q], multimask_output=True)
-        np.testing.assert_allclose(pred.scores[q], s, atol=1e-5)
+        np.testing.assert_allclose(pred.scores[q], s, atol=tol, rtol=0)
         assert (pred.masks[q] == m).mean() > 0.999
         m, s, _ = predictor.predict(
             point_coords=points[q], point_labels=labels[q], multimask_output=False
         )
-        np.testing.assert_allclose(pred_pts.scores[q], s, atol=1e-5)
+        np.testing.assert_allclose(pred_pts.scores[q], s, atol=tol, rtol=0)
         assert (pred_pts.masks[q] == m).mean() > 0.999
 
 

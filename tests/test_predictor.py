@@ -11,6 +11,7 @@ from PIL import Image
 
 import esam
 from esam.cli.main import main
+from tests.numerics import efficientsam_tolerance
 
 
 @pytest.fixture
@@ -31,7 +32,8 @@ def test_predict_matches_model_forward(tiny_model, rgb_image, predictor) -> None
     order = np.argsort(-ref_iou[0, 0].numpy(), kind="stable")
     assert masks.shape == (3, 90, 120) and masks.dtype == bool
     assert np.all(np.diff(iou) <= 0), "multimask outputs are sorted by predicted IoU"
-    assert np.allclose(iou, ref_iou[0, 0].numpy()[order], atol=1e-5)
+    tol = efficientsam_tolerance(encoder_depth=2) * float(ref_iou.abs().max())
+    assert np.allclose(iou, ref_iou[0, 0].numpy()[order], atol=tol, rtol=0)
     assert (masks == (logits[0, 0].numpy() > 0)[order]).mean() > 0.999
     assert low.shape == (3, 32, 32)  # 4x the 8x8 grid of the 128 px test model
 
@@ -47,7 +49,8 @@ def test_batch_equals_single_calls_and_chunking_is_invisible(tiny_model, predict
     assert masks.shape == (9, 3, 90, 120)
     for i in (0, 4, 8):
         m1, iou1, _ = predictor.predict(box=boxes[i])
-        assert np.allclose(iou1, iou[i], atol=1e-5)
+        tol = efficientsam_tolerance(encoder_depth=2) * float(np.abs(iou).max())
+        assert np.allclose(iou1, iou[i], atol=tol, rtol=0)
         assert (m1 == masks[i]).mean() > 0.999
 
 
@@ -114,8 +117,15 @@ def test_predict_before_set_image(tiny_model) -> None:
 def test_model_level_bad_input(tiny_model) -> None:
     img = torch.rand(1, 3, 32, 32)
     pts, lab = torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2)
+    # value checks synchronise with the device: they live in validate_inputs, not in forward
     with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
-        tiny_model(img * 255, pts, lab)
+        tiny_model.validate_inputs(img * 255, pts, lab)
+    with pytest.raises(ValueError, match=r"\{-1, 0, 1, 2, 3\}"):
+        tiny_model.validate_inputs(img, pts, torch.full((1, 1, 2), 4))
+    with pytest.raises(ValueError, match="labels must be a tensor of shape BxQxN"):
+        tiny_model.validate_inputs(batched_points=pts)
+    tiny_model.validate_inputs(img, pts, lab)  # valid inputs pass
+    # shape and dtype checks need no synchronisation and stay in the forward path
     with pytest.raises(ValueError, match="floating point"):
         tiny_model((img * 255).to(torch.uint8), pts, lab)
     with pytest.raises(ValueError, match="Bx3xHxW"):
@@ -124,8 +134,6 @@ def test_model_level_bad_input(tiny_model) -> None:
         tiny_model(img, torch.zeros(1, 2, 2), lab)
     with pytest.raises(ValueError, match="labels must be a tensor of shape BxQxN"):
         tiny_model(img, pts, torch.ones(1, 2))
-    with pytest.raises(ValueError, match=r"\{-1, 0, 1, 2, 3\}"):
-        tiny_model(img, pts, torch.full((1, 1, 2), 4))
 
 
 def test_cli_predict_writes_mask_and_overlay(tmp_path: Path, rgb_image, monkeypatch) -> None:
