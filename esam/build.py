@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from esam.errors import InputError
 from esam.modeling import (
     EfficientSam,
     ImageEncoderViT,
@@ -62,11 +63,11 @@ class EfficientSamConfig:
 
     def __post_init__(self) -> None:
         if self.img_size % self.patch_size:
-            raise ValueError(
+            raise InputError(
                 f"img_size {self.img_size} must be a multiple of patch_size {self.patch_size}"
             )
         if self.encoder_embed_dim % self.encoder_num_heads:
-            raise ValueError(
+            raise InputError(
                 f"encoder_embed_dim {self.encoder_embed_dim} must be divisible by encoder_num_heads {self.encoder_num_heads}"
             )
 
@@ -80,7 +81,7 @@ class EfficientSamConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"unknown EfficientSamConfig keys: {sorted(unknown)}")
+            raise InputError(f"unknown EfficientSamConfig keys: {sorted(unknown)}")
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**d)
 
@@ -187,5 +188,5 @@ def build_model(name: str, checkpoint: str | Path | None = None, **overrides: An
         overrides: :class:`EfficientSamConfig` fields to change (e.g. ``img_size=256`` for tests).
     """
     if name not in model_registry:
-        raise ValueError(f"unknown model {name!r}; registered models: {sorted(model_registry)}")
+        raise InputError(f"unknown model {name!r}; registered models: {sorted(model_registry)}")
     return model_registry[name](checkpoint, **overrides)

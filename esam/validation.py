@@ -1,6 +1,6 @@
 """Argument checks shared by the model and the predictor.
 
-Each check raises :class:`ValueError` naming the argument, what was received and the expected
+Each check raises :class:`~esam.errors.InputError` (a ``ValueError``) naming the argument, what was received and the expected
 form, so a wrong call fails at the boundary with a message instead of deep inside a matmul.
 """
 
@@ -11,6 +11,8 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from esam.errors import InputError
+
 VALID_LABELS = (-1, 0, 1, 2, 3)
 MAX_POINTS_PER_QUERY = 6
 
@@ -18,33 +20,33 @@ MAX_POINTS_PER_QUERY = 6
 def check_image_array(image: object, name: str = "image") -> np.ndarray:
     """An HxWx3 uint8 RGB array."""
     if not isinstance(image, np.ndarray):
-        raise ValueError(
+        raise InputError(
             f"{name} must be a numpy array of shape HxWx3 and dtype uint8, got {type(image).__name__}"
         )
     if image.dtype != np.uint8:
-        raise ValueError(f"{name} must have dtype uint8 (RGB values 0..255), got {image.dtype}")
+        raise InputError(f"{name} must have dtype uint8 (RGB values 0..255), got {image.dtype}")
     if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"{name} must have shape HxWx3 (RGB), got {image.shape}")
+        raise InputError(f"{name} must have shape HxWx3 (RGB), got {image.shape}")
     if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"{name} must be non-empty, got shape {image.shape}")
+        raise InputError(f"{name} must be non-empty, got shape {image.shape}")
     return image
 
 
 def check_image_batch(images: object, name: str = "images") -> torch.Tensor:
     """A Bx3xHxW floating-point tensor with values in [0, 1]."""
     if not isinstance(images, torch.Tensor):
-        raise ValueError(
+        raise InputError(
             f"{name} must be a torch.Tensor of shape Bx3xHxW, got {type(images).__name__}"
         )
     if not images.is_floating_point():
-        raise ValueError(
+        raise InputError(
             f"{name} must be floating point with values in [0, 1] (uint8 / 255), got {images.dtype}"
         )
     if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"{name} must have shape Bx3xHxW, got {tuple(images.shape)}")
+        raise InputError(f"{name} must have shape Bx3xHxW, got {tuple(images.shape)}")
     if images.numel() and (images.min() < 0 or images.max() > 1):
         lo, hi = float(images.min()), float(images.max())
-        raise ValueError(
+        raise InputError(
             f"{name} must have values in [0, 1] (divide uint8 images by 255), got range [{lo:.3g}, {hi:.3g}]"
         )
     return images
@@ -60,17 +62,17 @@ def check_labels_values(labels: torch.Tensor | np.ndarray, name: str = "labels")
         ok |= values == v
     if not bool(ok.all()):
         bad = sorted({float(x) for x in values[~ok].flatten().tolist()})[:5]
-        raise ValueError(f"{name} must take values in {{-1, 0, 1, 2, 3}}, got {bad}")
+        raise InputError(f"{name} must take values in {{-1, 0, 1, 2, 3}}, got {bad}")
 
 
 def check_point_batch(points: object, labels: object) -> tuple[torch.Tensor, torch.Tensor]:
     """Model-level prompts: points BxQxNx2 and labels BxQxN tensors."""
     if not isinstance(points, torch.Tensor) or points.ndim != 4 or points.shape[-1] != 2:
         shape = tuple(points.shape) if isinstance(points, torch.Tensor) else type(points).__name__
-        raise ValueError(f"points must be a tensor of shape BxQxNx2 (x, y pixels), got {shape}")
+        raise InputError(f"points must be a tensor of shape BxQxNx2 (x, y pixels), got {shape}")
     if not isinstance(labels, torch.Tensor) or tuple(labels.shape) != tuple(points.shape[:3]):
         shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
-        raise ValueError(
+        raise InputError(
             f"labels must be a tensor of shape BxQxN = {tuple(points.shape[:3])}, got {shape}"
         )
     check_labels_values(labels)
@@ -81,9 +83,9 @@ def _as_float_array(value: object, name: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} must be numeric, got {value!r}") from e
+        raise InputError(f"{name} must be numeric, got {value!r}") from e
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite, got {arr.tolist()}")
+        raise InputError(f"{name} must be finite, got {arr.tolist()}")
     return arr
 
 
@@ -93,13 +95,13 @@ def check_boxes(boxes: object, name: str = "boxes", single: bool = False) -> np.
     expected = "4 values (x0, y0, x1, y1)" if single else "an array of shape Qx4 (x0, y0, x1, y1)"
     if single:
         if arr.shape != (4,):
-            raise ValueError(f"{name} must be {expected}, got shape {arr.shape}")
+            raise InputError(f"{name} must be {expected}, got shape {arr.shape}")
         arr = arr[None]
     elif arr.ndim != 2 or arr.shape[1] != 4:
-        raise ValueError(f"{name} must be {expected}, got shape {arr.shape}")
+        raise InputError(f"{name} must be {expected}, got shape {arr.shape}")
     bad = np.nonzero((arr[:, 2] < arr[:, 0]) | (arr[:, 3] < arr[:, 1]))[0]
     if bad.size:
-        raise ValueError(
+        raise InputError(
             f"{name} must satisfy x1 >= x0 and y1 >= y0, got {arr[bad[0]].tolist()} at index {int(bad[0])}"
         )
     return arr
@@ -110,19 +112,19 @@ def check_points_and_labels(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predictor-level points: Nx2 / N when ``single``, else QxNx2 / QxN."""
     if (point_coords is None) != (point_labels is None):
-        raise ValueError("point_coords and point_labels must be given together")
+        raise InputError("point_coords and point_labels must be given together")
     coords = _as_float_array(point_coords, "point_coords")
     labels = _as_float_array(point_labels, "point_labels")
     want = 2 if single else 3
     form = "Nx2" if single else "QxNx2"
     if coords.ndim != want or coords.shape[-1] != 2:
-        raise ValueError(f"point_coords must have shape {form} (x, y pixels), got {coords.shape}")
+        raise InputError(f"point_coords must have shape {form} (x, y pixels), got {coords.shape}")
     if labels.shape != coords.shape[:-1]:
-        raise ValueError(
+        raise InputError(
             f"point_labels must have shape {coords.shape[:-1]} to match point_coords, got {labels.shape}"
         )
     if not np.all(labels == np.round(labels)):
-        raise ValueError(
+        raise InputError(
             f"point_labels must be integers in {{-1, 0, 1, 2, 3}}, got {labels.tolist()}"
         )
     check_labels_values(labels.astype(np.int64), "point_labels")
@@ -132,8 +134,8 @@ def check_points_and_labels(
 def check_prompt_count(n: int, where: Iterable[str] = ()) -> None:
     """A query has between 1 and ``MAX_POINTS_PER_QUERY`` prompt points (a box counts as 2)."""
     if n < 1:
-        raise ValueError("no prompt given: pass point_coords/point_labels, a box, or both")
+        raise InputError("no prompt given: pass point_coords/point_labels, a box, or both")
     if n > MAX_POINTS_PER_QUERY:
-        raise ValueError(
+        raise InputError(
             f"at most {MAX_POINTS_PER_QUERY} prompt points per query (a box counts as 2), got {n}"
         )

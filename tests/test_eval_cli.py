@@ -152,3 +152,46 @@ def test_argparse_rejects_unknown_choices() -> None:
             ]
         )
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "is_a_folder"])
+def test_bad_output_path_fails_before_the_model_is_loaded(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "taken.json"
+    blocker.write_text("{}")
+    output = blocker / "x.json" if where == "under_a_file" else tmp_path
+    # the checkpoint does not exist either: the output is checked first, before any loading
+    argv = ["eval", "zeroshot", "--model", "efficientsam_vitt", "--checkpoint", "/no/such.pt"]
+    rc = main([*argv, *COMMON, "--output", str(output)])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert (
+        "is a file, not a folder" if where == "under_a_file" else "is an existing folder"
+    ) in err
+    assert "checkpoint" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.json"]  # no orphan rows file
+
+
+def test_os_errors_are_one_line_and_bugs_keep_their_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import esam.eval.zeroshot as zs
+
+    argv = ["eval", "zeroshot", "--model", "oracle", *COMMON, "--output", str(tmp_path / "r.json")]
+
+    def denied(cfg):
+        raise PermissionError(13, "Permission denied", "/data/val2017/1.jpg")
+
+    monkeypatch.setattr(zs, "run_zeroshot", denied)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("esam eval: error:")
+    assert "Permission denied" in err and "/data/val2017/1.jpg" in err
+
+    def bug(cfg):
+        raise ValueError("operands could not be broadcast together")
+
+    monkeypatch.setattr(zs, "run_zeroshot", bug)
+    with pytest.raises(ValueError, match="broadcast"):
+        main(argv)

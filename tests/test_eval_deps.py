@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -50,6 +51,13 @@ def test_harness_without_the_eval_extra_raises_a_clear_import_error(tmp_path: Pa
     from esam.eval.synthetic import sample_paths
 
     ann, img = sample_paths()
+    lvis = tmp_path / "lvis.json"  # the sample in LVIS format
+    data = json.loads(Path(ann).read_text())
+    for c in data["categories"]:
+        c["frequency"] = "f"
+    for im in data["images"]:
+        im.update(neg_category_ids=[], not_exhaustive_category_ids=[])
+    lvis.write_text(json.dumps(data))
     script = textwrap.dedent(
         f"""
         import sys
@@ -60,7 +68,7 @@ def test_harness_without_the_eval_extra_raises_a_clear_import_error(tmp_path: Pa
         from esam.eval import data, instseg, prompts, zeroshot  # no import-time dependency
         checks = {{
             "load_api": lambda: data.load_api("coco", {str(ann)!r}),
-            "load_lvis": lambda: data.load_api("lvis", {str(ann)!r}),
+            "load_lvis": lambda: data.load_api("lvis", {str(lvis)!r}),
             "decode_mask": lambda: data.decode_mask([[0, 0, 4, 0, 4, 4]], 8, 8),
             "center_click": lambda: prompts.center_click(np.ones((4, 4), bool)),
             "run_zeroshot": lambda: zeroshot.run_zeroshot(zeroshot.ZeroShotConfig(

@@ -234,7 +234,7 @@ def test_a_failing_rank_stops_every_rank_with_its_message(tmp_path: Path) -> Non
     (rc0, text0), (rc1, text1) = outs
     assert rc1 == 2 and "000000000002.png: cannot be decoded" in text1, text1[-2000:]
     assert rc0 == 2, text0[-2000:]
-    assert "rank 1 failed: ValueError:" in text0 and "000000000002.png" in text0, text0[-2000:]
+    assert "rank 1 failed: InputError:" in text0 and "000000000002.png" in text0, text0[-2000:]
     assert not (tmp_path / "out.json").exists()
 
 

@@ -19,6 +19,8 @@ import argparse
 import logging
 from typing import Any
 
+from esam.errors import InputError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``esam bench`` with its ``throughput``, ``compare`` and ``models`` subcommands."""
@@ -181,7 +183,7 @@ def compare_cli(args: argparse.Namespace) -> int:
     base = load_results_file(args.baseline)
     rows = compare(fast, base)
     if not rows:
-        raise ValueError(
+        raise InputError(
             "the two results files share no (component, batch size, dtype, compile) setting"
         )
     print(f"{fast['model']['name']} vs {base['model']['name']} ({fast['config']['device']})")

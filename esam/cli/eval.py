@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from esam.eval.protocols import DEFAULT_PROTOCOL, PROTOCOLS
+
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="adapter name (see 'esam eval models')")
@@ -30,7 +32,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--limit-images", type=int, help="evaluate only the first N images by id")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--workers", type=int, default=2, help="image decoding workers (default: 2)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="image decoding workers (default: chosen from the device and the cores available: "
+        "none on a CPU with fewer than 8 cores, where they would compete with the model's threads)",
+    )
     p.add_argument(
         "--skip-bad-images",
         action="store_true",
@@ -38,6 +45,19 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--output", required=True, help="results JSON (rows are written beside it)")
+    p.add_argument(
+        "--protocol",
+        default=DEFAULT_PROTOCOL,
+        choices=tuple(PROTOCOLS),
+        help="protocol preset: the prompt-selection rules of a paper's evaluation; switches below "
+        f"override it and are recorded (default: {DEFAULT_PROTOCOL}; see docs/protocols.md)",
+    )
+    p.add_argument(
+        "--mask-choice",
+        choices=("score", "single", "oracle"),
+        help="highest predicted IoU of 3 outputs, the single output, or the best against GT "
+        "(oracle: zeroshot only) (default: the preset's)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,26 +84,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     z.add_argument(
         "--click",
-        default="random",
         choices=("random", "center", "iterative"),
         help=(
-            "click rule for point prompts: random (uniform in the mask, EfficientSAM paper), center "
-            "(distance-transform maximum), iterative (centre, then error-region clicks) (default: random)"
+            "click rule for point prompts: random (uniform in the mask), center (distance-transform "
+            "maximum), iterative (centre, then error-region clicks) (default: the preset's)"
         ),
     )
     z.add_argument(
         "--box-source",
-        default="bbox",
         choices=("bbox", "mask"),
-        help="box prompts from the annotation bbox or the tight box of the mask (default: bbox)",
+        help="box prompts from the annotation bbox or the tight box of the mask (default: the "
+        "preset's)",
     )
     z.add_argument(
-        "--mask-choice",
-        default="score",
-        choices=("score", "single", "oracle"),
-        help="highest predicted IoU of 3 outputs, the single output, or the best against GT (default: score)",
+        "--clip-boxes",
+        action=argparse.BooleanOptionalAction,
+        help="clip box prompts to the image (default: the preset's)",
     )
-    z.add_argument("--include-crowd", action="store_true", help="evaluate iscrowd regions too")
+    z.add_argument(
+        "--include-crowd",
+        action=argparse.BooleanOptionalAction,
+        help="evaluate iscrowd regions too (default: the preset's)",
+    )
+    z.add_argument(
+        "--no-error-click",
+        choices=("pad", "negative-origin"),
+        help="iterative clicks once the mask is exact: padding, or a negative click at (0, 0) "
+        "(default: the preset's)",
+    )
+    z.add_argument(
+        "--size-buckets",
+        choices=("coco", "inclusive"),
+        help="size buckets half-open as COCO, or closed at both ends (default: the preset's)",
+    )
     z.add_argument("--seed", type=int, default=0, help="seed of random clicks (default: 0)")
     z.set_defaults(func=run_zeroshot_cli)
 
@@ -95,10 +128,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_common(i)
     i.add_argument("--detections", required=True, help="detections json in COCO results format")
     i.add_argument(
-        "--mask-choice",
-        default="score",
-        choices=("score", "single"),
-        help="highest predicted IoU of 3 outputs or the single output (default: score)",
+        "--clip-boxes",
+        action=argparse.BooleanOptionalAction,
+        help="clip detector boxes to the image (default: the preset's)",
     )
     i.add_argument(
         "--max-dets", type=int, help="detections per image (default: COCO 100, LVIS 300)"
@@ -125,6 +157,8 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
         "skip_bad_images": args.skip_bad_images,
         "progress": not args.no_progress,
         "output": args.output,
+        "protocol": args.protocol,
+        "mask_choice": args.mask_choice,
     }
 
 
@@ -136,8 +170,10 @@ def run_zeroshot_cli(args: argparse.Namespace) -> int:
         prompt=args.prompt,
         click=args.click,
         box_source=args.box_source,
-        mask_choice=args.mask_choice,
+        clip_boxes=args.clip_boxes,
         include_crowd=args.include_crowd,
+        no_error_click=args.no_error_click,
+        size_buckets=args.size_buckets,
         seed=args.seed,
     )
     run = run_zeroshot(cfg)
@@ -153,7 +189,7 @@ def run_instseg_cli(args: argparse.Namespace) -> int:
     cfg = InstSegConfig(
         **_common(args),
         detections=args.detections,
-        mask_choice=args.mask_choice,
+        clip_boxes=args.clip_boxes,
         max_dets=args.max_dets,
         save_segm=args.save_segm,
     )

@@ -48,6 +48,16 @@ def _install_hint(e: ImportError) -> str:
     return "a package this command needs is missing: pip install 'esam[all]'"
 
 
+def _one_line(e: BaseException) -> str:
+    """The message of an error; an OSError's as one line naming its file."""
+    if not isinstance(e, OSError):
+        return str(e) or type(e).__name__
+    text = str(e)
+    if e.filename is not None and str(e.filename) not in text:
+        text = f"{e.strerror or text}: {e.filename}"
+    return " ".join(text.split())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="esam",
@@ -75,8 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (UserError, ValueError, FileNotFoundError) as e:
-        print(f"esam {args.command}: error: {e}", file=sys.stderr)
+    except (UserError, OSError) as e:
+        # the project's own user-facing errors, and file-system errors (whose message names
+        # the file); anything else is a bug and keeps its traceback
+        print(f"esam {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except ImportError as e:
         print(f"esam {args.command}: error: {e}\n{_install_hint(e)}", file=sys.stderr)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from esam.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -16,9 +18,9 @@ def _floats(text: str, n: int | None, what: str) -> list[float]:
     try:
         vals = [float(v) for v in text.split(",")]
     except ValueError as e:
-        raise ValueError(f"{what} must be comma-separated numbers, got {text!r}") from e
+        raise InputError(f"{what} must be comma-separated numbers, got {text!r}") from e
     if n is not None and len(vals) != n:
-        raise ValueError(f"{what} must have {n} values, got {len(vals)} in {text!r}")
+        raise InputError(f"{what} must have {n} values, got {len(vals)} in {text!r}")
     return vals
 
 
@@ -26,7 +28,7 @@ def parse_points(text: str) -> np.ndarray:
     """``"x,y;x,y"`` -> Nx2 array."""
     pts = [_floats(p, 2, "each point in --points") for p in text.split(";") if p.strip()]
     if not pts:
-        raise ValueError(f"--points must look like 'x,y;x,y', got {text!r}")
+        raise InputError(f"--points must look like 'x,y;x,y', got {text!r}")
     return np.asarray(pts, dtype=np.float64)
 
 
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from esam.visualize import overlay_mask
 
     if args.checkpoint is None and not args.standin_weights:
-        raise ValueError(
+        raise InputError(
             "no weights: pass --checkpoint PATH (official weights: efficient_sam_vitt.pt / "
             "efficient_sam_vits.pt.zip from github.com/yformer/EfficientSAM) or --standin-weights for a demo"
         )
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         image = np.asarray(Image.open(args.image).convert("RGB"))
     except OSError as e:
-        raise ValueError(f"{args.image}: cannot be read as an image: {e}") from e
+        raise InputError(f"{args.image}: cannot be read as an image: {e}") from e
 
     model = esam.build_model(args.model, args.checkpoint)
     if args.checkpoint is None:

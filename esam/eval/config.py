@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from esam.errors import InputError
+
 
 @dataclass(kw_only=True)
 class EvalRunConfig:
@@ -30,8 +32,9 @@ class EvalRunConfig:
     """Evaluate the first N images by id."""
     device: str = "cpu"
     """``cpu`` or ``cuda`` (``cuda:<local rank>`` under torchrun)."""
-    workers: int = 2
-    """DataLoader worker processes decoding images."""
+    workers: int | None = None
+    """DataLoader worker processes decoding images; None chooses from the device and the
+    cores available (:func:`esam.eval.loader.default_workers`)."""
     skip_bad_images: bool = False
     """Count and skip missing, corrupt or mis-sized images instead of stopping (they leave the
     evaluated set and the results say how many, by reason)."""
@@ -39,11 +42,24 @@ class EvalRunConfig:
     """Show a progress bar (rank 0 only)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form settings recorded under ``config.extra``."""
+    workers_auto: bool = field(default=False, init=False)
+    """Whether ``workers`` was chosen automatically (set on construction)."""
 
     def __post_init__(self) -> None:
         if self.limit_images is not None and self.limit_images < 1:
-            raise ValueError(f"limit_images must be >= 1, got {self.limit_images}")
+            raise InputError(f"limit_images must be >= 1, got {self.limit_images}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"unknown device {self.device!r}; choose cpu or cuda")
+            raise InputError(f"unknown device {self.device!r}; choose cpu or cuda")
+        if self.output is not None:
+            from esam.eval.outputs import rows_path_for
+            from esam.utils.io import check_writable_file
+
+            check_writable_file(self.output, "results file")
+            check_writable_file(rows_path_for(self.output), "rows file")
+        if self.workers is None:
+            from esam.eval.loader import default_workers
+
+            self.workers = default_workers(self.device)
+            self.workers_auto = True
         if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
+            raise InputError(f"workers must be >= 0, got {self.workers}")

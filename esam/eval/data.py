@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from esam.errors import InputError
 from esam.eval.deps import require
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,13 @@ SKIP_IN_SKIPPED_IMAGE = "instance_in_skipped_image"
 SKIP_IMAGE_MISSING = "image_missing"
 SKIP_IMAGE_CORRUPT = "image_corrupt"
 SKIP_IMAGE_SIZE = "image_size_mismatch"
+#: Every image-level skip reason (the others count instances or detections).
+IMAGE_SKIP_REASONS = (SKIP_IMAGE_MISSING, SKIP_IMAGE_CORRUPT, SKIP_IMAGE_SIZE)
+
+
+def n_images_skipped(skips: Counter[str] | dict[str, int]) -> int:
+    """Images left out of a run, summed over the image-level skip reasons."""
+    return sum(int(skips.get(r, 0)) for r in IMAGE_SKIP_REASONS)
 
 
 @dataclass(frozen=True)
@@ -128,7 +136,7 @@ def load_api(dataset: str, annotations: str | Path) -> Any:
         ValueError: unknown dataset, or the file is not a valid annotation json.
     """
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
+        raise InputError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
     path = Path(annotations)
     if not path.is_file():
         raise FileNotFoundError(
@@ -139,11 +147,12 @@ def load_api(dataset: str, annotations: str | Path) -> Any:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a valid JSON file: {e}") from e
+        raise InputError(f"{path}: not a valid JSON file: {e}") from e
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-        raise ValueError(
+        raise InputError(
             f"{path}: not an instance annotation file (needs 'images' and 'annotations')"
         )
+    check_dataset_kind(data, dataset, path)
     buf = io.StringIO()
     try:
         with contextlib.redirect_stdout(buf):
@@ -154,10 +163,52 @@ def load_api(dataset: str, annotations: str | Path) -> Any:
             else:
                 api = _lvis_from_dict(require("lvis").LVIS, data)
     except (KeyError, TypeError, AssertionError) as e:
-        raise ValueError(f"{path}: cannot be indexed as a {dataset} annotation file: {e!r}") from e
+        raise InputError(f"{path}: cannot be indexed as a {dataset} annotation file: {e!r}") from e
     for line in buf.getvalue().splitlines():
         log.debug("%s", line)
     return api
+
+
+#: Keys only LVIS files have: on every category, and on every image.
+LVIS_CATEGORY_KEYS = ("frequency", "synset")
+LVIS_IMAGE_KEYS = ("neg_category_ids", "not_exhaustive_category_ids")
+#: Category counts of the released LVIS versions.
+LVIS_VERSIONS = {1230: "v0.5", 1203: "v1"}
+
+
+def looks_like_lvis(data: dict[str, Any]) -> bool:
+    """Whether an annotation dict is in LVIS format: every category has LVIS's ``frequency`` or
+    ``synset`` and every image its ``neg_category_ids`` / ``not_exhaustive_category_ids``."""
+    cats = data.get("categories") or []
+    images = data.get("images") or []
+    if not cats or not images:
+        return False
+    return all(
+        isinstance(c, dict) and any(k in c for k in LVIS_CATEGORY_KEYS) for c in cats
+    ) and all(isinstance(im, dict) and all(k in im for k in LVIS_IMAGE_KEYS) for im in images)
+
+
+def check_dataset_kind(data: dict[str, Any], dataset: str, path: Path) -> None:
+    """Raise ValueError when an annotation file's format contradicts ``--dataset``.
+
+    LVIS is evaluated under its federated rules (negative and not-exhaustive categories), COCO
+    under COCO's; a file evaluated under the other's rules gives numbers labelled with the wrong
+    dataset, so the format must match the flag.
+    """
+    is_lvis = looks_like_lvis(data)
+    n_cats = len(data.get("categories") or [])
+    if dataset == "lvis" and not is_lvis:
+        raise InputError(
+            f"{path}: --dataset lvis, but this is not an LVIS annotation file ({n_cats} categories "
+            f"without LVIS's {'/'.join(LVIS_CATEGORY_KEYS)}, or images without "
+            f"{' and '.join(LVIS_IMAGE_KEYS)}); for a COCO-format file pass --dataset coco"
+        )
+    if dataset == "coco" and is_lvis:
+        version = LVIS_VERSIONS.get(n_cats, "of unknown version")
+        raise InputError(
+            f"{path}: --dataset coco, but this is an LVIS annotation file ({n_cats} categories, "
+            f"LVIS {version}); pass --dataset lvis so it is evaluated under LVIS's rules"
+        )
 
 
 def _lvis_from_dict(lvis_cls: Any, data: dict[str, Any]) -> Any:
@@ -359,7 +410,7 @@ def instance_problem(
     if int(ann.get("iscrowd", 0) or 0) and not include_crowd:
         return SKIP_CROWD
     if "area" not in ann:
-        raise ValueError(f"annotation id {ann.get('id')} has no 'area' field")
+        raise InputError(f"annotation id {ann.get('id')} has no 'area' field")
     if float(ann["area"]) < min_area:
         return SKIP_AREA
     problem = segmentation_problem(ann.get("segmentation"), height, width)
@@ -397,7 +448,7 @@ def load_annotation_set(
         The images (sorted by id) with their kept instances and the skip counts.
     """
     if limit_images is not None and limit_images < 1:
-        raise ValueError(f"limit_images must be >= 1, got {limit_images}")
+        raise InputError(f"limit_images must be >= 1, got {limit_images}")
     images_path = Path(images_dir)
     if not images_path.is_dir():
         raise FileNotFoundError(f"image folder not found: {images_path}")
@@ -418,7 +469,7 @@ def load_annotation_set(
         try:
             h, w = int(entry["height"]), int(entry["width"])
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(
+            raise InputError(
                 f"{annotations}: image id {image_id} lacks a valid height/width"
             ) from e
         kept: list[InstanceSpec] = []
@@ -448,7 +499,7 @@ def load_annotation_set(
         images.append(ImageSpec(image_id, h, w, path, tried, tuple(kept)))
     info: dict[str, Any] = {"n_categories": len(api.cats)}
     if dataset == "lvis":
-        info["lvis_version"] = {1230: "v0.5", 1203: "v1"}.get(len(api.cats), "unknown")
+        info["lvis_version"] = LVIS_VERSIONS.get(len(api.cats), "unknown")
     file_info = api.dataset.get("info")
     if isinstance(file_info, dict) and "version" in file_info:
         info["file_version"] = str(file_info["version"])
@@ -500,7 +551,7 @@ def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict[str,
     """
     mask_utils = require("pycocotools.mask")
     if isinstance(segmentation, dict) and rle_problem(segmentation, height, width) is not None:
-        raise ValueError(
+        raise InputError(
             f"RLE segmentation does not decode to a {height}x{width} mask (size "
             f"{segmentation.get('size')!r}, counts must be non-negative runs adding up to "
             f"{height * width})"
@@ -515,7 +566,7 @@ def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict[str,
             "size": [height, width],
             "counts": counts.encode() if isinstance(counts, str) else counts,
         }
-    raise ValueError(f"unsupported segmentation of type {type(segmentation).__name__}")
+    raise InputError(f"unsupported segmentation of type {type(segmentation).__name__}")
 
 
 def decode_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
@@ -528,7 +579,7 @@ def decode_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
     rle = segmentation_to_rle(segmentation, height, width)
     mask = np.asarray(mask_utils.decode(rle))
     if mask.shape != (height, width):
-        raise ValueError(f"segmentation decodes to {mask.shape}, expected {(height, width)}")
+        raise InputError(f"segmentation decodes to {mask.shape}, expected {(height, width)}")
     return mask.astype(bool)
 
 

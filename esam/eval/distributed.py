@@ -23,7 +23,7 @@ from typing import Any, TypeVar, cast
 
 import torch
 
-from esam.errors import UserError
+from esam.errors import InputError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError as e:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from e
+        raise InputError(f"environment variable {name}={value!r} is not an integer") from e
 
 
 def dist_timeout() -> timedelta:
@@ -93,9 +93,9 @@ def dist_timeout() -> timedelta:
     try:
         seconds = float(value)
     except ValueError as e:
-        raise ValueError(f"environment variable {TIMEOUT_ENV}={value!r} is not a number") from e
+        raise InputError(f"environment variable {TIMEOUT_ENV}={value!r} is not a number") from e
     if not seconds > 0 or seconds == float("inf"):
-        raise ValueError(f"environment variable {TIMEOUT_ENV}={value!r} must be > 0 seconds")
+        raise InputError(f"environment variable {TIMEOUT_ENV}={value!r} must be > 0 seconds")
     return timedelta(seconds=seconds)
 
 
@@ -142,7 +142,7 @@ def device_for(device: str, ctx: DistContext) -> str:
 def check_device(device: str) -> None:
     """Raise ValueError when a CUDA device is requested on a machine without CUDA."""
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
+        raise InputError(f"device {device!r} requested but CUDA is not available")
 
 
 def shard(items: Sequence[T], ctx: DistContext) -> list[T]:

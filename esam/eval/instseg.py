@@ -8,8 +8,10 @@ detections per image). AP values are reported in percent.
 
 Detections that cannot be used are counted by reason (unknown image or category, zero-size
 box, box outside the image, ...), never dropped silently. Boxes are clipped to the image
-[0, W] x [0, H] before they reach any model: EfficientSAM reads a negative coordinate as padding
-(-1), so a detector box starting at x = -0.3 would otherwise lose its top-left corner.
+[0, W] x [0, H] before they reach any model unless the protocol preset says otherwise
+(``efficientvit-sam`` passes raw boxes): EfficientSAM's prompt encoder replaces a negative
+coordinate by -1, so a detector box starting at x = -0.3 would be encoded at x = -1 rather than
+at the image edge.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ import math
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from esam.errors import InputError
 from esam.eval import distributed as dist_utils
 from esam.eval.adapters import Prompts, SegmentationAdapter, build_adapter
 from esam.eval.config import EvalRunConfig
@@ -49,6 +52,7 @@ from esam.eval.loader import ImageTaskDataset, make_loader
 from esam.eval.metrics import choose_masks
 from esam.eval.outputs import assemble_and_write, dataset_block, model_block
 from esam.eval.prompts import box_from_bbox, clip_boxes, empty_boxes
+from esam.eval.protocols import DEFAULT_PROTOCOL, resolve_settings
 from esam.eval.zeroshot import EvalRun
 from esam.utils.meta import utc_now
 
@@ -80,35 +84,54 @@ _LVIS_KEYS = {
 
 @dataclass(kw_only=True)
 class InstSegConfig(EvalRunConfig):
-    """Settings of one instance-segmentation-from-boxes run."""
+    """Settings of one instance-segmentation-from-boxes run.
+
+    ``mask_choice`` and ``clip_boxes`` come from the :mod:`protocol preset
+    <esam.eval.protocols>` unless given; :attr:`overrides` records the departures from it.
+    """
 
     detections: str
     """Detections in COCO results format (json list)."""
-    mask_choice: str = "score"
+    protocol: str = DEFAULT_PROTOCOL
+    """Protocol preset (``efficientsam``, ``efficientvit-sam`` or ``sam``)."""
+    mask_choice: str | None = None
     """``score`` (highest predicted IoU of the multimask outputs) or ``single``."""
+    clip_boxes: bool | None = None
+    """Clip detector boxes to the image before the model sees them."""
     max_dets: int | None = None
     """Detections per image evaluated: 100 for COCO, 300 for LVIS when None."""
     save_segm: bool = False
     """Also write the masks as COCO segmentation results (``<stem>.segm.json``)."""
+    overrides: dict[str, Any] = field(default_factory=dict, init=False)
+    """The settings given explicitly that differ from the preset (set on construction)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.dataset not in MAX_DETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose from {tuple(MAX_DETS)}")
+            raise InputError(f"unknown dataset {self.dataset!r}; choose from {tuple(MAX_DETS)}")
+        resolved, self.overrides = resolve_settings(
+            self.protocol,
+            {"mask_choice": self.mask_choice, "clip_boxes": self.clip_boxes},
+            n_clicks=None,
+        )
+        self.mask_choice = resolved["mask_choice"]
+        self.clip_boxes = resolved["clip_boxes"]
         if self.mask_choice not in ("score", "single"):
-            raise ValueError(
+            raise InputError(
                 f"mask choice {self.mask_choice!r} is not available for detector boxes; use score or single"
             )
         if self.max_dets is None:
             self.max_dets = MAX_DETS[self.dataset]
         if self.max_dets < 1:
-            raise ValueError(f"max_dets must be >= 1, got {self.max_dets}")
+            raise InputError(f"max_dets must be >= 1, got {self.max_dets}")
 
-    def protocol(self, world_size: int) -> dict[str, Any]:
+    def results_config(self, world_size: int) -> dict[str, Any]:
         """The ``config`` block of the results."""
         return {
+            "protocol": self.protocol,
+            "protocol_overrides": dict(self.overrides),
             "prompt": "detector_box",
-            "clip_boxes": True,
+            "clip_boxes": self.clip_boxes,
             "detections": str(self.detections),
             "mask_choice": self.mask_choice,
             "multimask_output": self.mask_choice != "single",
@@ -119,6 +142,7 @@ class InstSegConfig(EvalRunConfig):
             "device": self.device,
             "world_size": world_size,
             "workers": self.workers,
+            "workers_auto": self.workers_auto,
             "skip_bad_images": self.skip_bad_images,
             "extra": dict(self.extra),
         }
@@ -143,24 +167,24 @@ def load_detections(path: str | Path) -> list[dict[str, Any]]:
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{p}: not a valid JSON file: {e}") from e
+        raise InputError(f"{p}: not a valid JSON file: {e}") from e
     if not isinstance(data, list):
-        raise ValueError(f"{p}: expected a JSON list of detections, got {type(data).__name__}")
+        raise InputError(f"{p}: expected a JSON list of detections, got {type(data).__name__}")
     for i, det in enumerate(data):
         if not isinstance(det, dict):
-            raise ValueError(f"{p}: detection #{i} is not an object")
+            raise InputError(f"{p}: detection #{i} is not an object")
         for key in ("image_id", "category_id"):
             if not isinstance(det.get(key), int) or isinstance(det.get(key), bool):
-                raise ValueError(
+                raise InputError(
                     f"{p}: detection #{i} has no integer {key!r} (got {det.get(key)!r})"
                 )
         bbox = det.get("bbox")
         if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
-            raise ValueError(
+            raise InputError(
                 f"{p}: detection #{i} needs 'bbox' = [x, y, w, h] numbers (got {bbox!r})"
             )
         if not _is_number(det.get("score")):
-            raise ValueError(
+            raise InputError(
                 f"{p}: detection #{i} needs a finite number 'score' (got {det.get('score')!r})"
             )
     return data
@@ -174,7 +198,7 @@ class IndexedDetection:
         index: position in the detections file.
         image_id, category_id, score: as in the file.
         bbox: the detector's (x, y, w, h), as in the file.
-        box: the prompt box (x0, y0, x1, y1), clipped to the image.
+        box: the prompt box (x0, y0, x1, y1), clipped to the image unless the protocol says not.
     """
 
     index: int
@@ -193,11 +217,14 @@ def select_detections(
     dataset: str,
     max_dets: int,
     image_sizes: dict[int, tuple[int, int]],
+    clip: bool = True,
 ) -> tuple[dict[int, list[IndexedDetection]], Counter[str]]:
     """Group usable detections by image and count the others by reason.
 
     Each box is clipped to its image ([0, W] x [0, H], sizes from ``image_sizes`` as
     (height, width)); a box with no area left is counted as ``detection_box_outside_image``.
+    With ``clip`` False the prompt is the detector's raw box (a box entirely outside its image
+    is still counted and left out).
     For LVIS only the ``max_dets`` highest-scoring detections of each image are kept (the
     rule ``LVISResults`` applies); COCOeval applies its own per-category limit.
 
@@ -228,14 +255,15 @@ def select_detections(
         if empty_boxes(box)[0]:
             skips[SKIP_DET_OUTSIDE] += 1
             continue
-        if (box != box_from_bbox((x, y, w, h))).any():
+        raw = box_from_bbox((x, y, w, h))
+        if (box != raw).any():
             clipped += 1
-        x0, y0, x1, y1 = (float(v) for v in box)
+        x0, y0, x1, y1 = (float(v) for v in (box if clip else raw))
         by_image.setdefault(img, []).append(
             IndexedDetection(i, img, cat, (x, y, w, h), float(det["score"]), (x0, y0, x1, y1))
         )
     if detections and matched == 0:
-        raise ValueError(
+        raise InputError(
             f"none of the {len(detections)} detections refers to an image and category of the "
             "annotation file: check that detections and annotations belong to the same dataset"
         )
@@ -243,7 +271,9 @@ def select_detections(
         if skips[reason]:
             log.warning("%d detections skipped: %s", skips[reason], reason)
     if clipped:
-        log.info("%d detection boxes clipped to their image", clipped)
+        log.info(
+            "%d detection boxes %s their image", clipped, "clipped to" if clip else "extend beyond"
+        )
     if dataset == "lvis":
         for img, dets in by_image.items():
             if len(dets) > max_dets:
@@ -343,7 +373,7 @@ def _check_gt_masks(skips: Counter[str], annotations: str) -> None:
         if skips[k]
     }
     if bad:
-        raise ValueError(
+        raise InputError(
             f"{annotations}: ground-truth annotations that cannot be evaluated as masks: {bad}; "
             "segm AP needs every ground-truth instance to have a valid segmentation"
         )
@@ -461,14 +491,15 @@ def _run_local(
         cfg.dataset,
         cfg.max_dets,
         {s.image_id: (s.height, s.width) for s in aset.images},
+        clip=bool(cfg.clip_boxes),
     )
     todo, dropped_images = _images_to_segment(aset.images, by_image, cfg, skips)
     if adapter is None:
         adapter = build_adapter(cfg.model, cfg.checkpoint, device)
     if not adapter.supports_boxes or adapter.needs_ground_truth:
-        raise ValueError(f"model {adapter.name!r} cannot segment detector boxes")
+        raise InputError(f"model {adapter.name!r} cannot segment detector boxes")
     mine = dist_utils.shard(todo, ctx)
-    loader = make_loader(ImageTaskDataset(mine), cfg.workers)
+    loader = make_loader(ImageTaskDataset(mine), int(cfg.workers or 0))
     results: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     run_skips: Counter[str] = Counter()
@@ -480,7 +511,7 @@ def _run_local(
         if item.error is not None:
             reason, message = item.error
             if not cfg.skip_bad_images:
-                raise ValueError(
+                raise InputError(
                     f"{message} (pass --skip-bad-images to count and skip such images)"
                 )
             log.warning("%s: skipped", message)
@@ -489,7 +520,7 @@ def _run_local(
             run_dropped.append(item.spec.image_id)
             continue
         assert item.image is not None
-        res, rws = _image_rows(adapter, item.image, dets, cfg.mask_choice)
+        res, rws = _image_rows(adapter, item.image, dets, str(cfg.mask_choice))
         results.extend(res)
         rows.extend(rws)
     elapsed = time.perf_counter() - t0
@@ -540,8 +571,11 @@ def run_instseg(cfg: InstSegConfig, adapter: SegmentationAdapter | None = None) 
             task="instseg",
             output=cfg.output,
             model=model_block(local.adapter, cfg.model or None),
-            dataset={**dataset_block(aset, len(img_ids)), "n_images_with_detections": len(todo)},
-            config=cfg.protocol(ctx.world_size),
+            dataset={
+                **dataset_block(aset, len(img_ids), len(dropped_images)),
+                "n_images_with_detections": len(todo),
+            },
+            config=cfg.results_config(ctx.world_size),
             metrics=metrics,
             skips=skips,
             rows=all_rows,

@@ -8,6 +8,7 @@ or a counted skip.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,38 @@ class ImageTaskDataset(Dataset[LoadedImage]):
             return LoadedImage(spec, None, (e.reason, str(e)))
         payload = self.prepare(spec, image) if self.prepare is not None else None
         return LoadedImage(spec, image, None, payload)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+#: On the CPU, decoding workers are used only from this many cores on: below it they take
+#: cores from torch's own threads, which run the model (measured on 2 cores: 6.1x the naive
+#: loop with 0 workers, 4.2-4.5x with 2).
+CPU_WORKERS_MIN_CORES = 8
+#: The most decoding workers chosen by default.
+MAX_DEFAULT_WORKERS = 4
+
+
+def default_workers(device: str, cores: int | None = None) -> int:
+    """Decoding workers chosen when a run does not say.
+
+    * CUDA: the GPU runs the model and the main process only feeds it, so image decoding goes
+      to ``min(4, cores - 1)`` workers.
+    * CPU: torch already uses every core for the model, so workers would compete with it; none
+      below :data:`CPU_WORKERS_MIN_CORES` cores, then one per 8 cores (at most 4).
+    """
+    n = available_cores() if cores is None else cores
+    if device.startswith("cuda"):
+        return max(0, min(MAX_DEFAULT_WORKERS, n - 1))
+    if n < CPU_WORKERS_MIN_CORES:
+        return 0
+    return min(MAX_DEFAULT_WORKERS, n // CPU_WORKERS_MIN_CORES)
 
 
 def _single(batch: list[LoadedImage]) -> LoadedImage:

@@ -1,7 +1,8 @@
 """Mask IoU, COCO size buckets and the aggregate mIoU of a run.
 
 Size buckets follow COCO by the annotation's ``area``: small < 32^2, medium < 96^2, large
-otherwise. mIoU is the mean per-instance IoU in percent; sums use ``math.fsum`` so the result
+otherwise (rule ``coco``). The ``inclusive`` rule of EfficientViT-SAM's evaluation closes every
+bucket at both ends, so an area of exactly 32^2 or 96^2 counts in two buckets. mIoU is the mean per-instance IoU in percent; sums use ``math.fsum`` so the result
 does not depend on the order rows arrive in (one process or several).
 """
 
@@ -13,9 +14,17 @@ from typing import Any
 
 import numpy as np
 
+from esam.errors import InputError
+
 SMALL_MAX_AREA = 32**2
 MEDIUM_MAX_AREA = 96**2
 SIZES = ("small", "medium", "large")
+#: Text of each size-bucket rule, written into results.
+SIZE_BUCKET_TEXT = {
+    "coco": "small < 32^2 <= medium < 96^2 <= large, by annotation area",
+    "inclusive": "small <= 32^2 <= medium <= 96^2 <= large, by annotation area (boundary areas "
+    "count in both buckets)",
+}
 
 MASK_CHOICES = ("score", "single", "oracle")
 """How one mask is chosen from a model's outputs:
@@ -34,6 +43,24 @@ def size_bucket(area: float) -> str:
     if area < MEDIUM_MAX_AREA:
         return "medium"
     return "large"
+
+
+def size_buckets_of(area: float, rule: str = "coco") -> tuple[str, ...]:
+    """Every size bucket an annotation area belongs to under ``rule`` (``coco``: exactly one)."""
+    if rule == "coco":
+        return (size_bucket(area),)
+    if rule != "inclusive":
+        raise InputError(
+            f"unknown size-bucket rule {rule!r}; choose from {tuple(SIZE_BUCKET_TEXT)}"
+        )
+    out = []
+    if area <= SMALL_MAX_AREA:
+        out.append("small")
+    if SMALL_MAX_AREA <= area <= MEDIUM_MAX_AREA:
+        out.append("medium")
+    if area >= MEDIUM_MAX_AREA:
+        out.append("large")
+    return tuple(out)
 
 
 def mask_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -75,20 +102,21 @@ def choose_masks(
         return np.argmax(scores, axis=1).astype(np.int64)
     if mask_choice == "oracle":
         if gt is None:
-            raise ValueError("mask choice 'oracle' needs ground-truth masks")
+            raise InputError("mask choice 'oracle' needs ground-truth masks")
         return np.argmax(mask_iou(masks, gt[:, None]), axis=1).astype(np.int64)
-    raise ValueError(f"unknown mask choice {mask_choice!r}; choose from {MASK_CHOICES}")
+    raise InputError(f"unknown mask choice {mask_choice!r}; choose from {MASK_CHOICES}")
 
 
 def _mean(values: list[float]) -> float | None:
     return math.fsum(values) / len(values) if values else None
 
 
-def aggregate_miou(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+def aggregate_miou(rows: Iterable[Mapping[str, Any]], size_rule: str = "coco") -> dict[str, Any]:
     """mIoU over all rows and per size bucket.
 
     Args:
         rows: per-instance rows with ``iou`` (percent) and ``area``.
+        size_rule: ``coco`` or ``inclusive`` (see :func:`size_buckets_of`).
 
     Returns:
         ``miou``, ``miou_small``, ``miou_medium``, ``miou_large`` (None for an empty bucket)
@@ -99,7 +127,8 @@ def aggregate_miou(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     for row in rows:
         iou = float(row["iou"])
         every.append(iou)
-        by_size[size_bucket(float(row["area"]))].append(iou)
+        for bucket in size_buckets_of(float(row["area"]), size_rule):
+            by_size[bucket].append(iou)
     out: dict[str, Any] = {"miou": _mean(every)}
     for s in SIZES:
         out[f"miou_{s}"] = _mean(by_size[s])

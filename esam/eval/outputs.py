@@ -51,14 +51,23 @@ def model_block(adapter: SegmentationAdapter, name: str | None = None) -> dict[s
     }
 
 
-def dataset_block(aset: AnnotationSet, n_images: int) -> dict[str, Any]:
-    """``dataset`` block: name, annotation file and its sha256, image folder, image counts."""
+def dataset_block(aset: AnnotationSet, n_images: int, n_images_skipped: int) -> dict[str, Any]:
+    """``dataset`` block: name, annotation file and its sha256, image folder, image counts.
+
+    Args:
+        aset: the loaded annotations.
+        n_images: images evaluated (skipped images excluded).
+        n_images_skipped: images selected for the run but skipped (missing, corrupt, or of
+            another size than the annotation file says).
+    """
     return {
         "name": aset.dataset,
         "annotations": str(aset.annotations),
         "annotations_sha256": sha256_file(aset.annotations),
         "images": str(aset.images_dir),
         "n_images": n_images,
+        "n_images_skipped": n_images_skipped,
+        "n_images_selected": len(aset.images),
         "n_images_in_file": aset.n_images_in_file,
         **aset.info,
     }
@@ -109,5 +118,12 @@ def assemble_and_write(
         **(extra or {}),
     )
     if output is not None:
-        write_json_atomic(output, results)
+        try:
+            write_json_atomic(output, results)
+        except BaseException:
+            # no rows file without the results file that names it
+            for name in [rows_file, *files.values()]:
+                if name is not None:
+                    Path(output).with_name(name).unlink(missing_ok=True)
+            raise
     return results

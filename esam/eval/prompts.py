@@ -21,7 +21,11 @@ Rules (each recorded in the results under ``config``):
   depth (maximum distance to the region boundary) of the false-negative and false-positive
   regions, pixels already clicked excluded. A false-negative click is positive (label 1), a
   false-positive click negative (label 0); a tie goes to the false positive. When the previous
-  mask has no error left the click is padding (label -1), which the models ignore.
+  mask has no error left, the click is padding: the point (-1, -1) with label -1, which
+  EfficientSAM and SAM both ignore (EfficientSAM adds the positional encoding of a padding
+  point's coordinates, so only (-1, -1) is neutral for it; SAM zeroes it). The
+  ``negative-origin`` rule instead gives a negative click at pixel (0, 0), as RITM's clicker
+  does when both error regions are empty.
 
 Random choices use a generator seeded by (seed, image id, annotation id), so a prompt depends
 on nothing else: not on the order of evaluation, the number of processes or data workers.
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from esam.errors import InputError
 from esam.eval.deps import require
 
 PROMPTS = ("box", "point1", "point3")
@@ -38,12 +43,14 @@ CLICK_MODES = ("random", "center", "iterative")
 BOX_SOURCES = ("bbox", "mask")
 
 PAD_LABEL = -1
+#: The coordinates of a padding point: the only padding EfficientSAM's prompt encoder ignores.
+PAD_POINT = (-1.0, -1.0)
 
 
 def n_clicks(prompt: str) -> int:
     """Number of clicks of a point prompt name (``point1`` -> 1, ``point3`` -> 3)."""
     if prompt not in ("point1", "point3"):
-        raise ValueError(f"{prompt!r} is not a point prompt; choose point1 or point3")
+        raise InputError(f"{prompt!r} is not a point prompt; choose point1 or point3")
     return int(prompt[len("point") :])
 
 
@@ -78,7 +85,7 @@ def box_from_mask(mask: np.ndarray) -> np.ndarray:
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
-        raise ValueError("box_from_mask: the mask is empty")
+        raise InputError("box_from_mask: the mask is empty")
     return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float32)
 
 
@@ -86,7 +93,7 @@ def random_clicks(mask: np.ndarray, n: int, rng: np.random.Generator) -> np.ndar
     """``n`` clicks uniform over the pixels of a non-empty HxW mask, as nx2 float32 (x, y)."""
     flat = np.flatnonzero(mask.ravel())
     if flat.size == 0:
-        raise ValueError("random_clicks: the mask is empty")
+        raise InputError("random_clicks: the mask is empty")
     picks = rng.choice(flat.size, size=n, replace=flat.size < n)
     rows, cols = np.unravel_index(flat[picks], mask.shape)
     return np.stack([cols, rows], axis=1).astype(np.float32)
@@ -103,14 +110,17 @@ def _depth(region: np.ndarray) -> np.ndarray:
 def center_click(mask: np.ndarray) -> np.ndarray:
     """The deepest pixel of a non-empty HxW mask, as a (x, y) float32 pair."""
     if not mask.any():
-        raise ValueError("center_click: the mask is empty")
+        raise InputError("center_click: the mask is empty")
     depth = _depth(mask.astype(bool))
     row, col = np.unravel_index(int(np.argmax(depth)), depth.shape)
     return np.array([col, row], dtype=np.float32)
 
 
 def next_error_click(
-    gt: np.ndarray, pred: np.ndarray, clicked: np.ndarray | None = None
+    gt: np.ndarray,
+    pred: np.ndarray,
+    clicked: np.ndarray | None = None,
+    no_error: str = "pad",
 ) -> tuple[np.ndarray, int]:
     """The next iterative click for one instance.
 
@@ -118,11 +128,15 @@ def next_error_click(
         gt: HxW bool ground-truth mask.
         pred: HxW bool mask predicted from the clicks so far (all False before the first).
         clicked: kx2 (x, y) clicks already given; those pixels are not chosen again.
+        no_error: the click when no error is left: ``pad`` (:data:`PAD_POINT`, label -1) or
+            ``negative-origin`` (pixel (0, 0), label 0).
 
     Returns:
-        ((x, y) float32, label) with label 1 (false negative region), 0 (false positive) or
-        -1 (no error left; padding).
+        ((x, y) float32, label) with label 1 (false negative region), 0 (false positive or
+        ``negative-origin``) or -1 (``pad``).
     """
+    if no_error not in ("pad", "negative-origin"):
+        raise InputError(f"unknown no-error click rule {no_error!r}; choose pad or negative-origin")
     gt = gt.astype(bool)
     pred = pred.astype(bool)
     fn_depth = _depth(gt & ~pred)
@@ -133,23 +147,29 @@ def next_error_click(
         fp_depth[c[:, 1], c[:, 0]] = 0.0
     fn_max, fp_max = float(fn_depth.max()), float(fp_depth.max())
     if fn_max == 0.0 and fp_max == 0.0:
-        return np.zeros(2, dtype=np.float32), PAD_LABEL
+        if no_error == "pad":
+            return np.array(PAD_POINT, dtype=np.float32), PAD_LABEL
+        return np.zeros(2, dtype=np.float32), 0
     depth, label = (fn_depth, 1) if fn_max > fp_max else (fp_depth, 0)
     row, col = np.unravel_index(int(np.argmax(depth)), depth.shape)
     return np.array([col, row], dtype=np.float32), label
 
 
-def click_rule(prompt: str, click: str | None) -> str | None:
+def click_rule(prompt: str, click: str | None, no_error: str = "pad") -> str | None:
     """One-line description of the click protocol, written into the results."""
     if prompt == "box" or click is None:
         return None
+    after = {
+        "pad": "the padding point (-1, -1) with label -1",
+        "negative-origin": "a negative click at pixel (0, 0)",
+    }[no_error]
     return {
         "random": "clicks uniform over the GT mask pixels (without replacement), all positive",
         "center": "one click at the GT mask pixel farthest from its boundary (EDT maximum)",
         "iterative": (
             "first click at the EDT maximum of the GT mask; each next click at the EDT maximum of "
             "the deeper of the false-negative (positive click) and false-positive (negative click) "
-            "regions of the previous prediction; padding when no error is left"
+            f"regions of the previous prediction; when no error is left: {after}"
         ),
     }[click]
 
@@ -157,15 +177,15 @@ def click_rule(prompt: str, click: str | None) -> str | None:
 def validate_prompt_settings(prompt: str, click: str | None, box_source: str | None) -> None:
     """Raise ValueError for impossible combinations (e.g. ``point3`` with ``center``)."""
     if prompt not in PROMPTS:
-        raise ValueError(f"unknown prompt {prompt!r}; choose from {PROMPTS}")
+        raise InputError(f"unknown prompt {prompt!r}; choose from {PROMPTS}")
     if prompt == "box":
         if box_source not in BOX_SOURCES:
-            raise ValueError(f"unknown box source {box_source!r}; choose from {BOX_SOURCES}")
+            raise InputError(f"unknown box source {box_source!r}; choose from {BOX_SOURCES}")
         return
     if click not in CLICK_MODES:
-        raise ValueError(f"unknown click mode {click!r}; choose from {CLICK_MODES}")
+        raise InputError(f"unknown click mode {click!r}; choose from {CLICK_MODES}")
     if click == "center" and n_clicks(prompt) > 1:
-        raise ValueError(
+        raise InputError(
             "--click center defines a single click; for point3 use --click iterative (first click "
             "at the centre, later clicks on the error regions) or --click random"
         )

@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from esam.errors import InputError
 from esam.eval import distributed as dist_utils
 from esam.eval.adapters import Prediction, Prompts, SegmentationAdapter, build_adapter
 from esam.eval.config import EvalRunConfig
@@ -39,12 +40,21 @@ from esam.eval.data import (
     decode_mask,
     handle_missing_images,
     load_annotation_set,
+    n_images_skipped,
 )
 from esam.eval.loader import ImageTaskDataset, LoadedImage, make_loader
-from esam.eval.metrics import MASK_CHOICES, aggregate_miou, choose_masks, mask_iou, size_bucket
+from esam.eval.metrics import (
+    MASK_CHOICES,
+    SIZE_BUCKET_TEXT,
+    aggregate_miou,
+    choose_masks,
+    mask_iou,
+    size_bucket,
+)
 from esam.eval.outputs import assemble_and_write, dataset_block, model_block
 from esam.eval.prompts import (
     PAD_LABEL,
+    PROMPTS,
     box_from_bbox,
     box_from_mask,
     center_click,
@@ -57,6 +67,12 @@ from esam.eval.prompts import (
     random_clicks,
     validate_prompt_settings,
 )
+from esam.eval.protocols import (
+    DEFAULT_PROTOCOL,
+    NO_ERROR_CLICKS,
+    SIZE_BUCKET_RULES,
+    resolve_settings,
+)
 from esam.utils.meta import utc_now
 
 log = logging.getLogger(__name__)
@@ -66,52 +82,101 @@ MIN_AREA = 1.0
 
 @dataclass(kw_only=True)
 class ZeroShotConfig(EvalRunConfig):
-    """Settings of one zero-shot run; everything that changes the numbers is recorded."""
+    """Settings of one zero-shot run; everything that changes the numbers is recorded.
+
+    The prompt-selection rules come from a named :mod:`protocol preset <esam.eval.protocols>`;
+    each rule left ``None`` takes the preset's value, and a rule set to a value that differs from
+    the preset's is recorded as an override. After construction every rule holds its resolved
+    value and :attr:`overrides` the user's departures from the preset.
+    """
 
     prompt: str = "box"
     """``box``, ``point1`` or ``point3``."""
-    click: str = "random"
-    """Click rule for point prompts: ``random``, ``center`` or ``iterative``."""
-    box_source: str = "bbox"
+    protocol: str = DEFAULT_PROTOCOL
+    """Protocol preset (``efficientsam``, ``efficientvit-sam`` or ``sam``)."""
+    click: str | None = None
+    """Click rule for point prompts: ``random``, ``center`` or ``iterative`` (preset's if None)."""
+    box_source: str | None = None
     """Box prompts from the annotation's ``bbox`` or the tight box of its ``mask``."""
-    mask_choice: str = "score"
+    clip_boxes: bool | None = None
+    """Clip box prompts to the image before the model sees them."""
+    mask_choice: str | None = None
     """``score`` (highest predicted IoU of the multimask outputs), ``single`` or ``oracle``."""
-    include_crowd: bool = False
+    include_crowd: bool | None = None
     """Evaluate ``iscrowd`` regions too."""
+    no_error_click: str | None = None
+    """Iterative clicks once no error is left: ``pad`` or ``negative-origin``."""
+    size_buckets: str | None = None
+    """``coco`` (half-open) or ``inclusive`` (boundary areas count in both buckets)."""
     seed: int = 0
     """Seed of the random clicks (combined with image and annotation ids)."""
+    overrides: dict[str, Any] = field(default_factory=dict, init=False)
+    """The rules given explicitly that differ from the preset (set on construction)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.prompt not in PROMPTS:
+            raise InputError(f"unknown prompt {self.prompt!r}; choose from {PROMPTS}")
+        point = self.prompt != "box"
+        chosen: dict[str, Any] = {
+            "click": self.click if point else None,
+            "no_error_click": self.no_error_click if point else None,
+            "box_source": None if point else self.box_source,
+            "clip_boxes": None if point else self.clip_boxes,
+            "mask_choice": self.mask_choice,
+            "include_crowd": self.include_crowd,
+            "size_buckets": self.size_buckets,
+        }
+        resolved, self.overrides = resolve_settings(
+            self.protocol, chosen, n_clicks=n_clicks(self.prompt) if point else None
+        )
+        for key, value in resolved.items():
+            setattr(self, key, value)
         validate_prompt_settings(self.prompt, self.click, self.box_source)
         if self.mask_choice not in MASK_CHOICES:
-            raise ValueError(
+            raise InputError(
                 f"unknown mask choice {self.mask_choice!r}; choose from {MASK_CHOICES}"
             )
+        if self.no_error_click not in NO_ERROR_CLICKS:
+            raise InputError(
+                f"unknown no-error click {self.no_error_click!r}; choose from {NO_ERROR_CLICKS}"
+            )
+        if self.size_buckets not in SIZE_BUCKET_RULES:
+            raise InputError(
+                f"unknown size-bucket rule {self.size_buckets!r}; choose from {SIZE_BUCKET_RULES}"
+            )
 
-    def protocol(self, world_size: int) -> dict[str, Any]:
+    def results_config(self, world_size: int) -> dict[str, Any]:
         """The ``config`` block of the results (settings that do not apply are null)."""
         point = self.prompt != "box"
+        iterative = point and self.click == "iterative"
         return {
+            "protocol": self.protocol,
+            "protocol_overrides": dict(self.overrides),
             "prompt": self.prompt,
             "n_clicks": n_clicks(self.prompt) if point else None,
             "click": self.click if point else None,
-            "click_rule": click_rule(self.prompt, self.click if point else None),
+            "click_rule": click_rule(
+                self.prompt, self.click if point else None, str(self.no_error_click)
+            ),
+            "no_error_click": self.no_error_click if iterative else None,
             "click_coordinates": "(x, y) = (column, row) index of the clicked pixel"
             if point
             else None,
             "box_source": None if point else self.box_source,
-            "clip_boxes": None if point else True,
+            "clip_boxes": None if point else self.clip_boxes,
             "mask_choice": self.mask_choice,
             "multimask_output": self.mask_choice != "single",
             "include_crowd": self.include_crowd,
             "min_area": MIN_AREA,
-            "size_buckets": "small < 32^2 <= medium < 96^2 <= large, by annotation area",
+            "size_buckets": self.size_buckets,
+            "size_bucket_rule": SIZE_BUCKET_TEXT[str(self.size_buckets)],
             "limit_images": self.limit_images,
             "seed": self.seed,
             "device": self.device,
             "world_size": world_size,
             "workers": self.workers,
+            "workers_auto": self.workers_auto,
             "skip_bad_images": self.skip_bad_images,
             "extra": dict(self.extra),
         }
@@ -140,7 +205,7 @@ class ZeroShotPayload:
 
 def _bbox(inst: InstanceSpec) -> tuple[float, float, float, float]:
     if inst.bbox is None:  # excluded at loading when boxes come from the annotation
-        raise ValueError(f"annotation id {inst.ann_id} has no usable bbox")
+        raise InputError(f"annotation id {inst.ann_id} has no usable bbox")
     return inst.bbox
 
 
@@ -152,6 +217,7 @@ class PreparePrompts:
     click: str
     box_source: str
     seed: int
+    clip: bool = True
 
     def __call__(self, spec: ImageSpec, image: np.ndarray) -> ZeroShotPayload:
         h, w = spec.height, spec.width
@@ -178,7 +244,7 @@ class PreparePrompts:
                 if empty_boxes(box)[0]:
                     skips[SKIP_BOX_OUTSIDE] += 1
                     continue
-                kept_boxes.append(box)
+                kept_boxes.append(box if self.clip else raw)
             kept.append(inst)
             masks.append(m)
         gt = np.stack(masks) if masks else np.zeros((0, h, w), dtype=bool)
@@ -226,7 +292,7 @@ def _decode(
     adapter: SegmentationAdapter, prompts: Prompts, gt: np.ndarray, cfg: ZeroShotConfig
 ) -> _Round:
     pred = adapter.predict(prompts, multimask_output=cfg.mask_choice != "single")
-    idx = choose_masks(pred.masks, pred.scores, gt, cfg.mask_choice)
+    idx = choose_masks(pred.masks, pred.scores, gt, str(cfg.mask_choice))
     chosen = pred.masks[np.arange(len(idx)), idx]
     return _Round(pred, idx, chosen, mask_iou(chosen, gt))
 
@@ -251,7 +317,9 @@ def _iterate_clicks(
         nxt_lab = np.zeros((q, 1), dtype=np.int64)
         for k in range(q):
             given = points[k][labels[k] != PAD_LABEL]
-            nxt[k, 0], nxt_lab[k, 0] = next_error_click(gt[k], rnd.chosen[k], given)
+            nxt[k, 0], nxt_lab[k, 0] = next_error_click(
+                gt[k], rnd.chosen[k], given, str(cfg.no_error_click)
+            )
         points = np.concatenate([points, nxt], axis=1)
         labels = np.concatenate([labels, nxt_lab], axis=1)
         rnd = _decode(adapter, _prompts(gt, adapter, points=points, labels=labels), gt, cfg)
@@ -295,7 +363,7 @@ def evaluate_image(
             "ann_id": inst.ann_id,
             "category_id": inst.category_id,
             "area": inst.area,
-            "size": size_bucket(inst.area),
+            "size": size_bucket(inst.area),  # the COCO bucket; see config.size_buckets
             "iscrowd": inst.iscrowd,
             "prompt": cfg.prompt,
         }
@@ -318,7 +386,7 @@ def _fail_or_skip(item: LoadedImage, cfg: ZeroShotConfig, skips: Counter[str]) -
     assert item.error is not None
     reason, message = item.error
     if not cfg.skip_bad_images:
-        cls = FileNotFoundError if reason == SKIP_IMAGE_MISSING else ValueError
+        cls = FileNotFoundError if reason == SKIP_IMAGE_MISSING else InputError
         raise cls(f"{message} (pass --skip-bad-images to count and skip such images)")
     log.warning("%s: skipped", message)
     skips[reason] += 1
@@ -348,7 +416,7 @@ def _run_local(
         cfg.dataset,
         cfg.annotations,
         cfg.images,
-        include_crowd=cfg.include_crowd,
+        include_crowd=bool(cfg.include_crowd),
         limit_images=cfg.limit_images,
         need_bbox=cfg.prompt == "box" and cfg.box_source == "bbox",
         min_area=MIN_AREA,
@@ -358,12 +426,14 @@ def _run_local(
     if adapter is None:
         adapter = build_adapter(cfg.model, cfg.checkpoint, device)
     if cfg.prompt == "box" and not adapter.supports_boxes:
-        raise ValueError(f"model {adapter.name!r} does not accept box prompts")
+        raise InputError(f"model {adapter.name!r} does not accept box prompts")
     if cfg.prompt != "box" and not adapter.supports_points:
-        raise ValueError(f"model {adapter.name!r} does not accept point prompts (use --prompt box)")
+        raise InputError(f"model {adapter.name!r} does not accept point prompts (use --prompt box)")
     mine = dist_utils.shard(images, ctx)
-    prepare = PreparePrompts(cfg.prompt, cfg.click, cfg.box_source, cfg.seed)
-    loader = make_loader(ImageTaskDataset(mine, prepare), cfg.workers)
+    prepare = PreparePrompts(
+        cfg.prompt, str(cfg.click), str(cfg.box_source), cfg.seed, bool(cfg.clip_boxes)
+    )
+    loader = make_loader(ImageTaskDataset(mine, prepare), int(cfg.workers or 0))
     rows: list[dict[str, Any]] = []
     run_skips: Counter[str] = Counter()
     t0 = time.perf_counter()
@@ -409,15 +479,19 @@ def run_zeroshot(cfg: ZeroShotConfig, adapter: SegmentationAdapter | None = None
         for part in gathered:
             skips.update(part[1])
         wall = max(part[2] for part in gathered)
-        metrics = aggregate_miou(all_rows)
+        metrics = aggregate_miou(all_rows, str(cfg.size_buckets))
         n_done = len({r["image_id"] for r in all_rows})
         aset = local.aset
+        n_skipped = n_images_skipped(skips)
         results = assemble_and_write(
             task="zeroshot",
             output=cfg.output,
             model=model_block(local.adapter, cfg.model if cfg.model else None),
-            dataset={**dataset_block(aset, len(aset.images)), "n_images_with_instances": n_done},
-            config=cfg.protocol(ctx.world_size),
+            dataset={
+                **dataset_block(aset, len(aset.images) - n_skipped, n_skipped),
+                "n_images_with_instances": n_done,
+            },
+            config=cfg.results_config(ctx.world_size),
             metrics=metrics,
             skips=skips,
             rows=all_rows,

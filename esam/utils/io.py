@@ -36,6 +36,33 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     return path
 
 
+def check_writable_file(path: str | os.PathLike[str], what: str = "output file") -> Path:
+    """Check, before any work is done, that ``path`` can be written as a file.
+
+    The nearest existing ancestor must be a writable folder (missing folders are created on
+    writing) and ``path`` itself must not be a folder.
+
+    Raises:
+        UserError: the path is a folder, lies below a file, or its folder is not writable; the
+            message names the path and the problem.
+    """
+    from esam.errors import UserError
+
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(
+            f"{what} {p} is an existing folder; pass a file path (e.g. {p / 'results.json'})"
+        )
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{what} {p} cannot be created: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {p} cannot be created: folder {parent} is not writable")
+    return p
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return write_bytes_atomic(path, text.encode("utf-8"))

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable
 from importlib import metadata
 
+from esam.errors import InputError
 from esam.eval.adapters.base import Prediction, Prompts, SegmentationAdapter
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def get_factory(name: str) -> AdapterFactory:
     if name in eps:
         factory: AdapterFactory = eps[name].load()
         return factory
-    raise ValueError(
+    raise InputError(
         f"unknown model {name!r}; available: {', '.join(available_adapters())} "
         f"(more can be installed through the entry-point group {ENTRY_POINT_GROUP!r})"
     )

@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from esam.errors import InputError
+
 
 @dataclass(frozen=True)
 class Prompts:
@@ -37,26 +39,26 @@ class Prompts:
 
     def __post_init__(self) -> None:
         if self.boxes is None and self.points is None:
-            raise ValueError("Prompts needs boxes or points")
+            raise InputError("Prompts needs boxes or points")
         if (self.points is None) != (self.labels is None):
-            raise ValueError("Prompts: points and labels go together")
+            raise InputError("Prompts: points and labels go together")
         sizes = set()
         if self.boxes is not None:
             if self.boxes.ndim != 2 or self.boxes.shape[1] != 4:
-                raise ValueError(f"Prompts.boxes must be Qx4, got {self.boxes.shape}")
+                raise InputError(f"Prompts.boxes must be Qx4, got {self.boxes.shape}")
             sizes.add(self.boxes.shape[0])
         if self.points is not None and self.labels is not None:
             if self.points.ndim != 3 or self.points.shape[2] != 2:
-                raise ValueError(f"Prompts.points must be QxNx2, got {self.points.shape}")
+                raise InputError(f"Prompts.points must be QxNx2, got {self.points.shape}")
             if self.labels.shape != self.points.shape[:2]:
-                raise ValueError(
+                raise InputError(
                     f"Prompts.labels must be QxN = {self.points.shape[:2]}, got {self.labels.shape}"
                 )
             sizes.add(self.points.shape[0])
         if self.gt_masks is not None:
             sizes.add(self.gt_masks.shape[0])
         if len(sizes) != 1:
-            raise ValueError(f"Prompts: boxes, points and gt_masks disagree on Q: {sorted(sizes)}")
+            raise InputError(f"Prompts: boxes, points and gt_masks disagree on Q: {sorted(sizes)}")
 
     def __len__(self) -> int:
         if self.boxes is not None:
@@ -88,11 +90,11 @@ class Prediction:
 
     def __post_init__(self) -> None:
         if self.masks.ndim != 4 or self.masks.dtype != np.bool_:
-            raise ValueError(
+            raise InputError(
                 f"Prediction.masks must be QxMxHxW bool, got {self.masks.shape} {self.masks.dtype}"
             )
         if self.scores.shape != self.masks.shape[:2]:
-            raise ValueError(
+            raise InputError(
                 f"Prediction.scores must be QxM = {self.masks.shape[:2]}, got {self.scores.shape}"
             )
 
@@ -127,11 +129,11 @@ class SegmentationAdapter(abc.ABC):
     def check_prompts(self, prompts: Prompts) -> None:
         """Raise ValueError when the model cannot take this kind of prompt."""
         if prompts.boxes is not None and not self.supports_boxes:
-            raise ValueError(f"model {self.name!r} does not accept box prompts")
+            raise InputError(f"model {self.name!r} does not accept box prompts")
         if prompts.points is not None and not self.supports_points:
-            raise ValueError(f"model {self.name!r} does not accept point prompts")
+            raise InputError(f"model {self.name!r} does not accept point prompts")
         if self.needs_ground_truth and prompts.gt_masks is None:
-            raise ValueError(f"model {self.name!r} needs ground-truth masks with its prompts")
+            raise InputError(f"model {self.name!r} needs ground-truth masks with its prompts")
 
 
 def empty_prediction(q: int, m: int, height: int, width: int) -> Prediction:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from esam.errors import InputError
 from esam.eval.adapters.base import Prediction, Prompts, SegmentationAdapter
 
 
@@ -38,7 +39,7 @@ class _ImageSizeMixin:
 
     def set_image(self, image: np.ndarray) -> None:
         if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"image must be HxWx3, got shape {image.shape}")
+            raise InputError(f"image must be HxWx3, got shape {image.shape}")
         self._hw = (int(image.shape[0]), int(image.shape[1]))
 
     def _size(self) -> tuple[int, int]:
@@ -75,7 +76,7 @@ class OracleAdapter(_ImageSizeMixin, SegmentationAdapter):
         assert prompts.gt_masks is not None
         h, w = self._size()
         if prompts.gt_masks.shape[1:] != (h, w):
-            raise ValueError(f"gt_masks are {prompts.gt_masks.shape[1:]} but the image is {(h, w)}")
+            raise InputError(f"gt_masks are {prompts.gt_masks.shape[1:]} but the image is {(h, w)}")
         masks = prompts.gt_masks.astype(bool)[:, None]
         return Prediction(masks, np.ones(masks.shape[:2], dtype=np.float32))
 
@@ -86,12 +87,12 @@ class OracleAdapter(_ImageSizeMixin, SegmentationAdapter):
 def build_box_fill(name: str, checkpoint: str | None = None, device: str = "cpu") -> BoxFillAdapter:
     """Factory of the ``box_fill`` baseline (``checkpoint`` and ``device`` are not used)."""
     if checkpoint is not None:
-        raise ValueError("box_fill takes no --checkpoint")
+        raise InputError("box_fill takes no --checkpoint")
     return BoxFillAdapter()
 
 
 def build_oracle(name: str, checkpoint: str | None = None, device: str = "cpu") -> OracleAdapter:
     """Factory of the ``oracle`` baseline (``checkpoint`` and ``device`` are not used)."""
     if checkpoint is not None:
-        raise ValueError("oracle takes no --checkpoint")
+        raise InputError("oracle takes no --checkpoint")
     return OracleAdapter()

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from esam.errors import InputError
 from esam.eval.adapters.base import Prediction, Prompts, SegmentationAdapter
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def build_efficientsam(
     from esam.checkpoint import OFFICIAL_WEIGHTS_HINT
 
     if checkpoint is None and not allow_untrained:
-        raise ValueError(f"model {name!r} needs --checkpoint. {OFFICIAL_WEIGHTS_HINT}")
+        raise InputError(f"model {name!r} needs --checkpoint. {OFFICIAL_WEIGHTS_HINT}")
     if checkpoint is None:
         model = esam.build_model(name)
     else:

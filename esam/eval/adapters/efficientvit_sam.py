@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from esam.errors import InputError
 from esam.eval.adapters.sam import SamFamilyAdapter, load_state_dict_file, load_strict
 
 EFFICIENTVIT_SAM_WEIGHTS_HINT = (
@@ -37,16 +38,16 @@ def build_efficientvit_sam(
 ) -> EfficientViTSamAdapter:
     """Factory of ``efficientvit_sam_l0`` ... ``efficientvit_sam_xl1`` (needs ``efficientsam``)."""
     if name not in EFFICIENTVIT_SAM_MODELS:
-        raise ValueError(
+        raise InputError(
             f"unknown EfficientViT-SAM model {name!r}; choose from {sorted(EFFICIENTVIT_SAM_MODELS)}"
         )
     if checkpoint is None:
-        raise ValueError(f"model {name!r} needs --checkpoint. {EFFICIENTVIT_SAM_WEIGHTS_HINT}")
+        raise InputError(f"model {name!r} needs --checkpoint. {EFFICIENTVIT_SAM_WEIGHTS_HINT}")
     try:
         from efficientsam.models.efficientvit.sam import EfficientViTSamPredictor
         from efficientsam.sam_model_zoo import create_efficientvit_sam_model
     except ImportError as e:
-        raise ValueError(
+        raise InputError(
             f"model {name!r} needs the efficientsam package (EfficientViT-SAM model code): "
             "pip install efficientsam"
         ) from e

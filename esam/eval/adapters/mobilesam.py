@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from esam.errors import InputError
 from esam.eval.adapters.sam import SamFamilyAdapter, load_state_dict_file, load_strict
 
 MOBILESAM_WEIGHTS_HINT = (
@@ -23,11 +24,11 @@ def build_mobilesam(
 ) -> SamFamilyAdapter:
     """Factory of ``mobilesam`` (needs ``pip install mobilesam-mirror timm``)."""
     if checkpoint is None:
-        raise ValueError(f"model {name!r} needs --checkpoint. {MOBILESAM_WEIGHTS_HINT}")
+        raise InputError(f"model {name!r} needs --checkpoint. {MOBILESAM_WEIGHTS_HINT}")
     try:
         from mobile_sam import SamPredictor, sam_model_registry
     except ImportError as e:
-        raise ValueError(
+        raise InputError(
             f"model {name!r} needs the mobilesam-mirror package (module mobile_sam) and timm: "
             "pip install mobilesam-mirror timm"
         ) from e

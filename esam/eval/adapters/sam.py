@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from esam.errors import InputError
 from esam.eval.adapters.base import Prediction, Prompts, SegmentationAdapter
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,12 @@ def load_state_dict_file(path: str, hint: str) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError, RuntimeError, EOFError, ...
-        raise ValueError(f"{path}: cannot be read as a PyTorch checkpoint: {e}") from e
+        raise InputError(f"{path}: cannot be read as a PyTorch checkpoint: {e}") from e
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: expected a state dict of tensors")
+        raise InputError(f"{path}: expected a state dict of tensors")
     return obj
 
 
@@ -136,13 +137,13 @@ class SamFamilyAdapter(SegmentationAdapter):
 def build_sam(name: str, checkpoint: str | None = None, device: str = "cpu") -> SamFamilyAdapter:
     """Factory of ``sam_vit_b`` / ``sam_vit_l`` / ``sam_vit_h`` (needs ``segment-anything``)."""
     if name not in SAM_ARCHS:
-        raise ValueError(f"unknown SAM model {name!r}; choose from {sorted(SAM_ARCHS)}")
+        raise InputError(f"unknown SAM model {name!r}; choose from {sorted(SAM_ARCHS)}")
     if checkpoint is None:
-        raise ValueError(f"model {name!r} needs --checkpoint. {SAM_WEIGHTS_HINT}")
+        raise InputError(f"model {name!r} needs --checkpoint. {SAM_WEIGHTS_HINT}")
     try:
         from segment_anything import SamPredictor, sam_model_registry
     except ImportError as e:
-        raise ValueError(
+        raise InputError(
             f"model {name!r} needs the segment-anything package: pip install 'esam[sam]'"
         ) from e
     state = load_state_dict_file(checkpoint, SAM_WEIGHTS_HINT)
