@@ -11,6 +11,10 @@ Supported inputs:
 Every ``torch.load`` uses ``weights_only=True`` and ``map_location="cpu"``. Loading is strict:
 missing, unexpected or shape-mismatched keys raise one :class:`CheckpointError` listing them
 all, and the model is left untouched. Nothing is ever downloaded.
+
+Stand-in weights (:mod:`esam.standin`) are recognised whatever the file's layout, and the info
+:func:`read_checkpoint` returns then says so (``weights="standin (seed N)"``), so results
+computed with them are flagged as not meaningful.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from esam.errors import InputError
+from esam.standin import identify_standin
 from esam.utils.io import write_bytes_atomic
 
 OFFICIAL_WEIGHTS_HINT = (
@@ -35,7 +41,7 @@ OFFICIAL_WEIGHTS_HINT = (
 ESAM_FORMAT = "esam"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint file cannot be read or does not fit the model."""
 
 
@@ -72,8 +78,11 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     """Read a weights file without building a model.
 
     Returns:
-        (state_dict, info) where ``info`` may hold ``model_name`` and ``config`` (esam files)
-        and always ``format`` (``official``, ``esam`` or ``state_dict``).
+        (state_dict, info) where ``info`` may hold ``model_name`` and ``config`` (esam files),
+        ``weights`` (a note on where the weights come from) and always ``format``
+        (``official``, ``esam`` or ``state_dict``). For stand-in weights ``info`` also holds
+        ``standin_seed`` and ``standin_generator``, and ``weights`` is ``"standin (seed N)"``
+        unless the file carries its own note.
 
     Raises:
         FileNotFoundError: the file does not exist (the message says where weights come from).
@@ -83,13 +92,31 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}. {OFFICIAL_WEIGHTS_HINT}")
     if path.suffix == ".safetensors":
-        return _read_safetensors(path)
-    obj: Any = None
-    if zipfile.is_zipfile(path):
-        obj = _read_official_zip(path)
-    if obj is None:
-        obj = _torch_load_bytes(path.read_bytes(), str(path))
-    return _unpack(obj, str(path))
+        state, info = _read_safetensors(path)
+    else:
+        obj: Any = None
+        if zipfile.is_zipfile(path):
+            obj = _read_official_zip(path)
+        if obj is None:
+            obj = _torch_load_bytes(path.read_bytes(), str(path))
+        state, info = _unpack(obj, str(path))
+    note_standin(state, info)
+    return state, info
+
+
+def note_standin(state: dict[str, torch.Tensor], info: dict[str, Any]) -> dict[str, Any]:
+    """Record in ``info`` (in place) whether ``state`` holds stand-in weights.
+
+    Adds ``standin_seed`` and ``standin_generator``, and ``weights = "standin (seed N)"``
+    unless ``info`` already has a ``weights`` note (one written into the file wins).
+    """
+    match = identify_standin(state)
+    if match is not None:
+        info["standin_seed"] = match.seed
+        info["standin_generator"] = match.generator
+        if not info.get("weights"):
+            info["weights"] = match.label
+    return info
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

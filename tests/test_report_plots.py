@@ -33,8 +33,15 @@ def test_pareto_front():
 
 
 def test_panels_pair_sources_and_front_is_measured_only(tidy):
+    # the measured runs name no protocol: published accuracy of a named protocol stays out
     panels, label = throughput_panels(tidy, "zeroshot", "miou", "box")
-    assert label == "coco · box"
+    assert label == "coco · box · protocol unspecified"
+    assert not any(p["source"] == "published" for ps in panels.values() for p in ps)
+    # published numbers under the runs' own protocol are paired
+    tidy = tidy.assign(
+        protocol=tidy["protocol"].where(tidy["protocol"] != "efficientvit-sam", "unspecified")
+    )
+    panels, label = throughput_panels(tidy, "zeroshot", "miou", "box")
     gpu_panel = {p["model"]: p for p in panels["Fixture GPU (synthetic)"]}
     assert {m for m, p in gpu_panel.items() if p["front"]} == {
         "sam_vit_h",

@@ -18,7 +18,13 @@ from esam.report.tables import (
     to_markdown,
     to_text,
 )
-from esam.report.tasks import TASKS, guess_direction, metric_direction, task_spec
+from esam.report.tasks import (
+    PROTOCOL_CONFIG_KEYS,
+    TASKS,
+    guess_direction,
+    metric_direction,
+    task_spec,
+)
 from esam.utils.results import make_results
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
@@ -137,35 +143,46 @@ def test_best_marks_on_the_right_cells(boards):
 
 
 def test_published_rows_kept_apart(boards):
-    board = _board(boards, "zeroshot", dataset="coco", setting="box")
-    rows = board.rows
-    pub = rows[rows["source"] == "published"]
+    # measured runs that name no protocol never share a table with numbers of a named protocol
+    board = _board(boards, "zeroshot", dataset="coco", setting="box", protocol="unspecified")
+    assert set(board.rows["source"]) == {"measured"}
+    evit = _board(boards, "zeroshot", dataset="coco", setting="box", protocol="efficientvit-sam")
+    assert evit.title == "coco · box · protocol efficientvit-sam"
+    pub = evit.rows
     # aliased to the measured name, the published name kept beside it
     assert list(pub["model"]) == ["efficientvit_sam_xl1"]
     assert list(pub["published_as"]) == ["EfficientViT-SAM-XL1"]
-    pub_pos = int(pub.index[0])
-    # a model nobody measured: after the measured rows, unranked, and never marked best
-    assert pub_pos == len(rows) - 1
-    assert pub["rank"].isna().all()
-    assert pub["miou"].iloc[0] > rows[rows["source"] == "measured"]["miou"].max()
-    assert all(pub_pos not in positions for positions in board.best.values())
+    assert pub["rank"].isna().all() and evit.best == {}
     assert "EfficientViT-SAM README" in pub["provenance"].iloc[0]
     md_line = next(
-        line for line in to_markdown(board).splitlines() if "EfficientViT-SAM-XL1" in line
+        line for line in to_markdown(evit).splitlines() if "EfficientViT-SAM-XL1" in line
     )
     assert "*efficientvit_sam_xl1* (EfficientViT-SAM-XL1, published)" in md_line
     assert "*79.9*" in md_line and "**" not in md_line
 
-    instseg = _board(boards, "instseg", dataset="coco", setting="vitdet")
-    assert set(instseg.rows[instseg.rows["source"] == "published"]["model"]) >= {
-        "sam_vit_h",
-        "FastSAM",
-        "mobilesam",
-        "efficientvit_sam_l0",
-    }
+    instseg = _board(boards, "instseg", dataset="coco", setting="vitdet", protocol="unspecified")
+    rows = instseg.rows
+    published = rows[rows["source"] == "published"]
+    assert set(published["model"]) >= {"sam_vit_h", "FastSAM", "mobilesam", "EdgeSAM"}
+    # EfficientViT-SAM's and the EfficientSAM paper's numbers name their protocols: elsewhere
+    assert "efficientvit_sam_l0" not in set(published["model"])
+    assert not published["reference"].str.startswith("EfficientSAM paper").any()
+    # a model nobody measured: after the measured rows, unranked, and never marked best
+    last_measured = int(rows.index[rows["source"] == "measured"].max())
+    edge = rows.index[rows["model"] == "EdgeSAM"]
+    assert (edge > last_measured).all()
+    assert rows.loc[edge, "rank"].isna().all()
     (pos,) = instseg.best["ap"]
     assert instseg.rows.iloc[pos]["model"] == "sam_vit_h"  # 46.3 measured beats nothing published
     assert instseg.rows.iloc[pos]["source"] == "measured"
+    paper = _board(boards, "instseg", dataset="coco", setting="vitdet", protocol="efficientsam")
+    assert dict(zip(paper.rows["model"], paper.rows["ap"], strict=True)) == {
+        "sam_vit_h": 46.5,
+        "mobilesam": 38.7,
+        "FastSAM": 37.9,
+        "efficientsam_vitt": 42.3,
+        "efficientsam_vits": 44.4,
+    }
 
 
 def test_published_rows_sit_beside_the_same_measured_model(boards):
@@ -228,8 +245,10 @@ def test_csv_and_text_renderers(boards):
     assert df.loc[df["source"] == "published", "best"].eq("").all()
     text = to_text(board)
     assert text.splitlines()[0].lstrip().startswith("#")
-    assert "78.6*" in text and "published" in text
+    assert "78.6*" in text and "measured" in text
     assert main_board(boards) is board
+    instseg = _board(boards, "instseg", dataset="coco", setting="vitdet", protocol="unspecified")
+    assert "published" in to_text(instseg, max_rows=30)
 
 
 def test_runs_differing_in_a_variant_key_stay_apart(tmp_path):
@@ -334,8 +353,9 @@ _COMBINABLE = {
     "click_rule",  # from the prompt and click
     "click_coordinates",  # a description of the convention
     "multimask_output",  # from the mask choice
-    "size_buckets",  # a description of the fixed COCO buckets
+    "size_bucket_rule",  # a description of the size buckets, which are a variant key
     "evaluator",  # from the dataset, which splits tables
+    "workers_auto",
 }
 
 
@@ -346,15 +366,16 @@ def test_every_protocol_setting_of_the_evaluators_is_part_of_a_row_identity():
     common = {"model": "m", "dataset": "coco", "annotations": "a.json", "images": "i"}
     protocols = {
         "zeroshot": [
-            ZeroShotConfig(**common).protocol(1),
-            ZeroShotConfig(**common, prompt="point1", click="center").protocol(1),
+            ZeroShotConfig(**common).results_config(1),
+            ZeroShotConfig(**common, prompt="point1", click="center").results_config(1),
         ],
-        "instseg": [InstSegConfig(**common, detections="d/coco_vitdet.json").protocol(1)],
+        "instseg": [InstSegConfig(**common, detections="d/coco_vitdet.json").results_config(1)],
     }
     for task, configs in protocols.items():
         spec = TASKS[task]
         identity = {k for group in spec.setting_keys for k in group.split("|")}
         identity |= set(spec.variant_keys)
+        identity |= set(PROTOCOL_CONFIG_KEYS) if spec.protocol else set()  # split tables
         for config in configs:
             unknown = set(config) - identity - _COMBINABLE
             assert not unknown, (

@@ -10,6 +10,8 @@ import argparse
 import sys
 from typing import Any
 
+from esam.utils.results import DEFAULT_MAX_SKIPPED_IMAGES
+
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``report`` subcommand to the ``esam`` parser."""
@@ -43,12 +45,34 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--title", default="esam benchmark report", help="page title")
     parser.add_argument(
+        "--max-skipped-images",
+        type=_fraction,
+        default=DEFAULT_MAX_SKIPPED_IMAGES,
+        metavar="FRACTION",
+        help=(
+            "largest share of its images (0-1) a run may skip (missing, corrupt or mis-sized) "
+            "and still be ranked; runs above it are listed under 'Partial runs' "
+            f"(default: {DEFAULT_MAX_SKIPPED_IMAGES})"
+        ),
+    )
+    parser.add_argument(
         "--strict",
         action="store_true",
         help="exit with status 1 when any file was skipped (the report is still written)",
     )
     parser.set_defaults(func=run)
     return parser
+
+
+def _fraction(text: str) -> float:
+    """``--max-skipped-images`` value: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +87,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     published = None if args.no_published else (args.published or DEFAULT)
-    outputs = build_report(args.results, args.out, published=published, title=args.title)
+    outputs = build_report(
+        args.results,
+        args.out,
+        published=published,
+        title=args.title,
+        max_skipped_images=args.max_skipped_images,
+    )
     print(summary_text(outputs))
     if args.strict and outputs.skipped:
         return 1

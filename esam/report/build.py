@@ -2,8 +2,8 @@
 
 Output layout under ``out_dir``::
 
-    index.html                  self-contained page (tables, plots, skipped files)
-    report.md                   every leaderboard, the plot list and the skipped files
+    index.html                  self-contained page (tables, partial runs, plots, skipped files)
+    report.md                   every leaderboard, the partial runs, the plots, the skipped files
     results.csv                 the tidy frame: one row per measured or published number
     leaderboards/<task>.md      one Markdown file per task
     leaderboards/<task>.csv     the same tables as data (raw values, ``best`` column)
@@ -26,10 +26,15 @@ from esam.report.page import PageInfo, render_page
 from esam.report.plots import PlotResult, make_plots
 from esam.report.published import default_published_path, load_published
 from esam.report.tables import (
+    DEFAULT_MAX_SKIPPED_IMAGES,
     Leaderboard,
     build_leaderboards,
     main_board,
+    partial_markdown,
+    partial_mask,
+    partial_runs,
     task_markdown,
+    threshold_text,
     to_csv_frame,
     to_text,
 )
@@ -56,6 +61,8 @@ class ReportOutputs:
     published_note: str = ""
     boards: dict[str, list[Leaderboard]] = field(default_factory=dict)
     tidy: pd.DataFrame = field(default_factory=pd.DataFrame)
+    partial: pd.DataFrame = field(default_factory=pd.DataFrame)
+    max_skipped_images: float | None = DEFAULT_MAX_SKIPPED_IMAGES
 
     @property
     def main(self) -> Leaderboard | None:
@@ -69,13 +76,18 @@ def _report_markdown(
     boards: dict[str, list[Leaderboard]],
     plots: Sequence[PlotResult],
     skipped: Sequence[SkippedFile],
+    partial: str = "",
 ) -> str:
     parts = [f"# {title}\n", header + "\n"]
     parts.append(
         "Arrows: ↑ higher is better, ↓ lower is better. **Bold**: best measured value of the column. "
-        "*Italic* rows marked (published) are numbers reported elsewhere and are never ranked.\n"
+        "*Italic* rows marked (published) are numbers reported elsewhere and are never ranked. "
+        "Repeated runs are combined only on identical data (the data column names it); zero-shot "
+        "tables are split by evaluation protocol; † marks a note under the table.\n"
     )
     parts += [task_markdown(b) for b in boards.values()]
+    if partial:
+        parts.append(partial)
     parts.append("## Plots\n")
     for p in plots:
         if p.drawn and p.png is not None:
@@ -97,6 +109,7 @@ def build_report(
     published: str | Path | None = DEFAULT,
     title: str = "esam benchmark report",
     warn: bool = True,
+    max_skipped_images: float | None = DEFAULT_MAX_SKIPPED_IMAGES,
 ) -> ReportOutputs:
     """Build the report of every results file below ``results`` into ``out_dir``.
 
@@ -107,10 +120,15 @@ def build_report(
             when it can be found, or ``None`` for no published numbers.
         title: page and Markdown title.
         warn: print a warning on stderr for each skipped file.
+        max_skipped_images: largest share of its images (0-1) a run may skip and still be
+            ranked; runs above it are listed under "Partial runs" instead. ``None`` ranks all.
 
     Raises:
         FileNotFoundError: a results folder, or an explicitly named published file, is missing.
+        ValueError: ``max_skipped_images`` outside 0-1.
     """
+    if max_skipped_images is not None and not 0.0 <= max_skipped_images <= 1.0:
+        raise ValueError(f"max_skipped_images must be within 0 and 1, got {max_skipped_images}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     loaded = load_results(results, warn=warn)
@@ -138,8 +156,9 @@ def build_report(
 
     non_empty = [f for f in frames if len(f)]
     tidy = pd.concat(non_empty, ignore_index=True) if non_empty else loaded.frame
-    boards = build_leaderboards(tidy)
-    plots = make_plots(tidy, out / "plots")
+    boards = build_leaderboards(tidy, max_skipped_images)
+    partial = partial_runs(tidy, max_skipped_images)
+    plots = make_plots(tidy[~partial_mask(tidy, max_skipped_images)], out / "plots")
 
     outputs = ReportOutputs(
         out_dir=out,
@@ -152,6 +171,8 @@ def build_report(
         published_note=published_note,
         boards=boards,
         tidy=tidy,
+        partial=partial,
+        max_skipped_images=max_skipped_images,
     )
     write_tidy_csv(tidy, outputs.results_csv)
     for task, task_boards in boards.items():
@@ -175,8 +196,14 @@ def build_report(
         f"Generated {info.generated} by esam at commit `{info.esam_commit}` · {info.n_files} results "
         f"files read · {len(skipped)} skipped · published numbers: {published_note}"
     )
-    write_text_atomic(outputs.report_md, _report_markdown(title, header, boards, plots, skipped))
-    write_text_atomic(outputs.index_html, render_page(info, boards, plots, skipped))
+    partial_md = partial_markdown(partial, max_skipped_images)
+    write_text_atomic(
+        outputs.report_md, _report_markdown(title, header, boards, plots, skipped, partial_md)
+    )
+    write_text_atomic(
+        outputs.index_html,
+        render_page(info, boards, plots, skipped, partial, max_skipped_images),
+    )
     return outputs
 
 
@@ -190,6 +217,13 @@ def summary_text(outputs: ReportOutputs, max_rows: int = 12) -> str:
     ]
     for s in outputs.skipped:
         lines.append(f"  skipped {s.path}: {s.reason}")
+    if len(outputs.partial):
+        limit = threshold_text(outputs.max_skipped_images)
+        lines.append(
+            f"  {len(outputs.partial)} partial runs (skipped more than {limit} of their images) "
+            "listed apart, not ranked:"
+        )
+        lines += [f"    {p}" for p in outputs.partial["results_file"]]
     drawn = sum(p.drawn for p in outputs.plots)
     lines.append(f"  plots: {drawn} drawn, {len(outputs.plots) - drawn} not drawn")
     board = outputs.main

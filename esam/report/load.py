@@ -18,6 +18,17 @@ such as 0.3 % AP from placeholder weights must stay 0.3 %).
 Each row carries the identity of the weights that produced it (``checkpoint``: the first 8 hex
 digits of ``model.checkpoint_sha256``, else the checkpoint's file name, else the kind of
 placeholder weights); runs of one model name with different weights are never combined.
+
+Each row also carries the identity of the data it was measured on (``data_id``: dataset name,
+annotation file hash, LVIS version, images evaluated and skipped) with a short label for tables
+(``data``: ``instances_val2017 · 5,000 images``), the image counts (``n_images`` evaluated,
+``n_images_skipped``), and, for tasks with protocol presets, the protocol (``protocol``:
+``efficientsam``, ``efficientsam + click=random``, or ``unspecified`` for files that name none).
+A run that skipped images says so in its ``note``.
+
+Results are validated with :func:`esam.utils.results.validate_results`, the task's declared
+metrics required to be numbers or null; ``NaN`` and ``Infinity``, which Python's ``json`` reads
+without complaint, make a file invalid.
 """
 
 from __future__ import annotations
@@ -31,8 +42,16 @@ from typing import Any, cast
 
 import pandas as pd
 
-from esam.report.tasks import TASKS, VARIANT_DEFAULTS, task_spec
-from esam.utils.results import ResultsSchemaError, validate_results
+from esam.report.tasks import TASKS, VARIANT_DEFAULTS, VARIANT_EQUIVALENTS, task_spec
+from esam.utils.results import (
+    IMAGE_SKIP_REASONS,
+    PROTOCOL_KEY,
+    PROTOCOL_OVERRIDES_KEY,
+    UNSPECIFIED_PROTOCOL,
+    ResultsSchemaError,
+    images_skipped,
+    validate_results,
+)
 
 #: Column order of the tidy frame.
 TIDY_COLUMNS: tuple[str, ...] = (
@@ -41,11 +60,16 @@ TIDY_COLUMNS: tuple[str, ...] = (
     "published_as",
     "dataset",
     "setting",
+    "protocol",
     "variant",
+    "data",
+    "data_id",
     "checkpoint",
     "component",
     "batch_size",
     "compile",
+    "n_images",
+    "n_images_skipped",
     "metric",
     "value",
     "higher_is_better",
@@ -59,9 +83,11 @@ TIDY_COLUMNS: tuple[str, ...] = (
     "reference",
     "note",
 )
+#: Columns holding integers (nullable).
+INT_COLUMNS: tuple[str, ...] = ("batch_size", "n_images", "n_images_skipped")
 #: Columns holding text; a missing value is the empty string, never NaN.
 STRING_COLUMNS: tuple[str, ...] = tuple(
-    c for c in TIDY_COLUMNS if c not in ("batch_size", "compile", "value", "higher_is_better")
+    c for c in TIDY_COLUMNS if c not in (*INT_COLUMNS, "compile", "value", "higher_is_better")
 )
 
 #: Keys of a metrics row (list-valued ``metrics``) that describe the configuration, not a number.
@@ -136,7 +162,8 @@ def normalise_frame(df: pd.DataFrame) -> pd.DataFrame:
     for col in STRING_COLUMNS:
         df[col] = df[col].map(_text).astype(object)
     df["value"] = pd.to_numeric(df["value"], errors="coerce").astype("float64")
-    df["batch_size"] = pd.to_numeric(df["batch_size"], errors="coerce").astype("Int64")
+    for col in INT_COLUMNS:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
     df["compile"] = df["compile"].map(_maybe_bool).astype("boolean")
     df["higher_is_better"] = df["higher_is_better"].map(_maybe_bool).astype("boolean")
     return df.reset_index(drop=True)
@@ -237,12 +264,15 @@ def _variant(task: str, config: dict[str, Any]) -> str:
 
     Absent and empty values are left out, and so is a key's value in
     :data:`~esam.report.tasks.VARIANT_DEFAULTS` (the setting of files written before the key
-    existed).
+    existed). Values older files wrote for the same setting are first mapped to today's
+    (:data:`~esam.report.tasks.VARIANT_EQUIVALENTS`).
     """
     spec = TASKS.get(task)
     parts = []
     for key in spec.variant_keys if spec else ():
         value = config.get(key)
+        if isinstance(value, str):
+            value = VARIANT_EQUIVALENTS.get(key, {}).get(value, value)
         if value in (None, "", {}, []) or (
             key in VARIANT_DEFAULTS and value == VARIANT_DEFAULTS[key]
         ):
@@ -308,6 +338,134 @@ def checkpoint_id(model: dict[str, Any]) -> str:
     return "standin" if kind.startswith("stand") else "untrained"
 
 
+def protocol_label(config: dict[str, Any]) -> str:
+    """The protocol of a run: its preset, with each setting changed from it.
+
+    ``config.protocol`` (``"unspecified"`` when absent) followed by ``+ key=value`` for every
+    entry of ``config.protocol_overrides``, sorted by key: ``efficientsam + click=random``.
+    Non-text values are written as JSON (``true``, ``3``, ``{"a": 1}``).
+    """
+    name = config.get(PROTOCOL_KEY)
+    parts = [str(name).strip() if name else UNSPECIFIED_PROTOCOL]
+    overrides = config.get(PROTOCOL_OVERRIDES_KEY)
+    for key, value in sorted((overrides or {}).items()):
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        parts.append(f"{key}={text}")
+    return " + ".join(parts)
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What a results file says about the data it was measured on.
+
+    Attributes:
+        key: identity of the data (``data_id``): runs are combined only when it is equal.
+        label: short text for tables (``instances_val2017 · 5,000 images``).
+        n_images: images evaluated (``dataset.n_images``), ``None`` when not recorded.
+        n_skipped: images skipped (see :func:`esam.utils.results.images_skipped`).
+        reasons: image-level skip reasons with their counts (non-zero only).
+    """
+
+    key: str = ""
+    label: str = ""
+    n_images: int | None = None
+    n_skipped: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def _count(value: Any) -> int | None:
+    return int(value) if _is_number(value) and not isinstance(value, float) else None
+
+
+def _annotation_identity(dataset: dict[str, Any]) -> str:
+    """``sha256:<hex>`` of the annotation file, else ``file:<name>``, else ``""``."""
+    sha = dataset.get("annotations_sha256")
+    if isinstance(sha, str) and sha.strip():
+        return f"sha256:{sha.strip().lower()}"
+    ann = dataset.get("annotations")
+    if isinstance(ann, str) and ann.strip():
+        return f"file:{Path(ann.strip()).name}"
+    return ""
+
+
+def data_facts(dataset: dict[str, Any] | None, skips: Any) -> DataFacts:
+    """The data identity, label and image counts of a results file's ``dataset`` and ``skips``.
+
+    The identity joins the dataset name, the annotation file (its SHA-256, else its file name),
+    the LVIS version, the images evaluated and the images skipped: runs on different files,
+    subsets, or LVIS versions never share it. The label names the annotation file (without
+    ``.json``), the LVIS version when the file name does not show it, and the image counts.
+    """
+    dataset = dataset or {}
+    name = dataset.get("name")
+    annotations = _annotation_identity(dataset)
+    lvis = dataset.get("lvis_version")
+    n_images = _count(dataset.get("n_images"))
+    n_skipped = images_skipped(dataset, skips)
+    parts = {
+        "name": name,
+        "annotations": annotations,
+        "lvis": lvis,
+        "images": n_images,
+        "skipped": n_skipped or None,
+    }
+    key = "|".join(f"{k}={v}" for k, v in parts.items() if v not in (None, ""))
+    label: list[str] = []
+    ann = dataset.get("annotations")
+    stem = Path(ann.strip()).name.removesuffix(".json") if isinstance(ann, str) else ""
+    if stem:
+        label.append(stem)
+    if isinstance(lvis, str) and lvis and lvis not in stem:
+        label.append(f"LVIS {lvis}")
+    if n_images is not None:
+        label.append(f"{n_images:,} images")
+    if n_skipped:
+        label.append(f"{n_skipped:,} skipped")
+    reasons: dict[str, int] = {}
+    if isinstance(skips, dict):
+        reasons = {r: int(skips[r]) for r in IMAGE_SKIP_REASONS if (_count(skips.get(r)) or 0) > 0}
+    return DataFacts(key, " · ".join(label), n_images, n_skipped, reasons)
+
+
+def data_sha(key: str) -> str:
+    """The first 8 hex digits of the annotation hash in a ``data_id``, or ``""``."""
+    for part in key.split("|"):
+        if part.startswith("annotations=sha256:"):
+            return part.removeprefix("annotations=sha256:")[:8]
+    return ""
+
+
+def skipped_share(n_images: int | None, n_skipped: int | None) -> float | None:
+    """Share of a run's images it skipped: skipped / (evaluated + skipped).
+
+    0.0 when nothing was skipped; ``None`` when images were skipped but the number evaluated
+    is not recorded (the share is unknown).
+    """
+    if not n_skipped:
+        return 0.0
+    if n_images is None:
+        return None
+    return n_skipped / (n_images + n_skipped)
+
+
+def skip_note(facts: DataFacts) -> str:
+    """The caveat of a run with image-level skips (empty when it skipped none).
+
+    ``skipped 3 of 503 images (0.6%): image_missing 2, image_corrupt 1``.
+    """
+    if not facts.n_skipped:
+        return ""
+    share = skipped_share(facts.n_images, facts.n_skipped)
+    if share is None or facts.n_images is None:
+        text = f"skipped {facts.n_skipped:,} images (images evaluated not recorded)"
+    else:
+        total = facts.n_images + facts.n_skipped
+        text = f"skipped {facts.n_skipped:,} of {total:,} images ({share:.1%})"
+    if facts.reasons:
+        text += ": " + ", ".join(f"{r} {n:,}" for r, n in facts.reasons.items())
+    return text
+
+
 def _run_notes(obj: dict[str, Any]) -> list[str]:
     """Caveats of a whole run shown beside its numbers: partial sweeps, placeholder weights."""
     notes = []
@@ -339,12 +497,20 @@ def results_to_rows(obj: dict[str, Any], path: str) -> list[dict[str, Any]]:
     meta = obj["meta"]
     config = obj["config"]
     dataset = obj.get("dataset") if isinstance(obj.get("dataset"), dict) else {}
-    base = {
+    facts = data_facts(dataset, obj.get("skips"))
+    run_notes = _run_notes(obj)
+    spec = task_spec(task)
+    base: dict[str, Any] = {
         "task": task,
         "model": str(model.get("name")),
         "dataset": (dataset or {}).get("name") or config.get("dataset") or "",
         "setting": _setting(task, config, model),
+        "protocol": protocol_label(config) if spec.protocol else "",
         "variant": _variant(task, config),
+        "data": facts.label,
+        "data_id": facts.key,
+        "n_images": facts.n_images,
+        "n_images_skipped": facts.n_skipped if facts.key else None,
         "checkpoint": checkpoint_id(model),
         "source": "measured",
         "commit": _short_commit(meta.get("git_commit")),
@@ -354,9 +520,8 @@ def results_to_rows(obj: dict[str, Any], path: str) -> list[dict[str, Any]]:
         "date": meta.get("start_time") or meta.get("end_time") or "",
         "results_file": path,
         "reference": "",
-        "note": "; ".join(_run_notes(obj)),
+        "note": "; ".join(n for n in (*run_notes, skip_note(facts)) if n),
     }
-    spec = task_spec(task)
     scale = percent_scale(obj)
     rows: list[dict[str, Any]] = []
 
@@ -398,7 +563,7 @@ def results_to_rows(obj: dict[str, Any], path: str) -> list[dict[str, Any]]:
                     extra["setting"] = " / ".join(p for p in (base["setting"], label) if p)
             add(extra, numbers)
 
-    rows.extend(_model_rows(model, base))
+    rows.extend(_model_rows(model, dict(base, note="; ".join(run_notes))))
     return rows
 
 
@@ -423,7 +588,12 @@ def _model_rows(model: dict[str, Any], base: dict[str, Any]) -> list[dict[str, A
             task="model",
             dataset="",
             setting="",
+            protocol="",
             variant="",
+            data="",  # parameter counts do not depend on the data either
+            data_id="",
+            n_images=None,
+            n_images_skipped=None,
             checkpoint="",  # parameter counts do not depend on the weights' values
             dtype="",
             metric=name,
@@ -432,6 +602,12 @@ def _model_rows(model: dict[str, Any], base: dict[str, Any]) -> list[dict[str, A
         )
         for name, value in numbers
     ]
+
+
+def declared_metrics(task: Any) -> tuple[str, ...]:
+    """Names of the declared metrics of ``task`` (none for undeclared tasks)."""
+    spec = TASKS.get(task) if isinstance(task, str) else None
+    return tuple(m.name for m in spec.metrics) if spec else ()
 
 
 def read_results_file(path: Path) -> dict[str, Any]:
@@ -455,7 +631,7 @@ def read_results_file(path: Path) -> dict[str, Any]:
         kind = type(obj).__name__ if not isinstance(obj, dict) else "object without a 'schema' key"
         raise ResultsSchemaError(f"not an esam results file (JSON {kind})")
     try:
-        return validate_results(obj, source="results")
+        return validate_results(obj, source="results", numeric=declared_metrics(obj.get("task")))
     except ResultsSchemaError as e:
         raise ResultsSchemaError(f"schema check failed: {str(e).removeprefix('results: ')}") from e
 
@@ -512,7 +688,7 @@ def write_tidy_csv(df: pd.DataFrame, path: str | Path) -> Path:
 
 def read_tidy_csv(path: str | Path) -> pd.DataFrame:
     """Read a CSV written by :func:`write_tidy_csv` back into an identical frame."""
-    numeric = ("value", "batch_size", "compile", "higher_is_better")
+    numeric = ("value", *INT_COLUMNS, "compile", "higher_is_better")
     df = pd.read_csv(
         path,
         dtype={c: str for c in STRING_COLUMNS},

@@ -20,9 +20,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from esam.report.load import SkippedFile
 from esam.report.plots import PlotResult
-from esam.report.tables import KEY_LABELS, Leaderboard, key_text, model_text
+from esam.report.tables import (
+    DEFAULT_MAX_SKIPPED_IMAGES,
+    KEY_LABELS,
+    Leaderboard,
+    key_text,
+    model_text,
+    share_text,
+    threshold_text,
+)
 
 _CSS = """
 :root { --fg: #1d2430; --muted: #5b6573; --line: #d9dee5; --best: #e3f4e1; --pub: #f5f6f8;
@@ -213,13 +223,70 @@ def _figure(plot: PlotResult) -> str:
     )
 
 
+def render_partial(partial: pd.DataFrame, max_skipped_images: float | None) -> str:
+    """The "Partial runs" section: runs left out of the leaderboards for skipped images."""
+    limit = threshold_text(max_skipped_images)
+    intro = (
+        f'<p class="desc">Runs that skipped more than {_e(limit)} of their images (missing, '
+        "corrupt or mis-sized files; <code>esam report --max-skipped-images</code>), or that "
+        "skipped images without recording how many they evaluated. Their numbers describe a "
+        "different image set, so they are not ranked in the leaderboards.</p>"
+    )
+    if partial.empty:
+        return (
+            f'<section id="partial"><h2>Partial runs</h2>{intro}<p class="ok">None.</p></section>'
+        )
+    head = "".join(
+        f'<th data-type="{t}">{_e(h)}</th>'
+        for h, t in (
+            ("task", "text"),
+            ("table", "text"),
+            ("model", "text"),
+            ("data", "text"),
+            ("result", "text"),
+            ("images evaluated", "num"),
+            ("images skipped", "num"),
+            ("file", "text"),
+        )
+    )
+    body = []
+    for r in partial.to_dict("records"):
+        evaluated = "" if pd.isna(r["n_images"]) else f"{int(r['n_images']):,}"
+        skipped = "" if pd.isna(r["n_images_skipped"]) else f"{int(r['n_images_skipped']):,}"
+        share = share_text(r["skipped_share"])
+        sort = "" if pd.isna(r["skipped_share"]) else repr(float(r["skipped_share"]))
+        cells = [
+            f"<td>{_e(r['task'])}</td>",
+            f"<td>{_e(r['table'])}</td>",
+            f'<td title="{_e(r["note"])}">{_e(r["model"])}</td>',
+            f"<td>{_e(r['data'])}</td>",
+            f"<td>{_e(r['shown'])}</td>",
+            f'<td class="num">{evaluated}</td>',
+            f'<td class="num" data-sort="{sort}">{skipped} ({_e(share)})</td>',
+            f"<td><code>{_e(r['results_file'])}</code></td>",
+        ]
+        body.append('<tr class="partial">' + "".join(cells) + "</tr>")
+    return (
+        f'<section id="partial"><h2>Partial runs</h2>{intro}<div class="table-wrap">'
+        f'<table class="partial-runs sortable"><thead><tr>{head}</tr></thead><tbody>\n'
+        + "\n".join(body)
+        + "\n</tbody></table></div></section>"
+    )
+
+
 def render_page(
     info: PageInfo,
     boards: dict[str, list[Leaderboard]],
     plots: Sequence[PlotResult],
     skipped: Sequence[SkippedFile],
+    partial: pd.DataFrame | None = None,
+    max_skipped_images: float | None = DEFAULT_MAX_SKIPPED_IMAGES,
 ) -> str:
-    """The full HTML document."""
+    """The full HTML document.
+
+    ``partial`` lists the runs left out of the leaderboards for skipped images
+    (:func:`esam.report.tables.partial_runs`); its section appears when it is given.
+    """
     nav = []
     sections = []
     for task_boards in boards.values():
@@ -235,12 +302,15 @@ def render_page(
             parts.append(render_table(board))
         parts.append("</section>")
         sections.append("\n".join(parts))
-    nav.append('<a href="#plots">Plots</a>')
-    nav.append(f'<a href="#skipped">Skipped files ({len(skipped)})</a>')
     if not boards:
         sections.append(
             '<section><h2>Leaderboards</h2><p class="desc">No usable results were found.</p></section>'
         )
+    if partial is not None:
+        nav.append(f'<a href="#partial">Partial runs ({len(partial)})</a>')
+        sections.append(render_partial(partial, max_skipped_images))
+    nav.append('<a href="#plots">Plots</a>')
+    nav.append(f'<a href="#skipped">Skipped files ({len(skipped)})</a>')
 
     figures = "\n".join(_figure(p) for p in plots) or '<p class="desc">No plots.</p>'
     if skipped:
@@ -280,7 +350,12 @@ def render_page(
 <li><em>Italic</em> rows with a <span class="badge">published</span> badge are numbers reported elsewhere,
 with their source; they are never ranked, bold-marked or part of a measured Pareto front.</li>
 <li>Provenance of measured rows: commit · device · dtype · date of the newest run (hover for its file).
-Repeated runs of one configuration are combined as each header's tooltip says. &dagger; marks a note.</li>
+Repeated runs of one configuration on the same data are combined as each header's
+tooltip says; runs on other annotation files, subsets or dataset versions are separate rows
+(the data column). &dagger; marks a note (placeholder weights, skipped images, ...).</li>
+<li>Zero-shot tables are split by evaluation protocol (in the title): numbers taken under
+different protocols are never ranked together. Runs that skipped too many images are listed
+under <a href="#partial">Partial runs</a> instead.</li>
 </ul></section>
 {"".join(sections)}
 <section id="plots"><h2>Plots</h2>

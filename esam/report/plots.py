@@ -32,6 +32,8 @@ ACCURACY_AXES: tuple[tuple[str, str, str, str], ...] = (
     ("zeroshot", "miou", "box", "zero-shot mIoU (%)"),
     ("instseg", "ap", "", "instance-segmentation mask AP (%)"),
 )
+#: Protocol preferred for the accuracy axis when measured runs use several.
+PREFERRED_PROTOCOL = "efficientsam"
 SIZE_METRICS = (("miou_small", "small"), ("miou_medium", "medium"), ("miou_large", "large"))
 _RC: dict[Any, Any] = {
     "svg.hashsalt": "esam-report",
@@ -90,16 +92,18 @@ def _choose(sub: pd.DataFrame, column: str, preferred: str) -> str | None:
 def accuracy_table(
     tidy: pd.DataFrame, task: str, metric: str, setting: str
 ) -> tuple[pd.DataFrame, str]:
-    """Per-model accuracy for one dataset and setting: measured and published.
+    """Per-model accuracy for one dataset, setting and protocol: measured and published.
 
-    Measured runs of one configuration variant are averaged; a model measured in several
-    variants (mask choice, click rule, ...) is represented by its best one.
+    Measured runs of one configuration (variant, weights and data) are averaged; a model
+    measured in several is represented by the one evaluated on the most images, and among
+    those by the best.
 
-    The dataset is COCO when present, the setting ``setting`` when present; both are chosen
-    from the measured rows when there are any, so published rows are only shown when they use
-    the same dataset and setting. Returns the table (model, published_as, source, reference,
-    value) and a label such as ``coco · box``. Runs with different weights (``checkpoint``) are
-    never averaged together.
+    The dataset is COCO when present, the setting ``setting`` when present, the protocol
+    ``efficientsam`` when present (else the most frequent); all are chosen from the measured
+    rows when there are any, so published rows are only shown when they use the same dataset,
+    setting and protocol. Returns the table (model, published_as, source, reference, value) and
+    a label such as ``coco · box · protocol efficientsam``. Runs with different weights
+    (``checkpoint``) or data (``data_id``) are never averaged together.
     """
     sub = tidy[(tidy["task"] == task) & (tidy["metric"] == metric)]
     basis = sub[sub["source"] == "measured"]
@@ -110,21 +114,32 @@ def accuracy_table(
         return sub.iloc[0:0][["model", "published_as", "source", "reference", "value"]], ""
     basis = basis[basis["dataset"] == dataset]
     chosen_setting = _choose(basis, "setting", setting) or ""
-    sub = sub[(sub["dataset"] == dataset) & (sub["setting"] == chosen_setting)]
-    # repeated runs: mean per configuration variant and weights; then the best one of each model
+    basis = basis[basis["setting"] == chosen_setting]
+    protocol = _choose(basis, "protocol", PREFERRED_PROTOCOL) or ""
+    sub = sub[
+        (sub["dataset"] == dataset)
+        & (sub["setting"] == chosen_setting)
+        & (sub["protocol"] == protocol)
+    ]
+    # repeated runs: mean per configuration; then per model the most images, then the best
+    runs = sub[sub["source"] == "measured"].assign(
+        n=lambda d: d["n_images"].astype("Float64").fillna(-1.0).astype("float64")
+    )
     measured = (
-        sub[sub["source"] == "measured"]
-        .groupby(["model", "variant", "checkpoint"], as_index=False)["value"]
-        .mean()
-        .groupby("model", as_index=False)["value"]
-        .max()
+        runs.groupby(["model", "variant", "checkpoint", "data_id"], as_index=False)
+        .agg(value=("value", "mean"), n=("n", "max"))
+        .sort_values(["n", "value"], ascending=False, kind="mergesort")
+        .drop_duplicates("model")[["model", "value"]]
+        .sort_values("model", kind="mergesort")
+        .reset_index(drop=True)
     )
     measured["source"], measured["reference"], measured["published_as"] = "measured", "", ""
     published = sub[sub["source"] == "published"][
         ["model", "published_as", "reference", "value"]
     ].copy()
     published["source"] = "published"
-    label = " · ".join(v for v in (dataset, chosen_setting) if v)
+    protocol_text = f"protocol {protocol}" if protocol else ""
+    label = " · ".join(v for v in (dataset, chosen_setting, protocol_text) if v)
     return pd.concat([measured, published], ignore_index=True), label
 
 

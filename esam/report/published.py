@@ -12,13 +12,22 @@ File layout::
       "aliases": {"EfficientSAM-Ti": "efficientsam_vitt", ...},               # optional
       "entries": [
         {"model": str, "task": str, "dataset": str, "setting": str, "metric": str,
-         "value": number, "source": str, "note": str,
+         "value": number, "source": str, "protocol": str | null,
+         "note": str, "protocol_note": str,
          "hardware": str, "dtype": str, "component": str, "batch_size": int},   # optional
         ...
       ]
     }
 
-Percentages are stored on a 0-100 scale, parameter counts and MACs as plain counts.
+Percentages are stored on a 0-100 scale, parameter counts and MACs as plain counts. Values must
+be finite numbers.
+
+``protocol`` names the evaluation protocol a number was taken under, for tasks whose tables are
+split by protocol (``zeroshot``, ``instseg``): one of esam's presets
+(:data:`esam.utils.results.PROTOCOL_NAMES`) when the source follows it, else ``"unspecified"``
+with a ``protocol_note`` saying what the source does state. A missing or null ``protocol`` of
+such a task counts as ``"unspecified"``; other tasks ignore it (null). The ``protocol_note`` is
+appended to the row's ``note``.
 
 ``aliases`` maps a published model name to the name esam's adapters record in results files
 (``"SAM ViT-H": "sam_vit_h"``). An aliased entry's ``model`` becomes the measured name, so its
@@ -31,6 +40,7 @@ best, never on a measured Pareto front. Names without an alias are kept as publi
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,11 +48,14 @@ from typing import Any
 import pandas as pd
 
 from esam.report.load import SkippedFile, display_path, empty_frame, normalise_frame
-from esam.report.tasks import metric_direction
+from esam.report.tasks import TASKS, metric_direction
+from esam.utils.results import PROTOCOL_NAMES, UNSPECIFIED_PROTOCOL
 
 PUBLISHED_SCHEMA = "esam.published/1"
 REQUIRED_ENTRY_KEYS = ("model", "task", "dataset", "setting", "metric", "value", "source")
-_OPTIONAL_COLUMNS = ("hardware", "dtype", "component", "batch_size", "compile", "note")
+_OPTIONAL_COLUMNS = ("hardware", "dtype", "component", "batch_size", "compile")
+#: Accepted values of an entry's ``protocol`` (besides null).
+PROTOCOL_VALUES: tuple[str, ...] = (*PROTOCOL_NAMES, UNSPECIFIED_PROTOCOL)
 
 
 @dataclass
@@ -76,9 +89,32 @@ def _entry_problem(entry: Any) -> str | None:
     value = entry["value"]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"value {value!r} is not a number"
+    if not math.isfinite(value):
+        return f"value {value!r} is not finite"
     if not str(entry["source"]).strip():
         return "empty 'source'"
+    protocol = entry.get("protocol")
+    if protocol is not None and protocol not in PROTOCOL_VALUES:
+        choices = ", ".join(repr(p) for p in PROTOCOL_VALUES)
+        return f"protocol {protocol!r} is not one of {choices} or null"
     return None
+
+
+def entry_protocol(entry: dict[str, Any]) -> str:
+    """The ``protocol`` column of an entry: its protocol for tasks split by protocol, else ``""``.
+
+    Entries of such tasks without a protocol are ``"unspecified"``.
+    """
+    spec = TASKS.get(str(entry["task"]))
+    if spec is None or not spec.protocol:
+        return ""
+    return str(entry.get("protocol") or UNSPECIFIED_PROTOCOL)
+
+
+def _entry_note(entry: dict[str, Any]) -> str:
+    """The entry's ``note`` and ``protocol_note`` joined."""
+    parts = [str(entry.get(k) or "").strip() for k in ("note", "protocol_note")]
+    return " ".join(p for p in parts if p)
 
 
 def _read_aliases(obj: dict[str, Any]) -> tuple[dict[str, str], str | None]:
@@ -137,12 +173,14 @@ def load_published(path: str | Path) -> PublishedNumbers:
             "published_as": name if model != name else "",
             "dataset": entry["dataset"],
             "setting": entry["setting"],
+            "protocol": entry_protocol(entry),
             "metric": entry["metric"],
             "value": float(entry["value"]),
             "higher_is_better": None if direction is None else direction == "higher",
             "source": "published",
             "results_file": display,
             "reference": entry["source"],
+            "note": _entry_note(entry),
         }
         row.update({k: entry[k] for k in _OPTIONAL_COLUMNS if k in entry})
         rows.append(row)

@@ -1,13 +1,21 @@
 """Per-task leaderboards from the tidy frame, rendered as Markdown, CSV and plain text.
 
 A task is split into tables by its spec's ``group_by`` columns (for example one table per
-dataset and prompt). Within a table each row is one configuration (its ``row_keys``, e.g.
-model and dtype, plus its protocol ``variant`` and the ``checkpoint`` it used) from one source;
-repeated measurements of the same configuration are combined with each metric's declared
-aggregation. Measured rows are ranked by the task's primary metric in its declared direction.
+dataset, prompt and evaluation protocol). Within a table each row is one configuration (its
+``row_keys``, e.g. model and dtype, plus its protocol ``variant``, the ``checkpoint`` it used
+and the data it was measured on, ``data_id``) from one source; repeated measurements of the same
+configuration on the same data (true repeats: other seeds, devices) are combined with each
+metric's declared aggregation. Runs on other annotation files, subsets or dataset versions are
+separate rows, labelled by their ``data`` column.
+
+Measured rows are ranked by the task's primary metric in its declared direction.
 Published rows are never ranked: one of a model that was also measured sits directly below that
 model's best measured row, the others follow the measured rows. The best measured value of every
 ranked column is marked; published values never are.
+
+Runs that skipped more than a share of their images (:data:`DEFAULT_MAX_SKIPPED_IMAGES`), or
+skipped some without recording how many they evaluated, are left out of the leaderboards and
+listed by :func:`partial_runs` instead; every run with skipped images carries a note.
 """
 
 from __future__ import annotations
@@ -18,7 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from esam.report.load import TIDY_COLUMNS, data_sha, normalise_frame, skipped_share
 from esam.report.tasks import TASKS, MetricSpec, TaskSpec, task_spec
+from esam.utils.results import DEFAULT_MAX_SKIPPED_IMAGES
 
 #: Labels of key columns in rendered tables.
 KEY_LABELS = {
@@ -32,7 +42,10 @@ KEY_LABELS = {
     "component": "component",
     "variant": "variant",
     "checkpoint": "checkpoint",
+    "data": "data",
+    "protocol": "protocol",
 }
+
 #: Marks a row with a note (placeholder weights, incomplete run, ...) in Markdown and text.
 NOTE_MARK = "†"
 
@@ -62,9 +75,11 @@ class Leaderboard:
 
     @property
     def title(self) -> str:
-        """The group values joined, e.g. ``coco · box``; the task label for ungrouped tasks."""
-        parts = [v for v in self.group.values() if v]
-        return " · ".join(parts) if parts else self.task.label
+        """The group values joined, e.g. ``coco · box · protocol efficientsam``.
+
+        The task label for ungrouped tasks.
+        """
+        return group_title(self.group) or self.task.label
 
     @property
     def slug(self) -> str:
@@ -80,6 +95,12 @@ class Leaderboard:
     def is_best(self, position: int, metric: str) -> bool:
         """Whether the cell at ``position`` of ``metric`` holds the best measured value."""
         return position in self.best.get(metric, [])
+
+
+def group_title(group: dict[str, str]) -> str:
+    """Non-empty group values joined by `` · ``; the protocol reads ``protocol <name>``."""
+    parts = [f"protocol {v}" if k == "protocol" else v for k, v in group.items() if v]
+    return " · ".join(parts)
 
 
 def _aggregate(values: pd.Series, dates: pd.Series, how: str) -> float:
@@ -110,14 +131,30 @@ def _metric_order(spec: TaskSpec, present: list[str]) -> list[MetricSpec]:
     return declared + extra
 
 
+#: Columns every row identity includes besides the task's row keys.
+_IDENTITY = (
+    "protocol",
+    "variant",
+    "data_id",
+    "checkpoint",
+    "published_as",
+    "source",
+    "reference",
+)
+
+
 def _build_rows(sub: pd.DataFrame, spec: TaskSpec, metrics: list[MetricSpec]) -> pd.DataFrame:
     # runs are combined only when they agree in every part of this identity: the task's row
-    # keys, the protocol variant and the weights (checkpoint) they used
-    identity = [*spec.row_keys, "variant", "checkpoint", "published_as", "source", "reference"]
+    # keys, the protocol and its variant, the data (annotation file, version, images evaluated
+    # and skipped) and the weights (checkpoint) they used
+    identity = [*spec.row_keys, *[c for c in _IDENTITY if c not in spec.row_keys]]
     records: list[dict[str, Any]] = []
     for key, rows in sub.groupby(identity, dropna=False, sort=False):
         record: dict[str, Any] = dict(zip(identity, key, strict=True))
         latest = rows.iloc[int(np.argmax(rows["date"].astype(str).to_numpy()))]
+        record["data"] = latest["data"]
+        record["n_images"] = latest["n_images"]
+        record["n_images_skipped"] = latest["n_images_skipped"]
         n_runs = int(rows["results_file"].nunique()) if record["source"] == "measured" else 1
         record["n_runs"] = n_runs
         if record["source"] == "measured":
@@ -133,7 +170,19 @@ def _build_rows(sub: pd.DataFrame, spec: TaskSpec, metrics: list[MetricSpec]) ->
             mrows = rows[rows["metric"] == m.name]
             record[m.name] = _aggregate(mrows["value"], mrows["date"], m.aggregation)
         records.append(record)
+    _disambiguate_data(records)
     return pd.DataFrame.from_records(records)
+
+
+def _disambiguate_data(records: list[dict[str, Any]]) -> None:
+    """Append the annotation hash to ``data`` labels that two different data identities share."""
+    ids: dict[str, set[str]] = {}
+    for r in records:
+        ids.setdefault(str(r["data"]), set()).add(str(r["data_id"]))
+    for r in records:
+        sha = data_sha(str(r["data_id"]))
+        if len(ids[str(r["data"])]) > 1 and sha:
+            r["data"] = " · ".join(p for p in (str(r["data"]), f"sha256 {sha}") if p)
 
 
 def sort_rows(
@@ -204,8 +253,40 @@ def _group_sort_key(item: tuple[tuple[str, ...], pd.DataFrame]) -> tuple[Any, ..
     return (not has_measured, preferred, values)
 
 
-def build_leaderboards(tidy: pd.DataFrame) -> dict[str, list[Leaderboard]]:
-    """Leaderboards of every task in ``tidy``: declared tasks first, in declaration order."""
+def partial_mask(
+    tidy: pd.DataFrame, max_skipped_images: float | None = DEFAULT_MAX_SKIPPED_IMAGES
+) -> pd.Series:
+    """Rows of measured runs that skipped more than ``max_skipped_images`` of their images.
+
+    A run whose skipped share is unknown (images skipped, images evaluated not recorded) counts
+    as partial. ``None`` keeps every run.
+    """
+    if max_skipped_images is None or tidy.empty:
+        return pd.Series(False, index=tidy.index)
+    measured = tidy["source"] == "measured"
+
+    def partial(n_images: Any, n_skipped: Any) -> bool:
+        share = skipped_share(
+            None if pd.isna(n_images) else int(n_images),
+            None if pd.isna(n_skipped) else int(n_skipped),
+        )
+        return share is None or share > max_skipped_images
+
+    flags = [partial(n, k) for n, k in zip(tidy["n_images"], tidy["n_images_skipped"], strict=True)]
+    return measured & pd.Series(flags, index=tidy.index, dtype=bool)
+
+
+def build_leaderboards(
+    tidy: pd.DataFrame, max_skipped_images: float | None = DEFAULT_MAX_SKIPPED_IMAGES
+) -> dict[str, list[Leaderboard]]:
+    """Leaderboards of every task in ``tidy``: declared tasks first, in declaration order.
+
+    Measured runs that skipped more than ``max_skipped_images`` of their images are left out
+    (see :func:`partial_mask` and :func:`partial_runs`); ``None`` keeps them.
+    """
+    if not set(TIDY_COLUMNS) <= set(tidy.columns):
+        tidy = normalise_frame(tidy)  # a frame from elsewhere: add the missing columns
+    tidy = tidy[~partial_mask(tidy, max_skipped_images)]
     tasks = [t for t in TASKS if (tidy["task"] == t).any()]
     tasks += sorted(t for t in tidy["task"].unique() if t not in TASKS)
     boards: dict[str, list[Leaderboard]] = {}
@@ -226,24 +307,148 @@ def build_leaderboards(tidy: pd.DataFrame) -> dict[str, list[Leaderboard]]:
             present_here = set(gsub["metric"])
             gmetrics = [m for m in metrics if m.name in present_here]
             rows = _build_rows(gsub, spec, gmetrics)
-            keys = ["model"] + [
-                k for k in spec.row_keys if k != "model" and rows[k].map(_filled).any()
-            ]
-            measured = rows[rows["source"] == "measured"]
-            if measured["variant"].nunique() > 1:
-                keys.insert(1, "variant")  # shown only where measured rows differ in it
-            if (measured.groupby("model")["checkpoint"].nunique() > 1).any():
-                keys.insert(1, "checkpoint")  # shown where one model was run with other weights
             board = Leaderboard(
                 task=spec,
                 group=dict(zip(spec.group_by, values, strict=True)),
-                keys=keys,
+                keys=_shown_keys(rows, spec),
                 metrics=gmetrics,
                 rows=rows,
             )
             task_boards.append(sort_rows(board))
         boards[task] = task_boards
     return boards
+
+
+def _shown_keys(rows: pd.DataFrame, spec: TaskSpec) -> list[str]:
+    """Key columns of a table: the model, then what tells its measured rows apart.
+
+    ``checkpoint`` where one model ran with other weights, ``variant`` where measured rows
+    differ in it, ``data`` where measured rows differ in it or any of them records how many
+    images it evaluated (so a subset run is visible as one), then the task's other row keys
+    that hold a value.
+    """
+    measured = rows[rows["source"] == "measured"]
+    keys = ["model"]
+    if (measured.groupby("model")["checkpoint"].nunique() > 1).any():
+        keys.append("checkpoint")
+    if measured["variant"].nunique() > 1:
+        keys.append("variant")
+    if measured["data"].nunique() > 1 or measured["n_images"].notna().any():
+        keys.append("data")
+    keys += [k for k in spec.row_keys if k not in keys and rows[k].map(_filled).any()]
+    return keys
+
+
+#: Columns of the table :func:`partial_runs` returns.
+PARTIAL_COLUMNS = (
+    "task",
+    "table",
+    "model",
+    "checkpoint",
+    "variant",
+    "data",
+    "metric",
+    "value",
+    "shown",
+    "n_images",
+    "n_images_skipped",
+    "skipped_share",
+    "note",
+    "results_file",
+)
+
+
+def partial_runs(
+    tidy: pd.DataFrame, max_skipped_images: float | None = DEFAULT_MAX_SKIPPED_IMAGES
+) -> pd.DataFrame:
+    """The runs :func:`build_leaderboards` leaves out for skipped images, one row per file.
+
+    Columns (:data:`PARTIAL_COLUMNS`): the task, the title of the table the run would have
+    joined, the run's model, weights, variant and data, its primary metric (name, raw value and
+    display text ``shown``), images evaluated and skipped, the skipped share (``NaN`` when
+    unknown), its notes and results file.
+    """
+    sub = tidy[partial_mask(tidy, max_skipped_images)]
+    records: list[dict[str, Any]] = []
+    for (path, task), rows in sub.groupby(["results_file", "task"], sort=True):
+        spec = task_spec(str(task), list(dict.fromkeys(rows["metric"])))
+        first = rows.iloc[0]
+        primary = rows[rows["metric"] == spec.primary]
+        value = float(primary["value"].iloc[0]) if len(primary) else float("nan")
+        n_images = None if pd.isna(first["n_images"]) else int(first["n_images"])
+        n_skipped = None if pd.isna(first["n_images_skipped"]) else int(first["n_images_skipped"])
+        share = skipped_share(n_images, n_skipped)
+        mspec = spec.metric(spec.primary)
+        records.append(
+            {
+                "task": task,
+                "table": group_title({k: str(first[k]) for k in spec.group_by}),
+                "model": first["model"],
+                "checkpoint": first["checkpoint"],
+                "variant": first["variant"],
+                "data": first["data"],
+                "metric": spec.primary,
+                "value": value,
+                "shown": f"{mspec.label} {mspec.format(value)}".strip(),
+                "n_images": n_images,
+                "n_images_skipped": n_skipped,
+                "skipped_share": float("nan") if share is None else share,
+                "note": first["note"],
+                "results_file": path,
+            }
+        )
+    df = pd.DataFrame.from_records(records, columns=list(PARTIAL_COLUMNS))
+    for col in ("n_images", "n_images_skipped"):
+        df[col] = df[col].astype("Int64")
+    return df
+
+
+def share_text(share: Any) -> str:
+    """A skipped share as a percentage (``12.5%``), ``unknown`` when not known."""
+    if share is None or pd.isna(share):
+        return "unknown"
+    return f"{100.0 * float(share):.1f}%"
+
+
+def threshold_text(max_skipped_images: float | None) -> str:
+    """The partial-run threshold as a percentage (``1%``), or ``not applied``."""
+    if max_skipped_images is None:
+        return "not applied"
+    return f"{100.0 * max_skipped_images:g}%"
+
+
+def partial_markdown(partial: pd.DataFrame, max_skipped_images: float | None) -> str:
+    """The "Partial runs" section of ``report.md``."""
+    limit = threshold_text(max_skipped_images)
+    parts = [
+        "## Partial runs\n",
+        f"Runs that skipped more than {limit} of their images (missing, corrupt or mis-sized "
+        "files; `esam report --max-skipped-images`), or that skipped images without recording "
+        "how many they evaluated. Their numbers describe a different image set, so they are "
+        "not ranked in the leaderboards above.\n",
+    ]
+    if partial.empty:
+        parts.append("None.\n")
+        return "\n".join(parts)
+    headers = ["task", "table", "model", "data", "result", "images evaluated", "skipped", "file"]
+    align = [":---"] * 4 + ["---:"] * 3 + [":---"]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
+    for r in partial.to_dict("records"):
+        evaluated = "" if pd.isna(r["n_images"]) else f"{int(r['n_images']):,}"
+        skipped = "" if pd.isna(r["n_images_skipped"]) else f"{int(r['n_images_skipped']):,}"
+        cells = [
+            r["task"],
+            r["table"],
+            r["model"],
+            r["data"],
+            r["shown"],
+            evaluated,
+            f"{skipped} ({share_text(r['skipped_share'])})",
+            f"`{r['results_file']}`",
+        ]
+        lines.append("| " + " | ".join(_md_escape(str(c)) for c in cells) + " |")
+    parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
 
 
 def _filled(v: Any) -> bool:
@@ -340,7 +545,7 @@ def to_markdown(board: Leaderboard) -> str:
 
 def to_csv_frame(board: Leaderboard) -> pd.DataFrame:
     """The table as plain data: raw metric values, a ``best`` column naming best-marked metrics."""
-    df = board.rows.copy()
+    df = board.rows.drop(columns=[c for c in board.group if c in board.rows.columns])
     for col, value in reversed(board.group.items()):
         df.insert(0, col, value)
     df.insert(0, "task", board.task.name)

@@ -8,7 +8,11 @@ Tasks that are not declared here still appear in the report: :func:`task_spec` b
 spec for them, and :func:`guess_direction` infers the direction of undeclared metrics from their
 names (latency, memory, loss, parameter counts: lower is better; counts: no direction).
 
-This module imports nothing beyond the standard library.
+Tasks whose results name an evaluation protocol preset (``config.protocol``, see
+:mod:`esam.utils.results`) are split into one table per protocol, so numbers taken under
+different protocols never share a ranked table.
+
+This module imports nothing beyond the standard library and :mod:`esam.utils.results`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from esam.bench.settings import LATER_SETTING_DEFAULTS
+from esam.utils.results import LATER_SETTING_DEFAULTS, PROTOCOL_KEY, PROTOCOL_OVERRIDES_KEY
 
 Direction = Literal["higher", "lower"]
 Aggregation = Literal["mean", "max", "min", "latest"]
@@ -26,6 +30,8 @@ Aggregation = Literal["mean", "max", "min", "latest"]
 KEY_COLUMNS = (
     "dataset",
     "setting",
+    "protocol",
+    "data",
     "hardware",
     "component",
     "model",
@@ -102,6 +108,10 @@ class TaskSpec:
         group_by: tidy columns that split the task into separate tables (one per value).
         row_keys: tidy columns identifying one row within a table (besides ``source``).
         accuracy: whether the primary metric is an accuracy usable on a plot's accuracy axis.
+        protocol: whether the task's results name an evaluation protocol preset
+            (``config.protocol`` and ``config.protocol_overrides``); the tidy ``protocol`` column
+            then holds it (``"unspecified"`` when a file names none) and ``group_by`` should
+            include ``"protocol"``.
     """
 
     name: str
@@ -114,6 +124,7 @@ class TaskSpec:
     group_by: tuple[str, ...] = ("dataset", "setting")
     row_keys: tuple[str, ...] = ("model", "dtype")
     accuracy: bool = False
+    protocol: bool = False
     declared: bool = True
     _index: dict[str, MetricSpec] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -148,7 +159,7 @@ ZEROSHOT = TaskSpec(
     label="Zero-shot promptable segmentation",
     description=(
         "Mean IoU of the predicted mask against each ground-truth instance, prompted by its box "
-        "or by clicks; one table per dataset and prompt."
+        "or by clicks; one table per dataset, prompt and evaluation protocol."
     ),
     metrics=(
         _pct("miou", "mIoU"),
@@ -163,15 +174,19 @@ ZEROSHOT = TaskSpec(
     # (the prompt itself is the setting); ``image_size`` when a writer records it
     variant_keys=(
         "click",
+        "no_error_click",
         "box_source",
         "clip_boxes",
         "mask_choice",
         "include_crowd",
         "min_area",
+        "size_buckets",
         "limit_images",
         "image_size",
     ),
+    group_by=("dataset", "setting", "protocol"),
     accuracy=True,
+    protocol=True,
 )
 
 INSTSEG = TaskSpec(
@@ -179,7 +194,7 @@ INSTSEG = TaskSpec(
     label="Zero-shot instance segmentation",
     description=(
         "Mask AP (COCO protocol) when each detector box prompts the model; one table per "
-        "dataset and box source."
+        "dataset, box source and evaluation protocol."
     ),
     metrics=(
         _pct("ap", "AP"),
@@ -203,7 +218,9 @@ INSTSEG = TaskSpec(
         "max_dets",
         "limit_images",
     ),
+    group_by=("dataset", "setting", "protocol"),
     accuracy=True,
+    protocol=True,
 )
 
 THROUGHPUT = TaskSpec(
@@ -276,6 +293,61 @@ MODEL = TaskSpec(
     row_keys=("model",),
 )
 
+IMAGENET = TaskSpec(
+    name="imagenet",
+    label="ImageNet-1K classification",
+    description=(
+        "Top-1 and top-5 accuracy of a pretrained backbone on ImageNet-1K val after fine-tuning "
+        "or linear probing (the setting says which); one table per dataset and setting."
+    ),
+    metrics=(
+        _pct("top1", "top-1"),
+        _pct("top5", "top-5"),
+        _count("n_images", "images"),
+    ),
+    primary="top1",
+    setting_keys=("mode",),  # finetune or linprobe
+    variant_keys=("img_size", "epochs"),
+    accuracy=True,
+)
+
+
+def _ap_family(prefix: str, label: str) -> tuple[MetricSpec, ...]:
+    """``<prefix>_mAP`` and its small/medium/large buckets, as mmdetection names them."""
+    return (
+        _pct(f"{prefix}_mAP", label),
+        _pct(f"{prefix}_mAP_s", f"{label} small"),
+        _pct(f"{prefix}_mAP_m", f"{label} medium"),
+        _pct(f"{prefix}_mAP_l", f"{label} large"),
+    )
+
+
+COCO_MASKRCNN = TaskSpec(
+    name="coco-maskrcnn",
+    label="COCO detection and instance segmentation (Mask R-CNN)",
+    description=(
+        "Box and mask AP on COCO val2017 of a Mask R-CNN whose backbone is the pretrained ViT, "
+        "trained with the ViTDet recipe; one table per dataset."
+    ),
+    metrics=(*_ap_family("bbox", "box AP"), *_ap_family("segm", "mask AP")),
+    primary="bbox_mAP",
+    variant_keys=("schedule", "img_size"),
+    accuracy=True,
+)
+
+ADE20K_MASK2FORMER = TaskSpec(
+    name="ade20k-mask2former",
+    label="ADE20K semantic segmentation (Mask2Former)",
+    description=(
+        "Mean IoU over the 150 classes and pixel accuracy on ADE20K val of a Mask2Former whose "
+        "backbone is the pretrained ViT; one table per dataset."
+    ),
+    metrics=(_pct("mIoU", "mIoU"), _pct("aAcc", "pixel accuracy")),
+    primary="mIoU",
+    variant_keys=("crop_size", "iters"),
+    accuracy=True,
+)
+
 #: Largest drop of ``miou_vs_fp32`` below 100 (percentage points) for which a faster dtype or
 #: compile setting still counts as accurate (the rule of ``esam.bench.throughput.best_row``).
 MAX_MIOU_DROP = 0.5
@@ -297,10 +369,21 @@ def accuracy_ok(miou_vs_fp32: float | None, dtype: str, compiled: bool | None) -
 #: Variant keys added after results files already existed, with the value those files ran
 #: with: that value is left out of the variant label, so old and new files of one setting
 #: share a row.
-VARIANT_DEFAULTS: dict[str, Any] = dict(LATER_SETTING_DEFAULTS)
+VARIANT_DEFAULTS: dict[str, Any] = {**LATER_SETTING_DEFAULTS, "size_buckets": "coco"}
+#: Values older files wrote for a variant key, by key, with the value they mean today.
+VARIANT_EQUIVALENTS: dict[str, dict[str, Any]] = {
+    # zero-shot files once described the (then fixed) COCO buckets in ``size_buckets``
+    "size_buckets": {"small < 32^2 <= medium < 96^2 <= large, by annotation area": "coco"},
+}
+#: Config keys naming the protocol preset and the departures from it: part of every row's
+#: identity of a task with ``protocol=True`` through the tidy ``protocol`` column.
+PROTOCOL_CONFIG_KEYS: tuple[str, ...] = (PROTOCOL_KEY, PROTOCOL_OVERRIDES_KEY)
 
 #: Declared tasks in the order their sections appear in the report.
-TASKS: dict[str, TaskSpec] = {t.name: t for t in (ZEROSHOT, INSTSEG, THROUGHPUT, MODEL)}
+TASKS: dict[str, TaskSpec] = {
+    t.name: t
+    for t in (ZEROSHOT, INSTSEG, THROUGHPUT, MODEL, IMAGENET, COCO_MASKRCNN, ADE20K_MASK2FORMER)
+}
 
 _LOWER_PATTERN = re.compile(
     r"(latency|_ms$|(^|_)ms(_|$)|time|seconds|(^|_)s$|mem|mib|gib|bytes|loss|error|(^|_)err"
