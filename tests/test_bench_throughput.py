@@ -76,7 +76,7 @@ def test_results_schema_and_rows(tiny_results) -> None:
 def test_results_record_model_hardware_and_settings(tiny_results) -> None:
     results, _ = tiny_results
     model = results["model"]
-    assert model["weights"] == "untrained" and model["checkpoint"] is None
+    assert model["weights"] == "standin (seed 0)" and model["checkpoint"] is None
     assert set(model["params"]) == {"total", "image_encoder", "prompt_encoder", "mask_decoder"}
     assert model["macs"]["end_to_end"] == model["flops"]["end_to_end"] // 2
     assert "FlopCounterMode" in model["flop_counter"]
@@ -150,7 +150,7 @@ def test_cli_end_to_end_in_fresh_processes(tmp_path, capsys) -> None:
         "--model", "efficientsam_vitt", "--override", "img_size=64", "--override", "encoder_depth=1",
         "--device", "cpu", "--batch-sizes", "2", "--dtypes", "fp32", "--prompts-per-image", "1",
         "--warmup", "1", "--iters", "2", "--accuracy-images", "2", "--no-progress",
-        "--retain-freed-memory", "--output", str(out),
+        "--retain-freed-memory", "--threads", "1", "--output", str(out),
     ]  # fmt: skip
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -159,11 +159,25 @@ def test_cli_end_to_end_in_fresh_processes(tmp_path, capsys) -> None:
     assert results["config"]["fresh_process_per_config"] is True
     assert len(results["metrics"]) == 3
     assert results["runs"][0]["environment"]["timer"] == "perf_counter"
+    # the threads the timed worker used, not the orchestrating process's default
+    assert results["runs"][0]["environment"]["torch_threads"] == 1
+    assert results["meta"]["hardware"]["torch_threads"] == 1
     assert results["config"]["retain_freed_memory"] is True
     allocator = results["runs"][0]["environment"]["allocator"]
     assert allocator["retain_freed_memory"] is (platform.libc_ver()[0] == "glibc")
     assert main(["bench", "compare", str(out), str(out)]) == 0
     assert "1.00x" in capsys.readouterr().out
+
+
+def test_timed_threads_come_from_the_workers() -> None:
+    from esam.bench.throughput import timed_threads
+
+    def run(n: int) -> dict:
+        return {"environment": {"torch_threads": n}}
+
+    assert timed_threads([run(1), run(1)], 0) == 1
+    assert timed_threads([run(1), run(4)], 1) == [1, 4]
+    assert timed_threads([], 3) == 3 and timed_threads([], 0) is None
 
 
 def test_compare_refuses_runs_under_different_settings(tiny_results, tmp_path, capsys) -> None:

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from esam.errors import InputError
+
 log = logging.getLogger(__name__)
 
 REFERENCE_SUFFIX = ":reference"
@@ -72,7 +74,7 @@ def check_model_name(name: str) -> str:
     """``name`` is benchmarkable (raises ValueError listing the available names otherwise)."""
     known = available_models()
     if name not in known:
-        raise ValueError(f"--model: unknown model {name!r}; available: {', '.join(known)}")
+        raise InputError(f"--model: unknown model {name!r}; available: {', '.join(known)}")
     return name
 
 
@@ -141,7 +143,7 @@ class BenchModel(abc.ABC):
 
     def compile(self, mode: str) -> None:
         """Compile the heavy modules with ``torch.compile`` (in place)."""
-        raise ValueError(f"model {self.name!r} does not support --compile")
+        raise InputError(f"model {self.name!r} does not support --compile")
 
     def describe(self) -> dict[str, Any]:
         """Facts recorded in the results (code path, output kind, ...)."""
@@ -191,17 +193,17 @@ def build_bench_model(
     if base in _esam_names():
         return EsamBenchModel(base, device, reference, checkpoint, overrides, seed)
     if reference:
-        raise ValueError(
+        raise InputError(
             f"--model {name!r}: the {REFERENCE_SUFFIX} mode exists only for {', '.join(_esam_names())}"
         )
     check_model_name(name)
     if overrides:
-        raise ValueError(f"--override applies to esam EfficientSAM models only, not {name!r}")
+        raise InputError(f"--override applies to esam EfficientSAM models only, not {name!r}")
     if name in SAM_NAMES:
         try:
             from segment_anything import sam_model_registry
         except ImportError:
-            raise ValueError(
+            raise InputError(
                 f"--model {name}: needs the segment-anything package (pip install 'esam[sam]')"
             ) from None
         with torch.device(device):  # initialise on the device: fast even for ViT-H
@@ -224,5 +226,6 @@ def build_bench_model(
     else:
         bm2 = AdapterBenchModel(name, adapter, device)
     if checkpoint is not None:
-        bm2.checkpoint = bm2.weights = str(checkpoint)
+        bm2.checkpoint = str(checkpoint)
+        bm2.weights = str(getattr(adapter, "weights_note", None) or checkpoint)
     return bm2

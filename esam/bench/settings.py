@@ -12,6 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from esam.errors import InputError
+from esam.utils.results import LATER_SETTING_DEFAULTS  # noqa: F401  (re-exported)
+
 #: Precision names accepted by ``--dtypes`` and what each means.
 DTYPES: dict[str, str] = {
     "fp32": "float32 everywhere; CUDA matmuls at full fp32 precision (no TF32)",
@@ -19,9 +22,6 @@ DTYPES: dict[str, str] = {
     "bf16": "torch.autocast to bfloat16 (weights stay float32)",
     "fp16": "torch.autocast to float16 (weights stay float32)",
 }
-#: Settings added after results files already existed, with the value those older files ran
-#: with (a file without the key ran with it). Read by ``bench compare`` and the report.
-LATER_SETTING_DEFAULTS: dict[str, Any] = {"retain_freed_memory": False}
 #: Values of ``--compile``: off, on, or both (each dtype and batch size once eager, once compiled).
 COMPILE_CHOICES: tuple[str, ...] = ("off", "on", "both")
 #: Components timed by default, in the order they are timed.
@@ -133,19 +133,19 @@ class SweepSettings:
         check_non_negative(self.accuracy_images, "--accuracy-images")
         check_non_negative(self.threads, "--threads")
         if self.compile_mode not in COMPILE_MODES:
-            raise ValueError(
+            raise InputError(
                 f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}"
             )
         if self.retain_freed_memory and not self.device.startswith("cpu"):
-            raise ValueError(
+            raise InputError(
                 f"--retain-freed-memory applies to CPU runs only, not --device {self.device}"
             )
         compiled = any(c.compile for c in self.run_configs())
         if compiled and self.warmup < 1:
-            raise ValueError("--warmup must be at least 1 with --compile (the first call compiles)")
+            raise InputError("--warmup must be at least 1 with --compile (the first call compiles)")
         unknown = [c for c in self.components if c not in COMPONENTS]
         if unknown or not self.components:
-            raise ValueError(
+            raise InputError(
                 f"--components must be a non-empty subset of {', '.join(COMPONENTS)}, got {list(self.components)}"
             )
         from esam.bench.models import check_model_name
@@ -159,14 +159,14 @@ class SweepSettings:
 def check_positive(value: int, name: str) -> int:
     """``value`` is an integer >= 1."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
 def check_non_negative(value: int, name: str) -> int:
     """``value`` is an integer >= 0."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        raise InputError(f"{name} must be a non-negative integer, got {value!r}")
     return value
 
 
@@ -174,10 +174,10 @@ def check_batch_sizes(values: Iterable[int]) -> tuple[int, ...]:
     """Batch sizes are positive integers (at least one)."""
     out = tuple(values)
     if not out:
-        raise ValueError("--batch-sizes must list at least one batch size")
+        raise InputError("--batch-sizes must list at least one batch size")
     for v in out:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"--batch-sizes must be positive integers, got {v!r}")
+            raise InputError(f"--batch-sizes must be positive integers, got {v!r}")
     return out
 
 
@@ -185,10 +185,10 @@ def check_dtypes(values: Iterable[str]) -> tuple[str, ...]:
     """Every dtype is a key of :data:`DTYPES` (at least one)."""
     out = tuple(values)
     if not out:
-        raise ValueError("--dtypes must list at least one dtype")
+        raise InputError("--dtypes must list at least one dtype")
     for v in out:
         if v not in DTYPES:
-            raise ValueError(f"--dtypes: unknown dtype {v!r}; choose from {', '.join(DTYPES)}")
+            raise InputError(f"--dtypes: unknown dtype {v!r}; choose from {', '.join(DTYPES)}")
     return out
 
 
@@ -200,7 +200,7 @@ def parse_int_list(text: str, name: str) -> tuple[int, ...]:
         try:
             out.append(int(t))
         except ValueError:
-            raise ValueError(f"{name} must be comma-separated integers, got {t!r}") from None
+            raise InputError(f"{name} must be comma-separated integers, got {t!r}") from None
     return tuple(out)
 
 
@@ -222,7 +222,7 @@ def parse_compile(value: str | bool | None) -> tuple[bool, ...]:
         return (True,)
     v = str(value).strip().lower()
     if v not in COMPILE_CHOICES:
-        raise ValueError(f"--compile must be one of {', '.join(COMPILE_CHOICES)}, got {value!r}")
+        raise InputError(f"--compile must be one of {', '.join(COMPILE_CHOICES)}, got {value!r}")
     return {"off": (False,), "on": (True,), "both": (False, True)}[v]
 
 
@@ -235,7 +235,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = str(item).partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--override must look like KEY=VALUE, got {item!r}")
+            raise InputError(f"--override must look like KEY=VALUE, got {item!r}")
         value: Any = raw.strip()
         for conv in (int, float):
             try:
@@ -257,21 +257,21 @@ def check_device(device: str, dtypes: Iterable[str] = ()) -> str:
 
     d = str(device)
     if d != "cpu" and not d.startswith("cuda"):
-        raise ValueError(f"--device must be cpu or cuda (cuda:N), got {device!r}")
+        raise InputError(f"--device must be cpu or cuda (cuda:N), got {device!r}")
     if d.startswith("cuda"):
         try:
             index = torch.device(d).index or 0
         except RuntimeError:
-            raise ValueError(f"--device must be cpu or cuda (cuda:N), got {device!r}") from None
+            raise InputError(f"--device must be cpu or cuda (cuda:N), got {device!r}") from None
         if not torch.cuda.is_available():
-            raise ValueError(
+            raise InputError(
                 f"--device {device}: no CUDA device is available (torch.cuda.is_available() is False); "
                 "use --device cpu"
             )
         if index >= torch.cuda.device_count():
-            raise ValueError(
+            raise InputError(
                 f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present"
             )
     elif "tf32" in set(dtypes):
-        raise ValueError("--dtypes tf32 needs --device cuda (TF32 is a CUDA matmul mode)")
+        raise InputError("--dtypes tf32 needs --device cuda (TF32 is a CUDA matmul mode)")
     return d

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from esam.bench.settings import DTYPES, LATER_SETTING_DEFAULTS, RunConfig, SweepSettings
+from esam.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ def run_sweep(
             worker_timeout_s,
         )
         if not ref.get("ok"):
-            raise ValueError(f"model {settings.model!r} could not be prepared: {ref.get('error')}")
+            raise InputError(f"model {settings.model!r} could not be prepared: {ref.get('error')}")
         info = ref["model"]
         rows: list[dict[str, Any]] = []
         failures: list[dict[str, Any]] = []
@@ -226,6 +227,8 @@ def run_sweep(
             meta = run_metadata(
                 settings.device, ",".join(dict.fromkeys(c.dtype for c in configs)), start
             )
+            # the timed processes' thread count, not this orchestrating process's
+            meta["hardware"]["torch_threads"] = timed_threads(runs, settings.threads)
             return make_results(
                 TASK,
                 _model_block(info),
@@ -285,6 +288,25 @@ def run_sweep(
     if output is not None:
         write_json_atomic(output, results)
     return results
+
+
+def timed_threads(runs: list[dict[str, Any]], requested: int) -> int | list[int] | None:
+    """The torch threads the timed worker processes used.
+
+    Every worker reports ``torch.get_num_threads()`` after applying ``--threads``; one number
+    when they agree, the sorted distinct values when they do not, and ``requested`` (or None
+    for torch's default) before any worker has run.
+    """
+    seen = sorted(
+        {
+            int(r["environment"]["torch_threads"])
+            for r in runs
+            if isinstance(r.get("environment"), dict) and "torch_threads" in r["environment"]
+        }
+    )
+    if not seen:
+        return requested if requested > 0 else None
+    return seen[0] if len(seen) == 1 else seen
 
 
 def summarize_rows(rows: list[dict[str, Any]]) -> str:
@@ -393,7 +415,7 @@ def compare(fast: dict[str, Any], baseline: dict[str, Any]) -> list[dict[str, An
     """
     mismatches = setting_mismatches(fast, baseline)
     if mismatches:
-        raise ValueError(
+        raise InputError(
             "the two results were measured under different settings, so their speeds are not "
             "comparable: " + "; ".join(mismatches)
         )
@@ -446,5 +468,5 @@ def load_results_file(path: str | Path) -> dict[str, Any]:
 
     obj = validate_results(json.loads(Path(path).read_text()), source=str(path))
     if obj["task"] != TASK:
-        raise ValueError(f"{path}: task is {obj['task']!r}, expected {TASK!r}")
+        raise InputError(f"{path}: task is {obj['task']!r}, expected {TASK!r}")
     return obj

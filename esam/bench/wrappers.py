@@ -61,9 +61,12 @@ class EsamBenchModel(BenchModel):
         if checkpoint is None:
             load_standin_weights(model, seed=seed)
             self.weights_init = f"esam.standin stand-in weights, seed {seed}"
+            self.weights = f"standin (seed {seed})"
         else:
             self.checkpoint = str(checkpoint)
-            self.weights = str(checkpoint)
+            # a checkpoint recognised as stand-in weights says so (the report then marks it)
+            info = getattr(model, "weights_info", None) or {}
+            self.weights = str(info.get("weights") or checkpoint)
         esam.set_reference_mode(model, reference)
         self.model = model.to(torch.device(device)).eval()
 
