@@ -91,6 +91,7 @@ import esam  # noqa: E402
 from esam.bench.flops import count_flops  # noqa: E402
 from esam.bench.memory import PeakMemory  # noqa: E402
 from esam.bench.timing import dense_matmul_rate  # noqa: E402
+from esam.runtime.precision import parse_precision  # noqa: E402
 from esam.standin import load_standin_weights  # noqa: E402
 from esam.utils.allocator import allocator_info, retain_freed_memory, trim_heap  # noqa: E402
 
@@ -120,13 +121,14 @@ def boxes_for(q: int, h: int, w: int, seed: int = 1) -> np.ndarray:
     return np.stack([x0, y0, x0 + bw, y0 + bh], axis=1).astype(np.float32)
 
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+#: The precisions this CPU benchmark times (names as esam.runtime.precision reads them).
+DTYPES = ("fp32", "bf16")
 
 
 def build(key: str, dtype: str = "fp32") -> esam.EfficientSam:
     model = esam.build_model(MODELS[key])
     load_standin_weights(model)
-    return model.to(DTYPES[dtype]).eval()
+    return model.to(parse_precision(dtype)).eval()
 
 
 def reference_inputs(boxes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -358,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--dtype",
-        choices=sorted(DTYPES),
+        choices=DTYPES,
         default="fp32",
         help="weights and compute dtype of both paths (default: fp32)",
     )

@@ -16,7 +16,9 @@ import pytest
 
 import esam
 from esam.cli.main import main as esam_main
-from esam.eval.distributed import (
+from esam.eval.outputs import read_rows
+from esam.eval.synthetic import write_synthetic_coco, write_synthetic_detections
+from esam.runtime.distributed import (
     TIMEOUT_ENV,
     DistContext,
     device_for,
@@ -26,8 +28,6 @@ from esam.eval.distributed import (
     run_collectively,
     shard,
 )
-from esam.eval.outputs import read_rows
-from esam.eval.synthetic import write_synthetic_coco, write_synthetic_detections
 from esam.standin import load_standin_weights
 
 

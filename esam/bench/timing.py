@@ -113,14 +113,16 @@ def dense_matmul_rate(
     """
     import torch
 
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if dtype not in dtypes:
-        raise ValueError(f"dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
+    from esam.runtime.precision import parse_precision
+
+    if dtype not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"dtype must be one of fp32, bf16, fp16, got {dtype!r}")
+    torch_dtype = parse_precision(dtype)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     gen = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtypes[dtype])
-    b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtypes[dtype])
+    a = torch.randn(n, n, generator=gen).to(device=device, dtype=torch_dtype)
+    b = torch.randn(n, n, generator=gen).to(device=device, dtype=torch_dtype)
     with torch.inference_mode():
         timing = time_callable(lambda: a @ b, device, warmup, iters)
     return 2.0 * n**3 / (min(timing.latencies_ms) / 1e3)

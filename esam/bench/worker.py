@@ -33,7 +33,8 @@ from typing import Any
 
 log = logging.getLogger("esam.bench.worker")
 
-_AUTOCAST = {"bf16": "bfloat16", "fp16": "float16"}
+#: Sweep dtypes run under autocast (tf32 and fp32 are float32 computations).
+_AUTOCAST = ("bf16", "fp16")
 
 
 def configure_precision(device: str, dtype: str) -> dict[str, Any]:
@@ -61,9 +62,12 @@ def precision_context(device: str, dtype: str) -> Iterator[None]:
     """``torch.autocast`` for bf16 / fp16, nothing for fp32 / tf32."""
     import torch
 
+    from esam.runtime.precision import parse_precision
+
     if dtype in _AUTOCAST:
+        # timing may autocast to fp16 on a CPU too (training may not: esam.runtime.precision)
         dev_type = "cuda" if str(device).startswith("cuda") else "cpu"
-        with torch.autocast(device_type=dev_type, dtype=getattr(torch, _AUTOCAST[dtype])):
+        with torch.autocast(device_type=dev_type, dtype=parse_precision(dtype)):
             yield
     else:
         yield

@@ -7,7 +7,7 @@
 
 Modules with one job each: :mod:`~esam.eval.data` (annotations, images, skip counting),
 :mod:`~esam.eval.prompts` (boxes and clicks), :mod:`~esam.eval.metrics` (IoU, size buckets),
-:mod:`~esam.eval.loader` (DataLoader workers), :mod:`~esam.eval.distributed` (torchrun sharding),
+:mod:`~esam.eval.loader` (DataLoader workers), :mod:`esam.runtime.distributed` (torchrun sharding),
 :mod:`~esam.eval.outputs` (results and rows files), :mod:`~esam.eval.synthetic` (the project's
 own sample data), :mod:`~esam.eval.deps` (optional dependencies of the ``eval`` extra, imported
 with an error that names ``pip install 'esam[eval]'``).

@@ -33,7 +33,6 @@ import numpy as np
 from tqdm import tqdm
 
 from esam.errors import InputError
-from esam.eval import distributed as dist_utils
 from esam.eval.adapters import Prompts, SegmentationAdapter, build_adapter
 from esam.eval.config import EvalRunConfig
 from esam.eval.data import (
@@ -54,6 +53,7 @@ from esam.eval.outputs import assemble_and_write, dataset_block, model_block
 from esam.eval.prompts import box_from_bbox, clip_boxes, empty_boxes
 from esam.eval.protocols import DEFAULT_PROTOCOL, resolve_settings
 from esam.eval.zeroshot import EvalRun
+from esam.runtime import distributed as dist_utils
 from esam.utils.meta import utc_now
 
 log = logging.getLogger(__name__)
@@ -532,7 +532,7 @@ def run_instseg(cfg: InstSegConfig, adapter: SegmentationAdapter | None = None) 
     """Run instance segmentation from detector boxes.
 
     Under torchrun every process segments its share of the images; if one fails, all stop
-    with its message (:func:`esam.eval.distributed.run_collectively`).
+    with its message (:func:`esam.runtime.distributed.run_collectively`).
 
     Returns:
         The results and per-detection rows on rank 0; None on other ranks.

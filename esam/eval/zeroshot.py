@@ -24,7 +24,6 @@ import numpy as np
 from tqdm import tqdm
 
 from esam.errors import InputError
-from esam.eval import distributed as dist_utils
 from esam.eval.adapters import Prediction, Prompts, SegmentationAdapter, build_adapter
 from esam.eval.config import EvalRunConfig
 from esam.eval.data import (
@@ -73,6 +72,7 @@ from esam.eval.protocols import (
     SIZE_BUCKET_RULES,
     resolve_settings,
 )
+from esam.runtime import distributed as dist_utils
 from esam.utils.meta import utc_now
 
 log = logging.getLogger(__name__)
@@ -454,7 +454,7 @@ def run_zeroshot(cfg: ZeroShotConfig, adapter: SegmentationAdapter | None = None
     """Run the zero-shot benchmark.
 
     Under torchrun every process evaluates its share of the images; if one fails, all stop
-    with its message (:func:`esam.eval.distributed.run_collectively`).
+    with its message (:func:`esam.runtime.distributed.run_collectively`).
 
     Args:
         cfg: the run's settings.

@@ -1,0 +1,1 @@
+"""Data pipelines shared by pretraining and fine-tuning (augmented views, datasets)."""

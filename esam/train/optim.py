@@ -1,0 +1,45 @@
+"""The optimizer and its schedules from a :class:`~esam.train.config.TrainConfig`.
+
+``build_optimization`` is the usual path; its parts (:func:`esam.train.param_groups.param_groups`,
+:func:`build_optimizer`, :func:`esam.train.schedules.build_schedules`) stay usable alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from esam.errors import InputError
+from esam.train.config import OptimConfig, TrainConfig
+from esam.train.param_groups import param_groups
+from esam.train.schedules import ParamScheduler, build_schedules, peak_lr
+
+
+def build_optimizer(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW or SGD over ``groups``; the lr is set by the scheduler before every step."""
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=0.0, betas=cfg.betas, eps=cfg.eps)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=0.0, momentum=cfg.momentum)
+    raise InputError(f"unknown optimizer {cfg.name!r}; choose adamw or sgd")
+
+
+def build_optimization(
+    model: nn.Module, cfg: TrainConfig, steps_per_epoch: int, global_batch: int
+) -> tuple[torch.optim.Optimizer, ParamScheduler]:
+    """Param groups (weight-decay exemptions, layer decay), optimizer and per-step scheduler.
+
+    The peak lr is ``cfg.optim.lr``, or ``base_lr x global_batch / 256``.
+    """
+    oc = cfg.optim
+    groups = param_groups(
+        model,
+        weight_decay=oc.weight_decay,
+        layer_decay=oc.layer_decay,
+        no_weight_decay=oc.no_weight_decay,
+    )
+    optimizer = build_optimizer(groups, oc)
+    lr_s, wd_s = build_schedules(cfg, steps_per_epoch, peak_lr(oc, global_batch))
+    return optimizer, ParamScheduler(optimizer, lr_s, wd_s)

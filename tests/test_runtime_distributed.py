@@ -1,0 +1,77 @@
+"""Process-group helpers in one process (the 2-process gloo run is in test_train_distributed)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from esam.errors import UserError
+from esam.runtime.distributed import (
+    TIMEOUT_ENV,
+    DistContext,
+    MainRankFilter,
+    RankFailedError,
+    all_reduce_mean,
+    broadcast_object,
+    current_context,
+    device_for,
+    dist_timeout,
+    gather_to_main,
+    init_distributed,
+    is_main_process,
+    run_collectively,
+    shard,
+    unwrap_model,
+    wrap_ddp,
+)
+
+
+def test_single_process_helpers_are_identities() -> None:
+    ctx = DistContext()
+    t = torch.arange(3.0)
+    assert all_reduce_mean(t, ctx) is t
+    assert all_reduce_mean({"a": 1, "b": 2.5}, ctx) == {"a": 1.0, "b": 2.5}
+    assert broadcast_object({"x": 1}, ctx) == {"x": 1}
+    assert gather_to_main(5, ctx) == [5]
+    assert run_collectively(lambda: 3, ctx) == 3
+    assert shard(list(range(7)), DistContext(rank=1, world_size=3)) == [1, 4]
+    assert device_for("cuda", DistContext(rank=1, world_size=2, local_rank=1)) == "cuda:1"
+    assert current_context() == DistContext() and is_main_process()
+    model = nn.Linear(2, 2)
+    assert wrap_ddp(model, ctx, "cpu") is model and unwrap_model(model) is model
+    assert issubclass(RankFailedError, UserError)
+
+
+def test_timeout_and_group_creation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    assert dist_timeout() == timedelta(seconds=600)
+    for bad in ("soon", "0", "inf"):
+        monkeypatch.setenv(TIMEOUT_ENV, bad)
+        with pytest.raises(ValueError, match=TIMEOUT_ENV):
+            dist_timeout()
+    import torch.distributed as dist
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    for k, v in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", TIMEOUT_ENV: "17"}.items():
+        monkeypatch.setenv(k, v)
+    assert init_distributed("cpu") == DistContext(1, 2, 1, owns_group=True)
+    assert calls == [{"backend": "gloo", "timeout": timedelta(seconds=17)}]
+
+
+def test_only_rank_zero_logs_below_warning() -> None:
+    def record(level: int) -> logging.LogRecord:
+        return logging.LogRecord("esam", level, __file__, 1, "m", None, None)
+
+    main, other = MainRankFilter(0), MainRankFilter(1)
+    assert main.filter(record(logging.INFO))
+    assert not other.filter(record(logging.INFO))
+    assert other.filter(record(logging.WARNING))

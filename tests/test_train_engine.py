@@ -1,0 +1,404 @@
+"""The training engine on tiny models: accumulation, clipping, non-finite stop, exact resume,
+checkpoints (keep-last-k, atomic), log.jsonl.
+
+Tolerances of the equivalence tests are worst-case float32 rounding bounds computed from the
+data (:func:`rounding_bounds`), not tuned constants.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from esam.errors import UserError
+from esam.runtime.distributed import DistContext
+from esam.train import (
+    NonFiniteLossError,
+    OptimConfig,
+    ResumeError,
+    ScheduleConfig,
+    TrainConfig,
+    Trainer,
+    build_optimization,
+    make_train_loader,
+    steps_per_epoch,
+)
+from esam.train.checkpointing import CheckpointManager, load_checkpoint
+from esam.train.metrics import read_log
+
+EPS = torch.finfo(torch.float32).eps
+N_SAMPLES, DIM = 32, 4
+
+
+class IndexedData(Dataset):
+    """``(index, x, y)`` with x of shape (DIM,) and a scalar y, fixed by the seed."""
+
+    def __init__(self, n: int = N_SAMPLES, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, DIM, generator=g)
+        self.y = torch.randn(n, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+        return i, self.x[i], self.y[i]
+
+
+class MseTask:
+    """Mean squared error of a 1-output model; remembers the sample indices it saw."""
+
+    def __init__(self) -> None:
+        self.seen: list[list[int]] = []
+
+    def training_step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        idx, x, y = batch
+        self.seen.append(idx.tolist())
+        r = model(x).squeeze(-1) - y
+        loss = (r**2).mean()
+        return loss, {"abs_err": float(r.detach().abs().mean())}
+
+
+def config(tmp: Path, **kw: Any) -> TrainConfig:
+    base = TrainConfig(
+        output_dir=str(tmp),
+        device="cpu",
+        epochs=1,
+        batch_size=8,
+        num_workers=0,
+        log_every=1,
+        save_every_epochs=0,
+        progress=False,
+        optim=OptimConfig(name="sgd", lr=0.1, momentum=0.0, weight_decay=0.0),
+        schedule=ScheduleConfig(kind="constant"),
+    )
+    return replace(base, **kw)
+
+
+def build(
+    cfg: TrainConfig,
+    task: Any,
+    model: nn.Module | None = None,
+    data: Dataset | None = None,
+    ctx: DistContext | None = None,
+) -> Trainer:
+    ctx = ctx or DistContext()
+    if model is None:
+        torch.manual_seed(0)
+        model = nn.Linear(DIM, 1)
+    loader = make_train_loader(data if data is not None else IndexedData(), cfg, ctx)
+    spe = steps_per_epoch(loader.sampler, cfg.batch_size, cfg.accum_steps)  # type: ignore[arg-type]
+    global_batch = cfg.batch_size * cfg.accum_steps * ctx.world_size
+    optimizer, scheduler = build_optimization(model, cfg, spe, global_batch)
+    return Trainer(model, task, loader, optimizer, scheduler, cfg, ctx=ctx, run_config=cfg)
+
+
+def rounding_bounds(
+    x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor
+) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Worst-case float32 error of the loss and gradients of ``mean((x w^T + b - y)^2)``.
+
+    Any summation of n terms in float32 is within n * eps * sum|terms| of the exact sum
+    (Higham's gamma_n bound with u = eps / 2, rounded up); a residual r_i = x_i . w + b - y_i
+    is within (DIM + 2) * eps * (|x_i| . |w| + |b| + |y_i|). Computed in float64 to first order.
+
+    Args:
+        x: NxD samples; y: N targets; w: 1xD weight; b: (1,) bias.
+
+    Returns:
+        (loss bound, 1xD weight-gradient bound, (1,) bias-gradient bound).
+    """
+    x, y, w, b = (t.double() for t in (x, y, w, b))
+    n, d = x.shape
+    r = x @ w.T + b - y[:, None]
+    dr = (d + 2) * EPS * (x.abs() @ w.abs().T + b.abs() + y.abs()[:, None])
+    loss_tol = float(n * EPS * (r**2).mean() + (2 * r.abs() * dr).mean())
+    g = 2 * r / n  # d loss / d r_i
+    dg = 2 * (dr + 2 * EPS * r.abs()) / n
+    gw_tol = dg.T @ x.abs() + n * EPS * (g.abs().T @ x.abs())
+    gb_tol = dg.sum(0) + n * EPS * g.abs().sum(0)
+    return loss_tol, gw_tol, gb_tol
+
+
+def sgd_update_bound(
+    lr: float, grad_tol: torch.Tensor, w0: torch.Tensor, grad: torch.Tensor
+) -> torch.Tensor:
+    """Bound on |w1 - exact w1| for ``w1 = w0 - lr * g`` with g off by at most ``grad_tol``
+    (plus one rounding of the product and one of the difference)."""
+    return lr * grad_tol + EPS * (w0.double().abs() + 2 * lr * grad.double().abs())
+
+
+def exact_grads(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> tuple:
+    x, y, w, b = (t.double() for t in (x, y, w, b))
+    r = x @ w.T + b - y[:, None]
+    return (2 * r.T @ x / len(y)), (2 * r.sum(0) / len(y))
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return read_log(path / "log.jsonl")
+
+
+def _without_timing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k not in ("samples_per_s", "time")} for r in rows]
+
+
+# --------------------------------------------------------------------------------- tests
+
+
+def test_accumulation_equals_one_big_batch(tmp_path: Path) -> None:
+    """accum 2 x batch 4 takes the step of batch 8: same samples, loss and update."""
+    results = {}
+    for name, bs, accum in (("big", 8, 1), ("accum", 4, 2)):
+        task = MseTask()
+        cfg = config(tmp_path / name, batch_size=bs, accum_steps=accum, max_steps=1)
+        trainer = build(cfg, task)
+        w0 = [p.detach().clone() for p in trainer.raw_model.parameters()]
+        trainer.fit()
+        w1 = [p.detach().clone() for p in trainer.raw_model.parameters()]
+        seen = sorted(i for batch in task.seen for i in batch)
+        results[name] = (seen, _lines(tmp_path / name)[0]["loss"], w0, w1)
+    (seen_a, loss_a, w0, w1_a), (seen_b, loss_b, w0_b, w1_b) = results["big"], results["accum"]
+    assert seen_a == seen_b and len(seen_a) == 8
+    assert all(torch.equal(p, q) for p, q in zip(w0, w0_b, strict=True))
+    data = IndexedData()
+    x, y = data.x[seen_a], data.y[seen_a]
+    loss_tol, gw_tol, gb_tol = rounding_bounds(x, y, w0[0], w0[1])
+    assert abs(loss_a - loss_b) <= 2 * loss_tol, (loss_a, loss_b, loss_tol)
+    gw, gb = exact_grads(x, y, w0[0], w0[1])
+    for got_a, got_b, tol in (
+        (w1_a[0], w1_b[0], sgd_update_bound(0.1, gw_tol, w0[0], gw)),
+        (w1_a[1], w1_b[1], sgd_update_bound(0.1, gb_tol, w0[1], gb)),
+    ):
+        assert ((got_a.double() - got_b.double()).abs() <= 2 * tol).all()
+
+
+def test_gradient_clipping_records_the_norm(tmp_path: Path) -> None:
+    cfg = config(
+        tmp_path,
+        max_steps=1,
+        clip_grad=1e-3,
+        optim=OptimConfig(name="sgd", lr=1.0, momentum=0.0, weight_decay=0.0),
+    )
+    trainer = build(cfg, MseTask())
+    w0 = torch.cat([p.detach().flatten() for p in trainer.raw_model.parameters()])
+    result = trainer.fit()
+    w1 = torch.cat([p.detach().flatten() for p in trainer.raw_model.parameters()])
+    seen = sorted(trainer.sampler.order(0)[:8].tolist())
+    data = IndexedData()
+    params = list(trainer.raw_model.parameters())
+    gw, gb = exact_grads(data.x[seen], data.y[seen], w0[:DIM].view(1, DIM), w0[DIM:])
+    norm = float(torch.cat([gw.flatten(), gb.flatten()]).norm())
+    assert result.last["grad_norm"] == pytest.approx(norm, rel=1e-5)
+    assert norm > 1e-3 and float((w1 - w0).norm()) == pytest.approx(1e-3, rel=1e-4)
+    assert len(params) == 2
+
+
+def test_non_finite_loss_stops_before_the_update(tmp_path: Path) -> None:
+    reference = build(config(tmp_path / "ref", max_steps=2), MseTask())
+    reference.fit()
+
+    class NanAtThirdStep(MseTask):
+        def training_step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict]:
+            loss, logs = super().training_step(model, batch)
+            return (loss * float("nan"), logs) if len(self.seen) == 3 else (loss, logs)
+
+    trainer = build(config(tmp_path / "nan"), NanAtThirdStep())
+    with pytest.raises(NonFiniteLossError) as e:
+        trainer.fit()
+    text = str(e.value)
+    assert "non-finite loss nan at optimizer step 3 (epoch 0, step 3 of 4)" in text
+    assert "micro-batch losses on rank 0: [nan]" in text and "abs_err" in text
+    assert isinstance(e.value, UserError)
+    for p, q in zip(trainer.raw_model.parameters(), reference.raw_model.parameters(), strict=True):
+        assert torch.equal(p, q)  # the weights after step 2: the bad step changed nothing
+    assert [r["step"] for r in _lines(tmp_path / "nan")] == [1, 2]
+
+
+class Killed(Exception):
+    pass
+
+
+class NoisyTask:
+    """Uses every RNG (torch via dropout and noise, NumPy, python) and can be killed."""
+
+    def __init__(self, kill_at_call: int | None = None) -> None:
+        self.calls = 0
+        self.kill_at_call = kill_at_call
+
+    def training_step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        self.calls += 1
+        if self.calls == self.kill_at_call:
+            raise Killed
+        _, x, y = batch
+        x = x + 0.1 * torch.randn_like(x) * float(np.random.rand()) * random.random()
+        r = model(x).squeeze(-1) - y
+        return (r**2).mean(), {"noise": float(np.random.rand())}
+
+
+def _noisy_model(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(DIM, 16), nn.GELU(), nn.Dropout(0.2), nn.Linear(16, 1))
+
+
+def test_exact_resume_reproduces_the_uninterrupted_run_bitwise(tmp_path: Path) -> None:
+    """Killed during step 10, resumed from the step-8 checkpoint (mid-epoch): same losses,
+    bitwise-identical final weights, log.jsonl holding every step once."""
+    cfg_kw: dict[str, Any] = dict(
+        epochs=2,
+        batch_size=2,
+        accum_steps=2,
+        clip_grad=1.0,
+        save_every_steps=4,
+        save_every_epochs=1,
+        keep_last=2,
+        optim=OptimConfig(lr=1e-2, weight_decay=0.05),
+        schedule=ScheduleConfig(kind="cosine", warmup_steps=3),
+    )
+    data = IndexedData(24)  # 6 steps per epoch, 12 in all
+    full = build(config(tmp_path / "full", **cfg_kw), NoisyTask(), _noisy_model(0), data)
+    full.fit()
+
+    run = tmp_path / "killed"
+    killed = build(config(run, **cfg_kw), NoisyTask(kill_at_call=9 * 2 + 1), _noisy_model(0), data)
+    with pytest.raises(Killed):
+        killed.fit()
+    assert [r["step"] for r in _lines(run)] == list(range(1, 10))
+    assert (
+        CheckpointManager(run / "checkpoints").latest()
+        == run / "checkpoints" / "checkpoint-00000008.pt"
+    )
+    # a new process: another initialisation, RNGs elsewhere; everything comes from the checkpoint
+    random.seed(5)
+    np.random.seed(5)
+    resumed = build(config(run, **cfg_kw), NoisyTask(), _noisy_model(123), data)
+    result = resumed.fit()
+    assert result.global_step == 12
+    for p, q in zip(resumed.raw_model.parameters(), full.raw_model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert _without_timing(_lines(run)) == _without_timing(_lines(tmp_path / "full"))
+    state = load_checkpoint(run / "checkpoints" / "checkpoint-00000012.pt")
+    assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (2, 0, 12)
+    assert state["config"]["optim"]["weight_decay"] == 0.05 and len(state["rng"]) == 1
+
+
+def test_keep_last_k_and_the_last_pointer(tmp_path: Path) -> None:
+    cfg = config(tmp_path, save_every_steps=1, keep_last=2)
+    build(cfg, MseTask()).fit()
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["checkpoint-00000003.pt", "checkpoint-00000004.pt", "last"]
+    assert (tmp_path / "checkpoints" / "last").read_text() == "checkpoint-00000004.pt\n"
+    assert load_checkpoint(tmp_path / "checkpoints" / "checkpoint-00000004.pt")["global_step"] == 4
+    with pytest.raises(ResumeError, match="holds checkpoints already"):
+        build(replace(cfg, resume=None), MseTask()).fit()
+    explicit = build(
+        replace(cfg, resume=str(tmp_path / "checkpoints" / "checkpoint-00000003.pt")), MseTask()
+    )
+    assert explicit.fit().global_step == 4
+
+
+def test_a_failed_save_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import esam.train.checkpointing as ckpt
+
+    manager = CheckpointManager(tmp_path, keep_last=3)
+    first = manager.save({"model": {"w": torch.ones(2)}}, 1)
+    real_save = torch.save
+
+    def broken(obj: Any, f: Any, *a: Any, **kw: Any) -> None:
+        f.write(b"partial bytes")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt.torch, "save", broken)
+    with pytest.raises(OSError, match="No space left"):
+        manager.save({"model": {"w": torch.zeros(2)}}, 2)
+    monkeypatch.setattr(ckpt.torch, "save", real_save)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name, "last"]
+    assert manager.latest() == first and torch.equal(
+        load_checkpoint(first)["model"]["w"], torch.ones(2)
+    )
+    with pytest.raises(TypeError, match=r"checkpoint.config.path is a PosixPath"):
+        manager.save({"config": {"path": tmp_path}}, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name, "last"]
+
+
+def test_log_jsonl_content(tmp_path: Path) -> None:
+    cfg = config(tmp_path, epochs=2, log_every=3)  # 8 steps: lines at 3, 6 and the last
+    build(cfg, MseTask()).fit()
+    rows = _lines(tmp_path)
+    assert [(r["step"], r["epoch"], r["epoch_step"]) for r in rows] == [
+        (3, 0, 3),
+        (6, 1, 2),
+        (8, 1, 4),
+    ]
+    for r in rows:
+        assert {"loss", "lr", "wd", "grad_norm", "samples_per_s", "time", "abs_err"} <= set(r)
+        assert r["lr"] == 0.1 and r["samples_per_s"] > 0
+    assert json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])["step"] == 3
+    assert (tmp_path / "config.yaml").is_file()
+
+
+def test_bf16_autocast_on_cpu(tmp_path: Path) -> None:
+    cfg = config(tmp_path, precision="bf16", max_steps=2)
+    result = build(cfg, MseTask()).fit()
+    assert result.global_step == 2 and np.isfinite(result.last["loss"])
+
+
+def test_grad_scaler_path_is_checkpointed_and_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fp16 code path (scale, unscale before clipping, scaler step, scaler state in the
+    checkpoint) run on the CPU with a CPU GradScaler standing in for the CUDA one."""
+    import esam.train.engine as engine
+
+    monkeypatch.setattr(
+        engine, "make_grad_scaler", lambda device, precision: torch.amp.GradScaler("cpu", 2.0**10)
+    )
+    cfg_kw: dict[str, Any] = dict(epochs=2, clip_grad=0.5, save_every_steps=3)
+    full = build(config(tmp_path / "full", **cfg_kw), NoisyTask(), _noisy_model(0))
+    assert full.fit().last["loss_scale"] == 2.0**10
+    run = tmp_path / "killed"
+    with pytest.raises(Killed):
+        build(config(run, **cfg_kw), NoisyTask(kill_at_call=5), _noisy_model(0)).fit()
+    assert (
+        load_checkpoint(run / "checkpoints" / "checkpoint-00000003.pt")["scaler"]["scale"]
+        == 2.0**10
+    )
+    resumed = build(config(run, **cfg_kw), NoisyTask(), _noisy_model(1))
+    resumed.fit()
+    for p, q in zip(resumed.raw_model.parameters(), full.raw_model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_cuda_mixed_precision_trains_and_resumes(tmp_path: Path, precision: str) -> None:
+    """fp16 goes through the GradScaler (its state is checkpointed); a resumed run ends with
+    the uninterrupted run's weights."""
+    cfg_kw: dict[str, Any] = dict(device="cuda", precision=precision, epochs=2, save_every_steps=3)
+    full = build(config(tmp_path / "full", **cfg_kw), NoisyTask(), _noisy_model(0).cuda())
+    result = full.fit()
+    assert result.global_step == 8 and np.isfinite(result.last["loss"])
+    assert ("loss_scale" in result.last) == (precision == "fp16")
+    state = load_checkpoint(tmp_path / "full" / "checkpoints" / "checkpoint-00000008.pt")
+    assert (state["scaler"] is not None) == (precision == "fp16") and len(
+        state["rng"][0]["cuda"]
+    ) >= 1
+    run = tmp_path / "killed"
+    killed = build(config(run, **cfg_kw), NoisyTask(kill_at_call=5), _noisy_model(0).cuda())
+    with pytest.raises(Killed):
+        killed.fit()
+    resumed = build(config(run, **cfg_kw), NoisyTask(), _noisy_model(1).cuda())
+    resumed.fit()
+    for p, q in zip(resumed.raw_model.parameters(), full.raw_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
