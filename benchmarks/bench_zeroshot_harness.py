@@ -25,12 +25,14 @@ import numpy as np
 import torch
 
 import esam
-from esam.eval.adapters.efficientsam import EfficientSamAdapter
-from esam.eval.data import decode_mask, handle_missing_images, load_annotation_set, read_image
+from esam.adapters.efficientsam import EfficientSamAdapter
+from esam.data.coco import handle_missing_images, load_annotation_set
+from esam.data.images import read_image
+from esam.data.masks import decode_mask
+from esam.data.prompts import box_from_bbox, clip_boxes
+from esam.data.synthetic import sample_paths
 from esam.eval.loader import available_cores, default_workers
 from esam.eval.metrics import mask_iou
-from esam.eval.prompts import box_from_bbox, clip_boxes
-from esam.eval.synthetic import sample_paths
 from esam.eval.zeroshot import ZeroShotConfig, run_zeroshot
 from esam.modeling import set_reference_mode
 from esam.standin import load_standin_weights

@@ -71,7 +71,7 @@ def _first_box(annotations: Path) -> tuple[str, list[float]]:
 
 def stage_predict(plan: DemoPlan) -> None:
     """Segment the largest object of the first sample image from its box; write an overlay."""
-    from esam.eval.synthetic import sample_paths
+    from esam.data.synthetic import sample_paths
 
     annotations, images = sample_paths()
     file_name, box = _first_box(annotations)
@@ -87,7 +87,7 @@ def stage_predict(plan: DemoPlan) -> None:
 
 def stage_zeroshot(plan: DemoPlan) -> None:
     """Box and 1-click mIoU of the model and of the two weightless references."""
-    from esam.eval.synthetic import sample_paths
+    from esam.data.synthetic import sample_paths
 
     annotations, images = sample_paths()
     limit = ["--limit-images", "2"] if plan.quick else []
@@ -110,7 +110,7 @@ def stage_zeroshot(plan: DemoPlan) -> None:
 
 def stage_instseg(plan: DemoPlan) -> None:
     """Instance segmentation AP from the sample's detector-style boxes."""
-    from esam.eval.synthetic import SAMPLE_DIR, sample_paths
+    from esam.data.synthetic import SAMPLE_DIR, sample_paths
 
     annotations, images = sample_paths()
     for model, extra in ((DEMO_MODEL, ["--checkpoint", str(plan.weights)]), ("box_fill", [])):

@@ -9,15 +9,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-import esam.eval.adapters as adapters
-from esam.eval.adapters import (
+import esam.adapters as adapters
+from esam.adapters import (
     Prediction,
     Prompts,
     SegmentationAdapter,
     available_adapters,
     build_adapter,
 )
-from esam.eval.adapters.baselines import BoxFillAdapter, OracleAdapter, fill_boxes
+from esam.adapters.baselines import BoxFillAdapter, OracleAdapter, fill_boxes
 
 
 def test_fill_boxes_uses_pixel_centres() -> None:
@@ -120,7 +120,7 @@ def test_entry_point_plugins_are_found(monkeypatch: pytest.MonkeyPatch) -> None:
     assert names["oracle"] == "builtin"  # built-ins cannot be shadowed
     assert isinstance(build_adapter("my_fastsam"), _PluginAdapter)
     assert isinstance(build_adapter("oracle"), OracleAdapter)
-    with pytest.raises(TypeError, match="not an esam.eval.adapters.SegmentationAdapter"):
+    with pytest.raises(TypeError, match="not an esam.adapters.SegmentationAdapter"):
         build_adapter("broken")
 
 

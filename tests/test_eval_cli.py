@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from esam.cli.main import main
-from esam.eval.data import read_image
-from esam.eval.synthetic import SAMPLE_DIR, sample_paths, synthetic_detections, write_synthetic_coco
+from esam.data.images import read_image
+from esam.data.synthetic import SAMPLE_DIR, sample_paths, synthetic_detections, write_synthetic_coco
 from esam.utils.results import validate_results
 
 ANN, IMG = sample_paths()

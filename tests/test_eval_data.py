@@ -12,18 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from esam.eval.data import (
-    ImageReadError,
-    InstanceSpec,
-    _compressed_rle_counts,
-    decode_mask,
-    encode_mask,
-    load_annotation_set,
-    read_image,
-    resolve_image_path,
-    rle_problem,
-)
-from esam.eval.synthetic import make_image, write_synthetic_coco
+from esam.data.coco import InstanceSpec, load_annotation_set, resolve_image_path
+from esam.data.images import ImageReadError, read_image
+from esam.data.masks import _compressed_rle_counts, decode_mask, encode_mask, rle_problem
+from esam.data.synthetic import make_image, write_synthetic_coco
 from esam.eval.zeroshot import PreparePrompts, ZeroShotConfig, run_zeroshot
 from tests.conftest import require_shared
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from esam.eval.deps import MissingDependencyError, require
+from esam.utils.deps import MissingDependencyError, require
 
 
 def test_require_imports_installed_modules() -> None:
@@ -48,7 +48,7 @@ def test_missing_module_inside_an_installed_package_is_not_masked(tmp_path: Path
 def test_harness_without_the_eval_extra_raises_a_clear_import_error(tmp_path: Path) -> None:
     """In a fresh interpreter that cannot import pycocotools, lvis or scipy: the modules import,
     and each use stops with an ImportError naming ``pip install 'esam[eval]'``."""
-    from esam.eval.synthetic import sample_paths
+    from esam.data.synthetic import sample_paths
 
     ann, img = sample_paths()
     lvis = tmp_path / "lvis.json"  # the sample in LVIS format
@@ -65,11 +65,12 @@ def test_harness_without_the_eval_extra_raises_a_clear_import_error(tmp_path: Pa
                      "pycocotools.cocoeval", "lvis", "scipy", "scipy.ndimage"):
             sys.modules[name] = None  # import of these now fails as if not installed
         import numpy as np
-        from esam.eval import data, instseg, prompts, zeroshot  # no import-time dependency
+        from esam.data import coco as data, masks, prompts  # no import-time dependency
+        from esam.eval import instseg, zeroshot
         checks = {{
             "load_api": lambda: data.load_api("coco", {str(ann)!r}),
             "load_lvis": lambda: data.load_api("lvis", {str(lvis)!r}),
-            "decode_mask": lambda: data.decode_mask([[0, 0, 4, 0, 4, 4]], 8, 8),
+            "decode_mask": lambda: masks.decode_mask([[0, 0, 4, 0, 4, 4]], 8, 8),
             "center_click": lambda: prompts.center_click(np.ones((4, 4), bool)),
             "run_zeroshot": lambda: zeroshot.run_zeroshot(zeroshot.ZeroShotConfig(
                 model="oracle", dataset="coco", annotations={str(ann)!r},
@@ -105,7 +106,7 @@ def test_lvis_evaluation_without_lvis(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_missing_scipy_in_a_dataloader_worker_still_names_the_extra() -> None:
     """Centre clicks are computed in DataLoader workers; the error survives the re-raise."""
-    from esam.eval.synthetic import sample_paths
+    from esam.data.synthetic import sample_paths
 
     ann, img = sample_paths()
     script = textwrap.dedent(

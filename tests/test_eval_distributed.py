@@ -16,8 +16,8 @@ import pytest
 
 import esam
 from esam.cli.main import main as esam_main
+from esam.data.synthetic import write_synthetic_coco, write_synthetic_detections
 from esam.eval.outputs import read_rows
-from esam.eval.synthetic import write_synthetic_coco, write_synthetic_detections
 from esam.runtime.distributed import (
     TIMEOUT_ENV,
     DistContext,

@@ -13,13 +13,15 @@ import pytest
 import torch
 
 import esam
+from esam.adapters import Prompts
+from esam.adapters.efficientsam import EfficientSamAdapter
 from esam.cli.main import main as esam_main
-from esam.eval.adapters import Prompts
-from esam.eval.adapters.efficientsam import EfficientSamAdapter
-from esam.eval.data import ImageSpec, decode_mask, load_annotation_set, read_image
+from esam.data.coco import ImageSpec, load_annotation_set
+from esam.data.images import read_image
+from esam.data.masks import decode_mask
+from esam.data.synthetic import sample_paths, write_synthetic_coco
 from esam.eval.metrics import SIZES, mask_iou
 from esam.eval.outputs import read_rows
-from esam.eval.synthetic import sample_paths, write_synthetic_coco
 from esam.eval.zeroshot import ZeroShotConfig, run_zeroshot
 from esam.standin import load_standin_weights
 from esam.utils.results import validate_results
@@ -275,7 +277,7 @@ def test_cli_end_to_end_on_coco_mini_matches_the_official_forward(
 
 def test_adapter_builds_the_architecture_stored_in_an_esam_checkpoint(tmp_path: Path) -> None:
     """A reduced model saved with its config loads by registry name (CLI --checkpoint)."""
-    from esam.eval.adapters import build_adapter
+    from esam.adapters import build_adapter
 
     model = load_standin_weights(
         esam.build_model("efficientsam_vitt", img_size=128, encoder_depth=1)

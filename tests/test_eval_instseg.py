@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from esam.eval.adapters import Prediction, Prompts, SegmentationAdapter
-from esam.eval.adapters.efficientsam import EfficientSamAdapter
-from esam.eval.data import decode_mask, load_api, read_image
+from esam.adapters import Prediction, Prompts, SegmentationAdapter
+from esam.adapters.efficientsam import EfficientSamAdapter
+from esam.data.coco import load_api
+from esam.data.images import read_image
+from esam.data.masks import decode_mask
+from esam.data.synthetic import synthetic_detections, write_synthetic_coco
 from esam.eval.instseg import InstSegConfig, evaluate_detections, load_detections, run_instseg
-from esam.eval.synthetic import synthetic_detections, write_synthetic_coco
 from esam.utils.results import validate_results
 from tests.conftest import require_shared
 

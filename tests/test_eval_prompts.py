@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from esam.eval.prompts import (
+from esam.data.prompts import (
     PAD_LABEL,
     box_from_bbox,
     box_from_mask,

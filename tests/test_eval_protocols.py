@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 import torch
 
+from esam.adapters import Prediction, Prompts, SegmentationAdapter
+from esam.data.coco import load_api
+from esam.data.masks import encode_mask
+from esam.data.prompts import PAD_LABEL, PAD_POINT, next_error_click
+from esam.data.synthetic import write_synthetic_coco
 from esam.errors import InputError
-from esam.eval.adapters import Prediction, Prompts, SegmentationAdapter
-from esam.eval.data import encode_mask, load_api
 from esam.eval.instseg import InstSegConfig, run_instseg
 from esam.eval.loader import default_workers
 from esam.eval.metrics import aggregate_miou, size_buckets_of
-from esam.eval.prompts import PAD_LABEL, PAD_POINT, next_error_click
 from esam.eval.protocols import PROTOCOLS, get_protocol, resolve_settings
-from esam.eval.synthetic import write_synthetic_coco
 from esam.eval.zeroshot import ZeroShotConfig, run_zeroshot
 
 
@@ -233,7 +234,7 @@ def test_n_images_counts_evaluated_images_only(syn, tmp_path: Path) -> None:
 
 
 def test_instseg_records_the_same_image_counts(tmp_path: Path) -> None:
-    from esam.eval.synthetic import write_synthetic_detections
+    from esam.data.synthetic import write_synthetic_detections
 
     ann, img = write_synthetic_coco(tmp_path / "syn", n_images=3)
     det = write_synthetic_detections(ann, tmp_path / "det.json")
@@ -299,7 +300,7 @@ def test_auto_workers_are_recorded(syn) -> None:
 
 
 def test_harness_and_report_agree_on_protocol_names_and_skip_reasons() -> None:
-    from esam.eval.data import IMAGE_SKIP_REASONS as harness_reasons
+    from esam.data.skips import IMAGE_SKIP_REASONS as harness_reasons
     from esam.utils.results import IMAGE_SKIP_REASONS, PROTOCOL_NAMES
 
     assert tuple(PROTOCOLS) == PROTOCOL_NAMES

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from esam.eval.adapters import Prompts, build_adapter
-from esam.eval.adapters.sam import SamFamilyAdapter
+from esam.adapters import Prompts, build_adapter
+from esam.adapters.sam import SamFamilyAdapter
 from tests.numerics import efficientsam_tolerance
 
 

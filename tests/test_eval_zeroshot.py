@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from esam.eval.data import encode_mask
+from esam.data.masks import encode_mask
+from esam.data.synthetic import write_synthetic_coco
 from esam.eval.outputs import read_rows
-from esam.eval.synthetic import write_synthetic_coco
 from esam.eval.zeroshot import ZeroShotConfig, run_zeroshot
 from esam.utils.io import sha256_file
 from esam.utils.results import validate_results

@@ -129,7 +129,7 @@ def test_subsets_versions_and_same_named_files_stay_apart(tmp_path):
 def test_harness_runs_on_disjoint_files_are_not_averaged(tmp_path):
     """Two ``box_fill`` runs of ``esam eval zeroshot`` on disjoint halves of one dataset."""
     pytest.importorskip("pycocotools")
-    from esam.eval.synthetic import write_synthetic_coco
+    from esam.data.synthetic import write_synthetic_coco
     from esam.eval.zeroshot import ZeroShotConfig, run_zeroshot
 
     ann, images = write_synthetic_coco(tmp_path / "data", n_images=4)

@@ -347,7 +347,7 @@ def test_published_aliases_map_names_and_keep_the_original(tmp_path):
     ti = df[df["published_as"] == "EfficientSAM-Ti"]
     assert len(ti) and set(ti["model"]) == {"efficientsam_vitt"}
     assert set(df.loc[df["model"] == "FastSAM", "published_as"]) == {""}  # no esam adapter
-    from esam.eval.adapters import available_adapters
+    from esam.adapters import available_adapters
 
     assert set(pub.aliases.values()) <= set(available_adapters())  # names esam really writes
 

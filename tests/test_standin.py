@@ -90,8 +90,8 @@ def test_parity_fixture_weights_are_recognised(tmp_path):
 def test_results_of_standin_weights_are_flagged_in_the_report(tmp_path):
     """esam eval zeroshot with a stand-in checkpoint: the results and the report say so."""
     pytest.importorskip("pycocotools")
-    from esam.eval.adapters import build_adapter
-    from esam.eval.synthetic import write_synthetic_coco
+    from esam.adapters import build_adapter
+    from esam.data.synthetic import write_synthetic_coco
     from esam.eval.zeroshot import ZeroShotConfig, run_zeroshot
     from esam.report.load import load_results
 

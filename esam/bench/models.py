@@ -19,7 +19,7 @@ Names:
 * ``sam_vit_b`` / ``_l`` / ``_h``: SAM through ``segment-anything``, its own code path
   (``preprocess``, ``image_encoder``, ``prompt_encoder``, ``mask_decoder`` per image,
   ``postprocess_masks``; masks = logits > 0).
-* any other name of the zero-shot harness's adapter registry (:mod:`esam.eval.adapters`):
+* any other name of the zero-shot harness's adapter registry (:mod:`esam.adapters`):
   models whose predictor wraps a segment-anything style ``Sam`` module are timed like SAM on
   device tensors; others through the adapter interface itself (host numpy in and out, images
   one at a time, no compile).
@@ -61,7 +61,7 @@ def available_models() -> dict[str, str]:
     for n in SAM_NAMES:
         out[n] = "SAM via segment-anything"
     try:
-        from esam.eval.adapters import available_adapters
+        from esam.adapters import available_adapters
     except ImportError:
         return out
     for n in available_adapters():
@@ -215,7 +215,7 @@ def build_bench_model(
         else:
             bm.weights_init = f"segment-anything default initialisation, torch seed {seed}"
         return bm
-    from esam.eval.adapters import build_adapter
+    from esam.adapters import build_adapter
 
     adapter = build_adapter(name, checkpoint=checkpoint, device=device)
     inner = getattr(getattr(adapter, "predictor", None), "model", None)

@@ -20,7 +20,7 @@ from esam.bench.models import REFERENCE_SUFFIX, BenchModel, box_prompts, images_
 def load_sam_style_weights(model: nn.Module, checkpoint: str) -> None:
     """Strictly load a SAM-style state dict file (the zero-shot harness's loader when present)."""
     try:
-        from esam.eval.adapters.sam import SAM_WEIGHTS_HINT, load_state_dict_file, load_strict
+        from esam.adapters.sam import SAM_WEIGHTS_HINT, load_state_dict_file, load_strict
     except ImportError:
         if not Path(checkpoint).is_file():
             raise FileNotFoundError(f"checkpoint file not found: {checkpoint}") from None
@@ -274,7 +274,7 @@ class AdapterBenchModel(BenchModel):
         }
 
     def make_inputs(self, images: np.ndarray, boxes: np.ndarray) -> dict[str, Any]:
-        from esam.eval.adapters.base import Prompts
+        from esam.adapters.base import Prompts
 
         return {
             "images": [np.ascontiguousarray(im) for im in images],

@@ -205,7 +205,7 @@ def run_instseg_cli(args: argparse.Namespace) -> int:
 
 
 def list_models_cli(args: argparse.Namespace) -> int:
-    from esam.eval.adapters import ENTRY_POINT_GROUP, available_adapters
+    from esam.adapters import ENTRY_POINT_GROUP, available_adapters
 
     for name, source in available_adapters().items():
         print(f"{name:24s} {source}")

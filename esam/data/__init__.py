@@ -1,1 +1,11 @@
-"""Data pipelines shared by pretraining and fine-tuning (augmented views, datasets)."""
+"""Data shared by every job: images, masks, annotations, prompts, views and samplers.
+
+* :mod:`esam.data.images`: image files decoded to RGB, failures named by skip reason.
+* :mod:`esam.data.masks`: COCO polygons and RLE, checked, decoded and encoded.
+* :mod:`esam.data.coco`: COCO and LVIS instance annotations with counted skips.
+* :mod:`esam.data.skips`: the skip reasons every run counts.
+* :mod:`esam.data.prompts`: boxes and clicks derived from ground truth.
+* :mod:`esam.data.synthetic`: the project's own generated COCO-format sample.
+* :mod:`esam.data.views`: seeded augmented views (random resized crop and flip).
+* :mod:`esam.data.samplers`: a seeded, rank-sharded sampler that resumes mid-epoch.
+"""

@@ -2,13 +2,11 @@
 
 * :mod:`esam.eval.zeroshot`: box and click mIoU from ground-truth prompts.
 * :mod:`esam.eval.instseg`: instance segmentation AP from detector boxes.
-* :mod:`esam.eval.adapters`: one interface over EfficientSAM, SAM, MobileSAM, EfficientViT-SAM,
-  reference baselines and plug-ins (entry-point group ``esam.adapters``).
+* :mod:`esam.eval.protocols`: the named protocol presets (prompt-selection rules).
 
-Modules with one job each: :mod:`~esam.eval.data` (annotations, images, skip counting),
-:mod:`~esam.eval.prompts` (boxes and clicks), :mod:`~esam.eval.metrics` (IoU, size buckets),
-:mod:`~esam.eval.loader` (DataLoader workers), :mod:`esam.runtime.distributed` (torchrun sharding),
-:mod:`~esam.eval.outputs` (results and rows files), :mod:`~esam.eval.synthetic` (the project's
-own sample data), :mod:`~esam.eval.deps` (optional dependencies of the ``eval`` extra, imported
-with an error that names ``pip install 'esam[eval]'``).
+Modules with one job each: :mod:`~esam.eval.config` (settings every run shares),
+:mod:`~esam.eval.metrics` (IoU, size buckets), :mod:`~esam.eval.loader` (DataLoader workers),
+:mod:`~esam.eval.outputs` (results and rows files). Shared pieces come from below: the models
+through :mod:`esam.adapters`, annotations, masks, images and prompts from :mod:`esam.data`,
+torchrun sharding from :mod:`esam.runtime.distributed`.
 """

@@ -32,28 +32,26 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from esam.errors import InputError
-from esam.eval.adapters import Prompts, SegmentationAdapter, build_adapter
-from esam.eval.config import EvalRunConfig
-from esam.eval.data import (
+from esam.adapters import Prompts, SegmentationAdapter, build_adapter
+from esam.data.coco import AnnotationSet, ImageSpec, load_annotation_set
+from esam.data.masks import encode_mask
+from esam.data.prompts import box_from_bbox, clip_boxes, empty_boxes
+from esam.data.skips import (
     SKIP_BAD_POLYGON,
     SKIP_BAD_RLE,
     SKIP_IMAGE_MISSING,
     SKIP_NO_SEGMENTATION,
     SKIP_SHORT_POLYGON,
-    AnnotationSet,
-    ImageSpec,
-    encode_mask,
-    load_annotation_set,
 )
-from esam.eval.deps import require
+from esam.errors import InputError
+from esam.eval.config import EvalRunConfig
 from esam.eval.loader import ImageTaskDataset, make_loader
 from esam.eval.metrics import choose_masks
 from esam.eval.outputs import assemble_and_write, dataset_block, model_block
-from esam.eval.prompts import box_from_bbox, clip_boxes, empty_boxes
 from esam.eval.protocols import DEFAULT_PROTOCOL, resolve_settings
 from esam.eval.zeroshot import EvalRun
 from esam.runtime import distributed as dist_utils
+from esam.utils.deps import require
 from esam.utils.meta import utc_now
 
 log = logging.getLogger(__name__)

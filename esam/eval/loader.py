@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from esam.eval.data import SKIP_IMAGE_MISSING, ImageReadError, ImageSpec, read_image
+from esam.data.coco import ImageSpec
+from esam.data.images import ImageReadError, read_image
+from esam.data.skips import SKIP_IMAGE_MISSING
 
 
 @dataclass

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from esam.eval.adapters.base import SegmentationAdapter
-from esam.eval.data import AnnotationSet
+from esam.adapters.base import SegmentationAdapter
+from esam.data.coco import AnnotationSet
 from esam.utils.io import sha256_file, write_json_atomic, write_text_atomic
 from esam.utils.meta import run_metadata
 from esam.utils.results import make_results

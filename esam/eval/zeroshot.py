@@ -23,35 +23,16 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from esam.errors import InputError
-from esam.eval.adapters import Prediction, Prompts, SegmentationAdapter, build_adapter
-from esam.eval.config import EvalRunConfig
-from esam.eval.data import (
-    SKIP_BAD_POLYGON,
-    SKIP_BAD_RLE,
-    SKIP_BOX_OUTSIDE,
-    SKIP_EMPTY_MASK,
-    SKIP_IMAGE_MISSING,
-    SKIP_IN_SKIPPED_IMAGE,
+from esam.adapters import Prediction, Prompts, SegmentationAdapter, build_adapter
+from esam.data.coco import (
     AnnotationSet,
     ImageSpec,
     InstanceSpec,
-    decode_mask,
     handle_missing_images,
     load_annotation_set,
-    n_images_skipped,
 )
-from esam.eval.loader import ImageTaskDataset, LoadedImage, make_loader
-from esam.eval.metrics import (
-    MASK_CHOICES,
-    SIZE_BUCKET_TEXT,
-    aggregate_miou,
-    choose_masks,
-    mask_iou,
-    size_bucket,
-)
-from esam.eval.outputs import assemble_and_write, dataset_block, model_block
-from esam.eval.prompts import (
+from esam.data.masks import decode_mask
+from esam.data.prompts import (
     PAD_LABEL,
     PROMPTS,
     box_from_bbox,
@@ -66,6 +47,27 @@ from esam.eval.prompts import (
     random_clicks,
     validate_prompt_settings,
 )
+from esam.data.skips import (
+    SKIP_BAD_POLYGON,
+    SKIP_BAD_RLE,
+    SKIP_BOX_OUTSIDE,
+    SKIP_EMPTY_MASK,
+    SKIP_IMAGE_MISSING,
+    SKIP_IN_SKIPPED_IMAGE,
+    n_images_skipped,
+)
+from esam.errors import InputError
+from esam.eval.config import EvalRunConfig
+from esam.eval.loader import ImageTaskDataset, LoadedImage, make_loader
+from esam.eval.metrics import (
+    MASK_CHOICES,
+    SIZE_BUCKET_TEXT,
+    aggregate_miou,
+    choose_masks,
+    mask_iou,
+    size_bucket,
+)
+from esam.eval.outputs import assemble_and_write, dataset_block, model_block
 from esam.eval.protocols import (
     DEFAULT_PROTOCOL,
     NO_ERROR_CLICKS,

@@ -5,7 +5,7 @@ LVIS images live in COCO's ``train2017`` / ``val2017`` folders; their path is re
 image's ``coco_url`` (``<images>/<split>/<file>`` or ``<images>/<file>``).
 
 Nothing is dropped silently: every instance or image left out is counted under one of the
-``SKIP_*`` reasons below, and the counts go into the results file.
+reasons of :mod:`esam.data.skips`, and the counts go into the results file.
 """
 
 from __future__ import annotations
@@ -20,38 +20,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from esam.data.masks import segmentation_problem
+from esam.data.skips import (
+    SKIP_AREA,
+    SKIP_BOX_OUTSIDE,
+    SKIP_CROWD,
+    SKIP_IMAGE_MISSING,
+    SKIP_IN_SKIPPED_IMAGE,
+    SKIP_UNKNOWN_IMAGE,
+    SKIP_ZERO_BOX,
+)
 from esam.errors import InputError
-from esam.eval.deps import require
+from esam.utils.deps import require
 
 log = logging.getLogger(__name__)
 
 DATASETS = ("coco", "lvis")
-
-# instance-level skip reasons (counts of instances)
-SKIP_CROWD = "crowd"
-SKIP_AREA = "area_lt_1"
-SKIP_NO_SEGMENTATION = "no_segmentation"
-SKIP_SHORT_POLYGON = "polygon_lt_3_points"
-SKIP_BAD_POLYGON = "invalid_polygon"
-SKIP_BAD_RLE = "invalid_rle"
-SKIP_ZERO_BOX = "zero_size_box"
-SKIP_BOX_OUTSIDE = "box_outside_image"
-SKIP_EMPTY_MASK = "empty_mask"
-SKIP_UNKNOWN_IMAGE = "annotation_unknown_image"
-SKIP_IN_SKIPPED_IMAGE = "instance_in_skipped_image"
-# image-level skip reasons (counts of images)
-SKIP_IMAGE_MISSING = "image_missing"
-SKIP_IMAGE_CORRUPT = "image_corrupt"
-SKIP_IMAGE_SIZE = "image_size_mismatch"
-#: Every image-level skip reason (the others count instances or detections).
-IMAGE_SKIP_REASONS = (SKIP_IMAGE_MISSING, SKIP_IMAGE_CORRUPT, SKIP_IMAGE_SIZE)
-
-
-def n_images_skipped(skips: Counter[str] | dict[str, int]) -> int:
-    """Images left out of a run, summed over the image-level skip reasons."""
-    return sum(int(skips.get(r, 0)) for r in IMAGE_SKIP_REASONS)
 
 
 @dataclass(frozen=True)
@@ -118,14 +102,6 @@ class AnnotationSet:
     api: Any
     n_images_in_file: int
     info: dict[str, Any]
-
-
-class ImageReadError(Exception):
-    """An image could not be used; ``reason`` is one of the image-level skip reasons."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def load_api(dataset: str, annotations: str | Path) -> Any:
@@ -273,105 +249,6 @@ def resolve_image_path(
         if c.is_file():
             return s, tuple(seen)
     return None, tuple(seen)
-
-
-def polygon_problem(segmentation: list[Any]) -> str | None:
-    """Skip reason for a polygon list, or None when every part has >= 3 (x, y) points."""
-    if len(segmentation) == 0:
-        return SKIP_NO_SEGMENTATION
-    for part in segmentation:
-        if not isinstance(part, list | tuple) or not all(
-            isinstance(v, int | float) and math.isfinite(v) for v in part
-        ):
-            return SKIP_BAD_POLYGON
-        if len(part) % 2:
-            return SKIP_BAD_POLYGON
-        if len(part) < 6:
-            return SKIP_SHORT_POLYGON
-    return None
-
-
-def _compressed_rle_counts(counts: str | bytes) -> list[int] | None:
-    """Run lengths of a compressed COCO RLE string, or None when the string is malformed.
-
-    A pure-Python reading of pycocotools' ``rleFrString``: each count is a signed
-    little-endian base-32 number written as characters ``'0' + 6-bit group`` (bit 5 = more groups
-    follow, bit 4 of the last group = sign), and counts from the fourth on are stored as the
-    difference to the count two places before. Parsing here means a corrupt string is never
-    handed to the C decoder (which writes ``sum(counts)`` pixels into an ``h*w`` buffer).
-    """
-    try:
-        data = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
-    except UnicodeEncodeError:
-        return None
-    out: list[int] = []
-    p, n = 0, len(data)
-    while p < n:
-        x, k, more = 0, 0, True
-        while more:
-            if p >= n:
-                return None  # the last group says more follow
-            c = data[p] - 48
-            if not 0 <= c < 64:
-                return None
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x -= 1 << (5 * k)
-        if len(out) > 2:
-            x += out[-2]
-        out.append(x)
-    return out
-
-
-def _integral(v: Any) -> int | None:
-    """``v`` as an int when it is an integer or an integral float (not a bool), else None."""
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int):
-        return v
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    return None
-
-
-def rle_problem(segmentation: dict[str, Any], height: int, width: int) -> str | None:
-    """:data:`SKIP_BAD_RLE` unless an RLE dict decodes to exactly an ``height`` x ``width`` mask.
-
-    Checks ``size`` against the image, and that ``counts`` (a list of run lengths, or a
-    compressed string) holds non-negative integer runs that add up to ``height * width``.
-    """
-    size, counts = segmentation.get("size"), segmentation.get("counts")
-    if not isinstance(size, list | tuple) or len(size) != 2:
-        return SKIP_BAD_RLE
-    if [_integral(size[0]), _integral(size[1])] != [height, width]:
-        return SKIP_BAD_RLE
-    runs: list[int] | None
-    if isinstance(counts, list | tuple):
-        ints = [_integral(v) for v in counts]
-        if any(v is None for v in ints):
-            return SKIP_BAD_RLE
-        runs = [v for v in ints if v is not None]
-    elif isinstance(counts, str | bytes):
-        runs = _compressed_rle_counts(counts)
-    else:
-        return SKIP_BAD_RLE
-    if not runs or any(v < 0 for v in runs) or sum(runs) != height * width:
-        return SKIP_BAD_RLE
-    return None
-
-
-def segmentation_problem(segmentation: Any, height: int, width: int) -> str | None:
-    """Skip reason for an annotation's segmentation, or None when it can be decoded."""
-    if segmentation is None:
-        return SKIP_NO_SEGMENTATION
-    if isinstance(segmentation, list):
-        return polygon_problem(segmentation)
-    if isinstance(segmentation, dict):
-        return rle_problem(segmentation, height, width)
-    return SKIP_NO_SEGMENTATION
 
 
 def box_problem(bbox: Any, height: int | None = None, width: int | None = None) -> str | None:
@@ -540,81 +417,3 @@ def handle_missing_images(
         skips[SKIP_IMAGE_MISSING] += 1
         skips[SKIP_IN_SKIPPED_IMAGE] += len(spec.instances)
     return kept
-
-
-def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
-    """One RLE for polygons, uncompressed or compressed RLE (parts are merged).
-
-    Raises:
-        ValueError: an RLE that does not decode to an ``height`` x ``width`` mask (checked
-            before pycocotools sees it: its C decoder trusts the run lengths).
-    """
-    mask_utils = require("pycocotools.mask")
-    if isinstance(segmentation, dict) and rle_problem(segmentation, height, width) is not None:
-        raise InputError(
-            f"RLE segmentation does not decode to a {height}x{width} mask (size "
-            f"{segmentation.get('size')!r}, counts must be non-negative runs adding up to "
-            f"{height * width})"
-        )
-    if isinstance(segmentation, list):
-        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
-        return mask_utils.frPyObjects(segmentation, height, width)
-    if isinstance(segmentation, dict):
-        counts = segmentation["counts"]
-        return {
-            "size": [height, width],
-            "counts": counts.encode() if isinstance(counts, str) else counts,
-        }
-    raise InputError(f"unsupported segmentation of type {type(segmentation).__name__}")
-
-
-def decode_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
-    """The HxW bool mask of a segmentation (polygons or RLE).
-
-    Raises:
-        ValueError: the segmentation cannot be decoded (see :func:`segmentation_to_rle`).
-    """
-    mask_utils = require("pycocotools.mask")
-    rle = segmentation_to_rle(segmentation, height, width)
-    mask = np.asarray(mask_utils.decode(rle))
-    if mask.shape != (height, width):
-        raise InputError(f"segmentation decodes to {mask.shape}, expected {(height, width)}")
-    return mask.astype(bool)
-
-
-def encode_mask(mask: np.ndarray) -> dict[str, Any]:
-    """Compressed RLE of an HxW bool mask, with ``counts`` as str (JSON-ready)."""
-    mask_utils = require("pycocotools.mask")
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {
-        "size": [int(rle["size"][0]), int(rle["size"][1])],
-        "counts": rle["counts"].decode("ascii"),
-    }
-
-
-def read_image(path: str, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode an image file to HxWx3 uint8 RGB, pixels as stored (no EXIF rotation).
-
-    Raises:
-        ImageReadError: missing, undecodable or of a different size than ``expected_hw``.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            rgb = np.array(im.convert("RGB"))
-    except FileNotFoundError as e:
-        raise ImageReadError(SKIP_IMAGE_MISSING, f"{path}: file not found") from e
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-        raise ImageReadError(
-            SKIP_IMAGE_CORRUPT, f"{path}: cannot be decoded as an image ({e})"
-        ) from e
-    if expected_hw is not None and tuple(rgb.shape[:2]) != tuple(expected_hw):
-        raise ImageReadError(
-            SKIP_IMAGE_SIZE,
-            f"{path}: image is {rgb.shape[0]}x{rgb.shape[1]} but the annotation file says "
-            f"{expected_hw[0]}x{expected_hw[1]}",
-        )
-    return rgb

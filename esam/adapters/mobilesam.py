@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from esam.adapters.sam import SamFamilyAdapter, load_state_dict_file, load_strict
 from esam.errors import InputError
-from esam.eval.adapters.sam import SamFamilyAdapter, load_state_dict_file, load_strict
 
 MOBILESAM_WEIGHTS_HINT = (
     "The MobileSAM checkpoint (mobile_sam.pt) is published in the weights/ folder of "

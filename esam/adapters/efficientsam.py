@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from esam.adapters.base import Prediction, Prompts, SegmentationAdapter
 from esam.errors import InputError
-from esam.eval.adapters.base import Prediction, Prompts, SegmentationAdapter
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from esam.adapters.sam import SamFamilyAdapter, load_state_dict_file, load_strict
 from esam.errors import InputError
-from esam.eval.adapters.sam import SamFamilyAdapter, load_state_dict_file, load_strict
 
 EFFICIENTVIT_SAM_WEIGHTS_HINT = (
     "EfficientViT-SAM checkpoints (efficientvit_sam_l0.pt ... efficientvit_sam_xl1.pt) are "

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from esam.adapters.base import Prediction, Prompts, SegmentationAdapter
 from esam.errors import InputError
-from esam.eval.adapters.base import Prediction, Prompts, SegmentationAdapter
 
 
 def fill_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:

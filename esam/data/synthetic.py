@@ -18,7 +18,7 @@ cell  category       annotation                                  size
 
 The shipped sample in ``esam/assets/sample`` is ``write_synthetic_coco(dir, n_images=4)``, with
 a detections file in COCO results format (``write_synthetic_detections``). Regenerate with
-``python -m esam.eval.synthetic esam/assets/sample``.
+``python -m esam.data.synthetic esam/assets/sample``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from esam.eval.deps import require
+from esam.utils.deps import require
 
 CATEGORIES = [
     {"id": 1, "name": "rectangle", "supercategory": "shape"},

@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 from esam.errors import InputError
-from esam.eval.deps import require
+from esam.utils.deps import require
 
 PROMPTS = ("box", "point1", "point3")
 CLICK_MODES = ("random", "center", "iterative")

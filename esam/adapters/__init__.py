@@ -1,4 +1,7 @@
-"""Model adapters for the zero-shot benchmark, and their registry.
+"""Model adapters: one encode-once, decode-many interface over promptable segmenters, and their registry.
+
+The zero-shot harness (:mod:`esam.eval`) and the throughput benchmark (:mod:`esam.bench`) both
+drive models through these adapters.
 
 Built-in names:
 
@@ -27,8 +30,8 @@ import logging
 from collections.abc import Callable
 from importlib import metadata
 
+from esam.adapters.base import Prediction, Prompts, SegmentationAdapter
 from esam.errors import InputError
-from esam.eval.adapters.base import Prediction, Prompts, SegmentationAdapter
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +41,18 @@ AdapterFactory = Callable[..., SegmentationAdapter]
 """``factory(name: str, checkpoint: str | None, device: str) -> SegmentationAdapter``."""
 
 _BUILTIN: dict[str, str] = {
-    "box_fill": "esam.eval.adapters.baselines:build_box_fill",
-    "oracle": "esam.eval.adapters.baselines:build_oracle",
-    "sam_vit_b": "esam.eval.adapters.sam:build_sam",
-    "sam_vit_l": "esam.eval.adapters.sam:build_sam",
-    "sam_vit_h": "esam.eval.adapters.sam:build_sam",
-    "mobilesam": "esam.eval.adapters.mobilesam:build_mobilesam",
+    "box_fill": "esam.adapters.baselines:build_box_fill",
+    "oracle": "esam.adapters.baselines:build_oracle",
+    "sam_vit_b": "esam.adapters.sam:build_sam",
+    "sam_vit_l": "esam.adapters.sam:build_sam",
+    "sam_vit_h": "esam.adapters.sam:build_sam",
+    "mobilesam": "esam.adapters.mobilesam:build_mobilesam",
     **{
-        f"efficientvit_sam_{v}": "esam.eval.adapters.efficientvit_sam:build_efficientvit_sam"
+        f"efficientvit_sam_{v}": "esam.adapters.efficientvit_sam:build_efficientvit_sam"
         for v in ("l0", "l1", "l2", "xl0", "xl1")
     },
 }
-_EFFICIENTSAM_FACTORY = "esam.eval.adapters.efficientsam:build_efficientsam"
+_EFFICIENTSAM_FACTORY = "esam.adapters.efficientsam:build_efficientsam"
 
 
 def _resolve(target: str) -> AdapterFactory:
@@ -64,7 +67,7 @@ def _entry_points() -> dict[str, metadata.EntryPoint]:
 
 def available_adapters() -> dict[str, str]:
     """Every adapter name mapped to where it comes from (``builtin`` or the plug-in's target)."""
-    from esam.eval.adapters.efficientsam import efficientsam_names
+    from esam.adapters.efficientsam import efficientsam_names
 
     out = {name: "builtin" for name in efficientsam_names()}
     out.update({name: "builtin" for name in _BUILTIN})
@@ -78,7 +81,7 @@ def available_adapters() -> dict[str, str]:
 
 def get_factory(name: str) -> AdapterFactory:
     """The factory of adapter ``name`` (built-in first, then the ``esam.adapters`` group)."""
-    from esam.eval.adapters.efficientsam import efficientsam_names
+    from esam.adapters.efficientsam import efficientsam_names
 
     if name in efficientsam_names():
         return _resolve(_EFFICIENTSAM_FACTORY)
@@ -102,7 +105,7 @@ def build_adapter(
     if not isinstance(adapter, SegmentationAdapter):
         raise TypeError(
             f"the factory of model {name!r} returned {type(adapter).__name__}, "
-            "not an esam.eval.adapters.SegmentationAdapter"
+            "not an esam.adapters.SegmentationAdapter"
         )
     if getattr(adapter, "checkpoint", None) is None and checkpoint is not None:
         adapter.checkpoint = checkpoint

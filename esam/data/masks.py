@@ -1,0 +1,171 @@
+"""Instance masks as COCO stores them: polygons and RLE (checked, decoded, encoded).
+
+Decoding goes through ``pycocotools``; every RLE is checked in pure Python first (its size and
+run lengths), because the C decoder trusts the run lengths it is given.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from esam.data.skips import (
+    SKIP_BAD_POLYGON,
+    SKIP_BAD_RLE,
+    SKIP_NO_SEGMENTATION,
+    SKIP_SHORT_POLYGON,
+)
+from esam.errors import InputError
+from esam.utils.deps import require
+
+
+def polygon_problem(segmentation: list[Any]) -> str | None:
+    """Skip reason for a polygon list, or None when every part has >= 3 (x, y) points."""
+    if len(segmentation) == 0:
+        return SKIP_NO_SEGMENTATION
+    for part in segmentation:
+        if not isinstance(part, list | tuple) or not all(
+            isinstance(v, int | float) and math.isfinite(v) for v in part
+        ):
+            return SKIP_BAD_POLYGON
+        if len(part) % 2:
+            return SKIP_BAD_POLYGON
+        if len(part) < 6:
+            return SKIP_SHORT_POLYGON
+    return None
+
+
+def _compressed_rle_counts(counts: str | bytes) -> list[int] | None:
+    """Run lengths of a compressed COCO RLE string, or None when the string is malformed.
+
+    A pure-Python reading of pycocotools' ``rleFrString``: each count is a signed
+    little-endian base-32 number written as characters ``'0' + 6-bit group`` (bit 5 = more groups
+    follow, bit 4 of the last group = sign), and counts from the fourth on are stored as the
+    difference to the count two places before. Parsing here means a corrupt string is never
+    handed to the C decoder (which writes ``sum(counts)`` pixels into an ``h*w`` buffer).
+    """
+    try:
+        data = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+    except UnicodeEncodeError:
+        return None
+    out: list[int] = []
+    p, n = 0, len(data)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                return None  # the last group says more follow
+            c = data[p] - 48
+            if not 0 <= c < 64:
+                return None
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x -= 1 << (5 * k)
+        if len(out) > 2:
+            x += out[-2]
+        out.append(x)
+    return out
+
+
+def _integral(v: Any) -> int | None:
+    """``v`` as an int when it is an integer or an integral float (not a bool), else None."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return None
+
+
+def rle_problem(segmentation: dict[str, Any], height: int, width: int) -> str | None:
+    """:data:`SKIP_BAD_RLE` unless an RLE dict decodes to exactly an ``height`` x ``width`` mask.
+
+    Checks ``size`` against the image, and that ``counts`` (a list of run lengths, or a
+    compressed string) holds non-negative integer runs that add up to ``height * width``.
+    """
+    size, counts = segmentation.get("size"), segmentation.get("counts")
+    if not isinstance(size, list | tuple) or len(size) != 2:
+        return SKIP_BAD_RLE
+    if [_integral(size[0]), _integral(size[1])] != [height, width]:
+        return SKIP_BAD_RLE
+    runs: list[int] | None
+    if isinstance(counts, list | tuple):
+        ints = [_integral(v) for v in counts]
+        if any(v is None for v in ints):
+            return SKIP_BAD_RLE
+        runs = [v for v in ints if v is not None]
+    elif isinstance(counts, str | bytes):
+        runs = _compressed_rle_counts(counts)
+    else:
+        return SKIP_BAD_RLE
+    if not runs or any(v < 0 for v in runs) or sum(runs) != height * width:
+        return SKIP_BAD_RLE
+    return None
+
+
+def segmentation_problem(segmentation: Any, height: int, width: int) -> str | None:
+    """Skip reason for an annotation's segmentation, or None when it can be decoded."""
+    if segmentation is None:
+        return SKIP_NO_SEGMENTATION
+    if isinstance(segmentation, list):
+        return polygon_problem(segmentation)
+    if isinstance(segmentation, dict):
+        return rle_problem(segmentation, height, width)
+    return SKIP_NO_SEGMENTATION
+
+
+def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
+    """One RLE for polygons, uncompressed or compressed RLE (parts are merged).
+
+    Raises:
+        ValueError: an RLE that does not decode to an ``height`` x ``width`` mask (checked
+            before pycocotools sees it: its C decoder trusts the run lengths).
+    """
+    mask_utils = require("pycocotools.mask")
+    if isinstance(segmentation, dict) and rle_problem(segmentation, height, width) is not None:
+        raise InputError(
+            f"RLE segmentation does not decode to a {height}x{width} mask (size "
+            f"{segmentation.get('size')!r}, counts must be non-negative runs adding up to "
+            f"{height * width})"
+        )
+    if isinstance(segmentation, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+        return mask_utils.frPyObjects(segmentation, height, width)
+    if isinstance(segmentation, dict):
+        counts = segmentation["counts"]
+        return {
+            "size": [height, width],
+            "counts": counts.encode() if isinstance(counts, str) else counts,
+        }
+    raise InputError(f"unsupported segmentation of type {type(segmentation).__name__}")
+
+
+def decode_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
+    """The HxW bool mask of a segmentation (polygons or RLE).
+
+    Raises:
+        ValueError: the segmentation cannot be decoded (see :func:`segmentation_to_rle`).
+    """
+    mask_utils = require("pycocotools.mask")
+    rle = segmentation_to_rle(segmentation, height, width)
+    mask = np.asarray(mask_utils.decode(rle))
+    if mask.shape != (height, width):
+        raise InputError(f"segmentation decodes to {mask.shape}, expected {(height, width)}")
+    return mask.astype(bool)
+
+
+def encode_mask(mask: np.ndarray) -> dict[str, Any]:
+    """Compressed RLE of an HxW bool mask, with ``counts`` as str (JSON-ready)."""
+    mask_utils = require("pycocotools.mask")
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {
+        "size": [int(rle["size"][0]), int(rle["size"][1])],
+        "counts": rle["counts"].decode("ascii"),
+    }
