@@ -5,6 +5,10 @@ Mirrors segment-anything's ``SamPredictor``: ``set_image`` runs the image encode
 Coordinates are (x, y) pixels of the image passed to ``set_image``. Masks follow the official
 EfficientSAM post-processing: 256x256 logits upsampled bicubically to the image size, mask =
 logits > 0.
+
+Every input is checked here, on the host, before anything reaches the device (a uint8 image is
+in range by construction; prompt values are checked as numpy arrays), so the model's forward
+paths only check shapes and never synchronise with the device to validate values.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from esam.errors import InputError
 from esam.modeling.efficient_sam import EfficientSam
 from esam.validation import (
     check_boxes,
@@ -61,7 +66,7 @@ class EfficientSamPredictor:
     def set_embedding(self, embedding: torch.Tensor, original_size: tuple[int, int]) -> None:
         """Use a precomputed 1x256x64x64 embedding of an image of ``original_size`` (h, w)."""
         if embedding.ndim != 4 or embedding.shape[0] != 1:
-            raise ValueError(f"embedding must have shape 1xCxhxw, got {tuple(embedding.shape)}")
+            raise InputError(f"embedding must have shape 1xCxhxw, got {tuple(embedding.shape)}")
         self.features = embedding.to(self.device)
         self.original_size = (int(original_size[0]), int(original_size[1]))
 
@@ -154,19 +159,19 @@ class EfficientSamPredictor:
         if point_coords is not None or point_labels is not None:
             c, lab = check_points_and_labels(point_coords, point_labels)
             if q is not None and c.shape[0] != q:
-                raise ValueError(
+                raise InputError(
                     f"boxes has {q} queries but point_coords has {c.shape[0]}; they must match"
                 )
             q = c.shape[0]
             parts_p.append(c)
             parts_l.append(lab)
         if q is None or q == 0:
-            raise ValueError("no prompt given: pass point_coords/point_labels, boxes, or both")
+            raise InputError("no prompt given: pass point_coords/point_labels, boxes, or both")
         pts = np.concatenate(parts_p, axis=1)
         lbl = np.concatenate(parts_l, axis=1)
         check_prompt_count(int(pts.shape[1]))
         if np.all(lbl == -1, axis=1).any():
-            raise ValueError(
+            raise InputError(
                 "every query needs at least one prompt point that is not padding (label -1)"
             )
         return pts, lbl

@@ -1,4 +1,12 @@
-"""The composite EfficientSAM model, call-compatible with the official implementation."""
+"""The composite EfficientSAM model, call-compatible with the official implementation.
+
+The forward paths check only what needs no device synchronisation (types, dtypes, shapes), so
+a training step or a compiled graph never waits for a value read back from the accelerator.
+Value checks (images in [0, 1], labels in {-1, 0, 1, 2, 3}) read tensors back to the host and
+live in :meth:`EfficientSam.validate_inputs`, for code that hands the model tensors it got from
+outside; the predictor (and so the command line) checks its numpy inputs on the host before
+anything reaches the device.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from esam.errors import InputError
 from esam.modeling.image_encoder import ImageEncoderViT
 from esam.modeling.mask_decoder import MaskDecoder
 from esam.modeling.prompt_encoder import PromptEncoder
@@ -20,6 +29,33 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def check_image_shape(images: object, name: str = "images") -> Tensor:
+    """A Bx3xHxW floating-point tensor; shape and dtype only (no device synchronisation)."""
+    if not isinstance(images, Tensor):
+        raise InputError(
+            f"{name} must be a torch.Tensor of shape Bx3xHxW, got {type(images).__name__}"
+        )
+    if not images.is_floating_point():
+        raise InputError(
+            f"{name} must be floating point with values in [0, 1] (uint8 / 255), got {images.dtype}"
+        )
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise InputError(f"{name} must have shape Bx3xHxW, got {tuple(images.shape)}")
+    return images
+
+
+def check_prompt_shapes(points: object, labels: object) -> None:
+    """Points BxQxNx2 and labels BxQxN tensors; shapes only (no device synchronisation)."""
+    if not isinstance(points, Tensor) or points.ndim != 4 or points.shape[-1] != 2:
+        shape = tuple(points.shape) if isinstance(points, Tensor) else type(points).__name__
+        raise InputError(f"points must be a tensor of shape BxQxNx2 (x, y pixels), got {shape}")
+    if not isinstance(labels, Tensor) or tuple(labels.shape) != tuple(points.shape[:3]):
+        shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        raise InputError(
+            f"labels must be a tensor of shape BxQxN = {tuple(points.shape[:3])}, got {shape}"
+        )
+
+
 class EfficientSam(nn.Module):
     """SAMI-pretrained ViT encoder + EfficientSAM prompt encoder and mask decoder.
 
@@ -28,6 +64,9 @@ class EfficientSam(nn.Module):
     ``predict_masks``. Preprocessing is the official one: the image is stretched (bilinear, no
     padding) to the encoder's square input and normalised with ImageNet mean/std; the 256x256
     logits are upsampled bicubically to the requested output size.
+
+    ``forward``, ``get_image_embeddings`` and ``predict_masks`` check argument types and
+    shapes only; call :meth:`validate_inputs` once at a boundary to check values too.
     """
 
     mask_threshold: float = 0.0
@@ -62,6 +101,30 @@ class EfficientSam(nn.Module):
             "pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False
         )
 
+    @staticmethod
+    def validate_inputs(
+        batched_images: Tensor | None = None,
+        batched_points: Tensor | None = None,
+        batched_point_labels: Tensor | None = None,
+    ) -> None:
+        """Full argument checks, values included, for inputs from outside the library.
+
+        Reads the tensors back to the host (a device synchronisation), which is why the forward
+        paths do not do it: call this once where inputs enter, not inside a training step.
+
+        Args:
+            batched_images: Bx3xHxW floats that must lie in [0, 1], or None.
+            batched_points: BxQxNx2 (x, y) pixels, or None (then labels must be None too).
+            batched_point_labels: BxQxN, each in {-1, 0, 1, 2, 3}, or None.
+
+        Raises:
+            InputError: naming the argument, what was received and the expected form.
+        """
+        if batched_images is not None:
+            check_image_batch(batched_images, "batched_images")
+        if batched_points is not None or batched_point_labels is not None:
+            check_point_batch(batched_points, batched_point_labels)
+
     @property
     def img_size(self) -> int:
         """Side of the square encoder input in pixels (1024)."""
@@ -80,7 +143,7 @@ class EfficientSam(nn.Module):
 
     def get_image_embeddings(self, batched_images: Tensor) -> Tensor:
         """Encode images: Bx3xHxW floats in [0, 1] (RGB) -> Bx256x64x64."""
-        check_image_batch(batched_images, "batched_images")
+        check_image_shape(batched_images, "batched_images")
         return self.image_encoder(self.preprocess(batched_images))
 
     def get_rescaled_pts(self, batched_points: Tensor, input_h: int, input_w: int) -> Tensor:
@@ -138,7 +201,7 @@ class EfficientSam(nn.Module):
         Returns:
             logits BxQxMxHoxWo and predicted IoU BxQxM.
         """
-        check_point_batch(batched_points, batched_point_labels)
+        check_prompt_shapes(batched_points, batched_point_labels)
         sparse = self.encode_prompts(batched_points, batched_point_labels, input_h, input_w)
         low_res, iou = self.mask_decoder(
             image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, multimask_output
@@ -169,7 +232,7 @@ class EfficientSam(nn.Module):
         Returns:
             logits BxQx3xHxW (or 256x256) and predicted IoU BxQx3.
         """
-        check_image_batch(batched_images, "batched_images")
+        check_image_shape(batched_images, "batched_images")
         _, _, h, w = batched_images.shape
         embeddings = self.get_image_embeddings(batched_images)
         out_h, out_w = (h, w) if scale_to_original_image_size else (-1, -1)

@@ -5,11 +5,17 @@ absolute position embedding is stored at a *pretraining grid* (14x14 for 224 px,
 unused class-token slot, as in the official EfficientSAM checkpoints) and resized bicubically
 to the grid of the input, so one set of weights serves 224 px masked pretraining and 1024 px
 segmentation alike.
+
+Training support, none of which adds a parameter (official checkpoints load unchanged):
+stochastic depth (``drop_path_rate``), MAE's initialisation (:meth:`ViT.init_weights`), and
+the hooks optimisers need for weight-decay exclusion and layer-wise learning-rate decay
+(:meth:`ViT.no_weight_decay`, :meth:`ViT.layer_id`, :attr:`ViT.num_layer_ids`).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -63,19 +69,75 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block (LayerNorm eps 1e-6). BxNxC -> BxNxC."""
+class DropPath(nn.Module):
+    """Stochastic depth: zero a residual branch for a random subset of samples while training.
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+    Each sample's branch output (Bx...) is kept with probability ``1 - p`` and then scaled by
+    ``1 / (1 - p)``, so its expectation is unchanged; in eval mode (or with ``p == 0``) the
+    module is the identity. It has no parameters.
+    """
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop path probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        mask = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block (LayerNorm eps 1e-6). BxNxC -> BxNxC.
+
+    ``drop_path`` is the stochastic-depth probability of both residual branches.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, qkv_bias=True)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def sincos_pos_embed_2d(dim: int, grid: tuple[int, int]) -> torch.Tensor:
+    """Fixed 2D sine-cosine position embedding (the MAE initialisation).
+
+    The first half of the channels encodes the row, the second half the column; each half is
+    ``[sin(pos * w_k), cos(pos * w_k)]`` with frequencies ``w_k = 10000^(-k / (dim / 4))``.
+
+    Args:
+        dim: embedding width, a multiple of 4.
+        grid: (h, w) token grid.
+
+    Returns:
+        (h*w)xdim float32, row-major grid order.
+    """
+    if dim % 4:
+        raise ValueError(f"a 2D sin-cos position embedding needs a width divisible by 4, got {dim}")
+    h, w = grid
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    rows = torch.arange(h, dtype=torch.float64)[:, None] * omega  # h x dim/4
+    cols = torch.arange(w, dtype=torch.float64)[:, None] * omega  # w x dim/4
+    row_emb = torch.cat([rows.sin(), rows.cos()], dim=1)[:, None].expand(h, w, dim // 2)
+    col_emb = torch.cat([cols.sin(), cols.cos()], dim=1)[None].expand(h, w, dim // 2)
+    return torch.cat([row_emb, col_emb], dim=-1).reshape(h * w, dim).float()
 
 
 def resize_pos_embed(
@@ -122,6 +184,11 @@ class ViT(nn.Module):
         mlp_ratio: MLP hidden width / ``embed_dim``.
         pretrain_img_size: side the position embedding is stored at (224 -> 14x14 grid).
         pos_embed_cls_slot: store one extra (unused) class-token slot, as the official weights do.
+        drop_path_rate: stochastic depth of the last block; block ``i`` of ``depth`` drops with
+            probability ``drop_path_rate * i / (depth - 1)`` (0 for the first block).
+
+    Construction leaves PyTorch's default initialisation (the position embedding zero), which
+    is all loading a checkpoint needs; call :meth:`init_weights` before training from scratch.
     """
 
     def __init__(
@@ -135,20 +202,98 @@ class ViT(nn.Module):
         mlp_ratio: float = 4.0,
         pretrain_img_size: int = 224,
         pos_embed_cls_slot: bool = True,
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
         self.img_size = img_size
         self.patch_size = patch_size
         self.embed_dim = embed_dim
         self.pos_embed_cls_slot = pos_embed_cls_slot
+        self.pretrain_grid = pretrain_img_size // patch_size
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
-        pretrain_grid = pretrain_img_size // patch_size
-        self.pos_embed = nn.Parameter(
-            torch.zeros(1, pretrain_grid * pretrain_grid + int(pos_embed_cls_slot), embed_dim)
-        )
-        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
+        n_pos = self.pretrain_grid * self.pretrain_grid + int(pos_embed_cls_slot)
+        self.pos_embed = nn.Parameter(torch.zeros(1, n_pos, embed_dim))
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, r) for r in rates)
+
+    @property
+    def depth(self) -> int:
+        """Number of blocks."""
+        return len(self.blocks)
+
+    @torch.no_grad()
+    def init_weights(self, pos_embed: Literal["sincos", "trunc_normal"] = "sincos") -> None:
+        """Initialise the trunk for training from scratch, as MAE does.
+
+        * Linear layers (the fused qkv projection counts as one): Xavier-uniform weights, zero
+          biases. The patch embedding is a linear layer over flattened 3xpxp patches and is
+          initialised like one (Xavier-uniform on its ``embed_dim x 3p^2`` view), zero bias.
+        * LayerNorm: weight 1, bias 0.
+        * Position embedding: ``"sincos"`` (default) fills the fixed 2D sine-cosine table of MAE
+          at the stored pretraining grid (the unused class-token slot 0); ``"trunc_normal"``
+          draws a truncated normal, std 0.02, cut at +-2 std. Either way it stays a trainable
+          parameter here; freezing it (as MAE does) is the caller's choice.
+
+        The sine-cosine table is the default because SAMI follows MAE's recipe, and MAE
+        pretrains with it (fixed); a learned embedding drawn at std 0.02 starts as a weak
+        position signal next to the patch embeddings and must be learned first. The official
+        checkpoints do not say which was used: both give the same stored shape. Random draws
+        use torch's global RNG: seed it for reproducible weights.
+        """
+        if pos_embed not in ("sincos", "trunc_normal"):
+            raise ValueError(f"pos_embed must be 'sincos' or 'trunc_normal', got {pos_embed!r}")
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        w = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        if self.patch_embed.proj.bias is not None:
+            nn.init.zeros_(self.patch_embed.proj.bias)
+        if pos_embed == "sincos":
+            table = sincos_pos_embed_2d(self.embed_dim, (self.pretrain_grid, self.pretrain_grid))
+            if self.pos_embed_cls_slot:
+                table = torch.cat([table.new_zeros(1, self.embed_dim), table])
+            self.pos_embed.copy_(table[None])
+        else:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02, a=-0.04, b=0.04)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names (relative to this module) that must not be weight-decayed.
+
+        The position embedding. Biases and normalisation weights (every 1-D parameter) are
+        left to the optimiser's usual ``ndim <= 1`` rule and are not listed.
+        """
+        return {"pos_embed"}
+
+    @property
+    def num_layer_ids(self) -> int:
+        """Number of distinct :meth:`layer_id` values: ``depth + 2``."""
+        return self.depth + 2
+
+    def layer_id(self, name: str) -> int:
+        """Layer index of a parameter name (relative to this module) for layer-wise lr decay.
+
+        0 for the patch and position embeddings, ``i + 1`` for ``blocks.i.*``, ``depth + 1``
+        for anything after the blocks (e.g. an image encoder's neck or a head).
+        """
+        root = name.split(".", 1)[0]
+        if root in ("patch_embed", "pos_embed", "cls_token"):
+            return 0
+        if root == "blocks":
+            parts = name.split(".")
+            if len(parts) < 2 or not parts[1].isdigit():
+                raise ValueError(f"parameter name {name!r} does not name a block index")
+            return int(parts[1]) + 1
+        return self.depth + 1
 
     @property
     def grid_size(self) -> int:

@@ -1,0 +1,163 @@
+"""Teacher-feature cache: round trip, rank sharding, and named errors for damaged caches."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import esam
+from esam.data.views import apply_view, sample_view, view_rng
+from esam.sami.cache import (
+    CorruptShardError,
+    IndexMismatchError,
+    MissingShardError,
+    TeacherCache,
+    build_teacher_cache,
+    merge_cache_index,
+    write_cache_part,
+)
+from esam.sami.teacher import Teacher
+from esam.standin import load_standin_weights
+
+SIZES = [(40, 60), (50, 50), (64, 48)]
+
+
+@pytest.fixture(scope="module")
+def teacher() -> Teacher:
+    model = load_standin_weights(
+        esam.build_model("efficientsam_vitt", img_size=32, encoder_depth=1)
+    )
+    return Teacher.from_efficientsam_encoder(
+        model.image_encoder, name="efficientsam_vitt", input_size=32, output_grid=2
+    )
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (h, w) in enumerate(SIZES):
+        p = root / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def _build(out: Path, images: list[Path], teacher: Teacher) -> Path:
+    return build_teacher_cache(
+        out, images, teacher, views_per_image=2, seed=3, view_size=32,
+        image_root=images[0].parent, batch_size=4, shard_size=4, progress=False,
+    )  # fmt: skip
+
+
+def test_round_trip(tmp_path: Path, images: list[Path], teacher: Teacher) -> None:
+    index_path = _build(tmp_path, images, teacher)
+    index = json.loads(index_path.read_text())
+    assert index["teacher"]["name"] == "efficientsam_vitt"
+    assert index["images"] == ["img0.png", "img1.png", "img2.png"]
+    assert [s["shape"] for s in index["shards"]] == [[4, 4, 256], [2, 4, 256]]
+    assert all(len(s["sha256"]) == 64 for s in index["shards"])
+    cache = TeacherCache(tmp_path, images=[p.name for p in images])
+    assert len(cache) == 6 and cache.feature_shape == (4, 256)
+    for i, (h, w) in enumerate(SIZES):
+        image = np.asarray(Image.open(images[i]).convert("RGB"))
+        for v in range(2):
+            params, feats = cache[i, v]
+            assert params == sample_view(view_rng(3, i, v), h, w)
+            assert feats.dtype == np.float16 and feats.shape == (4, 256)
+            assert isinstance(feats.base, np.memmap) or isinstance(feats, np.memmap)
+            want = teacher(apply_view(image, params, 32)[None])[0].numpy()
+            np.testing.assert_allclose(feats.astype(np.float32), want, rtol=2e-3, atol=2e-3)
+    # a reader pickles without its mapped data (data-loader workers reopen the shards)
+    assert len(pickle.dumps(cache)) < 20_000
+    with pytest.raises(IndexError, match="outside the cache"):
+        cache[3, 0]
+
+
+def test_ranks_write_their_share_and_merge(
+    tmp_path: Path, images: list[Path], teacher: Teacher
+) -> None:
+    single = TeacherCache(_build(tmp_path / "one", images, teacher).parent)
+    out = tmp_path / "two"
+
+    def part(rank: int, seed: int = 3) -> None:
+        write_cache_part(
+            out, images, teacher, views_per_image=2, seed=seed, view_size=32,
+            image_root=images[0].parent, rank=rank, world_size=2, shard_size=4, progress=False,
+        )  # fmt: skip
+
+    part(0)
+    with pytest.raises(IndexMismatchError, match="rank 1 has not written"):
+        merge_cache_index(out, 2)
+    part(1, seed=4)
+    with pytest.raises(IndexMismatchError, match=r"disagrees with rank 0 on \['seed'\]"):
+        merge_cache_index(out, 2)
+    part(1)
+    merge_cache_index(out, 2)
+    both = TeacherCache(out)
+    names = sorted(s["name"] for s in both.index["shards"])
+    assert names == ["shard-r000-00000.npy", "shard-r001-00000.npy"]  # images 0, 2 | image 1
+    for i in range(3):
+        for v in range(2):
+            assert both.view_params(i, v) == single.view_params(i, v)
+            np.testing.assert_allclose(
+                both.features(i, v).astype(np.float32),
+                single.features(i, v).astype(np.float32),
+                rtol=2e-3,
+                atol=2e-3,
+            )
+
+
+def test_named_errors(tmp_path: Path, images: list[Path], teacher: Teacher) -> None:
+    _build(tmp_path, images, teacher)
+    shard = tmp_path / "shard-r000-00000.npy"
+    data = bytearray(shard.read_bytes())
+    # same size, damaged content: only the checksum can tell
+    data[-10:] = bytes(10)
+    shard.write_bytes(bytes(data))
+    cache = TeacherCache(tmp_path)
+    with pytest.raises(CorruptShardError, match="SHA-256"):
+        cache.features(0, 0)
+    cache.features(2, 1)  # the other shard is intact
+    with pytest.raises(CorruptShardError, match="SHA-256"):
+        cache.verify()
+    assert TeacherCache(tmp_path, verify_checksums=False).features(0, 0).shape == (4, 256)
+    # truncated
+    shard.write_bytes(bytes(data[:-100]))
+    with pytest.raises(CorruptShardError, match="truncated"):
+        TeacherCache(tmp_path)
+    # missing
+    shard.unlink()
+    with pytest.raises(MissingShardError, match="missing"):
+        TeacherCache(tmp_path)
+    # a shard the index does not list (another run's leftovers)
+    shard.write_bytes(bytes(data))
+    (tmp_path / "shard-r005-00000.npy").write_bytes(b"x")
+    with pytest.raises(IndexMismatchError, match="does not list"):
+        TeacherCache(tmp_path)
+    (tmp_path / "shard-r005-00000.npy").unlink()
+    # another image list
+    with pytest.raises(IndexMismatchError, match="another image list"):
+        TeacherCache(tmp_path, images=["img0.png", "img1.png"])
+    # a shard whose array does not match the index
+    np.save(tmp_path / "shard-r000-00001.npy", np.zeros((2, 4, 128), dtype=np.float16))
+    index = json.loads((tmp_path / "index.json").read_text())
+    index["shards"][1]["bytes"] = (tmp_path / "shard-r000-00001.npy").stat().st_size
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    with pytest.raises(IndexMismatchError, match=r"the index describes float16 \(2, 4, 256\)"):
+        TeacherCache(tmp_path)
+
+
+def test_teacher_features_are_deterministic(images: list[Path], teacher: Teacher) -> None:
+    image = np.asarray(Image.open(images[0]).convert("RGB"))
+    params = sample_view(view_rng(0, 0, 0), *image.shape[:2])
+    a = teacher(apply_view(image, params, 32)[None])
+    b = teacher(apply_view(image, params, 32)[None])
+    assert torch.equal(a, b)
