@@ -1,20 +1,30 @@
 """Run metadata recorded in every results file: versions, git commit, hardware, time.
 
 Every results JSON that esam writes carries a ``meta`` block built here, so a number can be
-traced to the code, software stack and machine that produced it.
+traced to the code, software stack and machine that produced it, including whether the
+installed packages are those of the checkout's lock file (``requirements/constraints.txt``).
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
+import functools
+import hashlib
 import importlib.metadata as _md
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 RESULTS_SCHEMA = "esam.results/1"
+
+LOCK_FILE = "requirements/constraints.txt"
+"""The lock file of the tested environment, relative to the root of an esam checkout."""
+LOCK_FILE_ENV = "ESAM_LOCK_FILE"
+"""Environment variable naming a lock file to compare with instead of the checkout's."""
 
 _TRACKED_PACKAGES = (
     "esam",
@@ -124,6 +134,173 @@ def hardware_info(device: str = "cpu") -> dict[str, Any]:
     return info
 
 
+class LockFileError(ValueError):
+    """A lock file is not where it is said to be, or a line of it is not an exact pin."""
+
+
+_PIN = re.compile(
+    r"(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)==(?P<version>[^\s;,=<>!~]+)"
+)
+_INCLUDES = ("-r", "--requirement", "-c", "--constraint", "-e", "--editable")
+
+
+def canonical_name(name: str) -> str:
+    """A distribution name in its normalized form (PEP 503): ``PyYAML`` -> ``pyyaml``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """``(first line number, text)`` of each requirement: comments cut, continuations joined."""
+    lines: list[tuple[int, str]] = []
+    pending, start = "", 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        part = re.sub(r"(^|\s)#.*$", "", raw).strip()
+        if not pending:
+            start = number
+        if part.endswith("\\"):
+            pending += part[:-1] + " "
+            continue
+        joined, pending = (pending + part).strip(), ""
+        if joined:
+            lines.append((start, joined))
+    if pending.strip():
+        lines.append((start, pending.strip()))
+    return lines
+
+
+def parse_lock(text: str, source: str = "<lock>") -> dict[str, str]:
+    """The pins of a pip lock/constraints file's text, ``{normalized name: version}``.
+
+    Comments, blank lines and global options (``--index-url``, ...) are skipped; every other
+    line must pin one package exactly, ``name==version``, optionally with extras (dropped, as
+    pip does for a constraint), ``--hash`` options and line continuations.
+
+    Raises:
+        LockFileError: naming ``source`` and the line of anything else: a range, an environment
+            marker, a URL, an include (``-r``/``-c``) or editable, a package pinned twice.
+    """
+    pins: dict[str, str] = {}
+    for number, line in _logical_lines(text):
+        if line.split()[0].split("=")[0] in _INCLUDES:
+            raise LockFileError(f"{source}:{number}: includes and editables are not pins: {line!r}")
+        if line.startswith("-"):
+            continue
+        requirement = re.sub(r"\[[^\]]*\]", "", line.split(" --hash", 1)[0]).replace(" ", "")
+        match = _PIN.fullmatch(requirement)
+        if match is None:
+            raise LockFileError(
+                f"{source}:{number}: not an exact pin 'name==version' without markers: {line!r}"
+            )
+        name = canonical_name(match["name"])
+        if name in pins:
+            raise LockFileError(f"{source}:{number}: {name} is pinned twice")
+        pins[name] = match["version"]
+    return pins
+
+
+def read_lock(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The pins of the lock file at ``path`` (see :func:`parse_lock`)."""
+    return parse_lock(Path(path).read_text(encoding="utf-8"), str(path))
+
+
+def find_lock_file(root: str | os.PathLike[str] | None = None) -> Path | None:
+    """The lock file to compare the installed packages with.
+
+    ``$ESAM_LOCK_FILE`` when set; else ``requirements/constraints.txt`` of the esam checkout
+    this code runs from (``root``, by default the folder above the ``esam`` package); ``None``
+    when there is none (esam installed from a wheel, or a checkout without a lock file).
+
+    Raises:
+        LockFileError: when ``$ESAM_LOCK_FILE`` is set but is not a file.
+    """
+    named = os.environ.get(LOCK_FILE_ENV)
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise LockFileError(f"{LOCK_FILE_ENV}={named}: no such file")
+        return path
+    base = Path(root) if root is not None else Path(__file__).resolve().parents[2]
+    candidate = base / LOCK_FILE
+    if (base / "esam" / "__init__.py").is_file() and candidate.is_file():
+        return candidate
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def installed_versions() -> dict[str, str]:
+    """``{normalized name: version}`` of the installed distributions, read once per process.
+
+    Where a name is installed twice, the one found first on ``sys.path`` counts (the one that
+    imports), as for :func:`importlib.metadata.version`.
+    """
+    out: dict[str, str] = {}
+    for dist in _md.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            out.setdefault(canonical_name(name), dist.version)
+    return out
+
+
+def _same_version(installed: str, locked: str) -> bool:
+    """``installed`` satisfies ``==locked``; a local label (``+cpu``) matches a pin without one."""
+    if installed == locked:
+        return True
+    return "+" not in locked and installed.split("+", 1)[0] == locked
+
+
+def compare_with_lock(pins: dict[str, str], installed: dict[str, str]) -> dict[str, list[str]]:
+    """``{name: [installed, locked]}`` for each locked package installed at another version.
+
+    Locked packages that are not installed are not mismatches: the lock also pins tools that
+    an environment may leave out (tox, pip-tools).
+    """
+    return {
+        name: [installed[name], version]
+        for name, version in sorted(pins.items())
+        if name in installed and not _same_version(installed[name], version)
+    }
+
+
+@functools.lru_cache(maxsize=8)
+def _mismatches(text: str, source: str) -> dict[str, list[str]]:
+    """:func:`compare_with_lock` for a lock file's text, once per process and content."""
+    return compare_with_lock(parse_lock(text, source), installed_versions())
+
+
+def environment_info(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The ``environment`` block of ``meta``: the lock file and whether this environment matches it.
+
+    ``lock_file`` is ``requirements/constraints.txt`` for the checkout's own lock file and the
+    absolute path of one named by ``$ESAM_LOCK_FILE``; ``lock_sha256`` is the file's SHA-256;
+    ``mismatches`` maps each locked package installed at another version to
+    ``[installed, locked]``; ``matches_lock`` is true when there is none. Without a lock file
+    (esam installed from a wheel) every field is ``None``. A lock file that is missing where
+    ``$ESAM_LOCK_FILE`` says, unreadable or malformed gives ``None`` fields and an ``error``
+    naming the problem, so that a long run still writes its results.
+    """
+    info: dict[str, Any] = {
+        "lock_file": None,
+        "lock_sha256": None,
+        "matches_lock": None,
+        "mismatches": None,
+    }
+    try:
+        path = find_lock_file(root)
+        if path is None:
+            return info
+        data = path.read_bytes()
+        shown = str(path.resolve()) if os.environ.get(LOCK_FILE_ENV) else LOCK_FILE
+        mismatches = _mismatches(data.decode("utf-8"), str(path))
+    except (LockFileError, OSError, UnicodeDecodeError) as exc:
+        return {**info, "error": f"{type(exc).__name__}: {exc}"}
+    return {
+        "lock_file": shown,
+        "lock_sha256": hashlib.sha256(data).hexdigest(),
+        "matches_lock": not mismatches,
+        "mismatches": copy.deepcopy(mismatches),
+    }
+
+
 def run_metadata(
     device: str = "cpu", dtype: str = "fp32", start_time: str | None = None
 ) -> dict[str, Any]:
@@ -138,6 +315,7 @@ def run_metadata(
         "esam_version": package_versions(("esam",)).get("esam"),
         "git_commit": git_commit(),
         "versions": package_versions(),
+        "environment": environment_info(),
         "hardware": hardware_info(device),
         "device": device,
         "dtype": dtype,
