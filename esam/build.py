@@ -190,3 +190,37 @@ def build_model(name: str, checkpoint: str | Path | None = None, **overrides: An
     if name not in model_registry:
         raise InputError(f"unknown model {name!r}; registered models: {sorted(model_registry)}")
     return model_registry[name](checkpoint, **overrides)
+
+
+def build_backbone(
+    checkpoint: str | Path, img_size: int = 224, drop_path_rate: float = 0.0
+) -> nn.Module:
+    """A ViT trunk with the weights of a backbone checkpoint, loaded strictly.
+
+    Args:
+        checkpoint: ``esam pretrain export`` output, or an EfficientSAM checkpoint (official or
+            esam) whose image encoder's trunk is used.
+        img_size: default input side (position embeddings are resized to any input's grid).
+        drop_path_rate: stochastic depth for fine-tuning.
+
+    Returns:
+        :class:`~esam.modeling.vit.ViT` with ``backbone_info`` (the checkpoint's info).
+    """
+    from esam.checkpoint import load_state_dict_strict, read_backbone
+    from esam.modeling.vit import ViT
+
+    state, arch, info = read_backbone(checkpoint)
+    vit = ViT(
+        img_size=img_size,
+        patch_size=int(arch["patch_size"]),
+        embed_dim=int(arch["embed_dim"]),
+        depth=int(arch["depth"]),
+        num_heads=int(arch["num_heads"]),
+        mlp_ratio=float(arch["mlp_ratio"]),
+        pretrain_img_size=int(arch["pretrain_img_size"]),
+        pos_embed_cls_slot=bool(arch["pos_embed_cls_slot"]),
+        drop_path_rate=drop_path_rate,
+    )
+    load_state_dict_strict(vit, state, str(checkpoint))
+    vit.backbone_info = info  # type: ignore[assignment]
+    return vit

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -39,6 +40,18 @@ OFFICIAL_WEIGHTS_HINT = (
     "pass the file path (e.g. --checkpoint weights/efficient_sam_vitt.pt)."
 )
 ESAM_FORMAT = "esam"
+#: Format tag of a backbone checkpoint: a ViT trunk with its architecture (``arch``).
+BACKBONE_FORMAT = "esam-backbone"
+#: Fields of a backbone's ``arch`` block (the :class:`~esam.modeling.vit.ViT` arguments).
+BACKBONE_ARCH_KEYS = (
+    "embed_dim",
+    "depth",
+    "num_heads",
+    "patch_size",
+    "mlp_ratio",
+    "pretrain_img_size",
+    "pos_embed_cls_slot",
+)
 
 
 class CheckpointError(InputError):
@@ -146,6 +159,11 @@ def _unpack(obj: Any, source: str) -> tuple[dict[str, torch.Tensor], dict[str, A
             "model_name": obj.get("model_name"),
             "config": obj.get("config"),
         }
+        if obj.get("weights"):
+            info["weights"] = obj["weights"]
+        state = obj.get("model")
+    elif isinstance(obj, dict) and obj.get("format") == BACKBONE_FORMAT:
+        info = {"format": BACKBONE_FORMAT, "arch": obj.get("arch"), "source": obj.get("source")}
         state = obj.get("model")
     elif isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         info, state = {"format": "official"}, obj["model"]
@@ -268,6 +286,121 @@ def save_checkpoint(
         return write_bytes_atomic(path, save(state, metadata=meta))
     buf = io.BytesIO()
     torch.save(
-        {"format": ESAM_FORMAT, "model_name": model_name, "config": config, "model": state}, buf
+        {
+            "format": ESAM_FORMAT,
+            "model_name": model_name,
+            "config": config,
+            "weights": weights,
+            "model": state,
+        },
+        buf,
     )
     return write_bytes_atomic(path, buf.getvalue())
+
+
+def save_backbone(
+    path: str | os.PathLike[str],
+    state: dict[str, torch.Tensor],
+    arch: dict[str, Any],
+    source: dict[str, Any] | None = None,
+) -> Path:
+    """Write a ViT trunk as a backbone checkpoint, atomically.
+
+    Args:
+        path: the ``.pt`` file.
+        state: the trunk's state dict (``patch_embed.*``, ``pos_embed``, ``blocks.*``).
+        arch: :data:`BACKBONE_ARCH_KEYS` -> value (the trunk's architecture).
+        source: where the weights come from (run folder, step, method), kept in the file.
+    """
+    missing = [k for k in BACKBONE_ARCH_KEYS if k not in arch]
+    if missing:
+        raise CheckpointError(f"backbone arch lacks {missing}")
+    buf = io.BytesIO()
+    torch.save(
+        {
+            "format": BACKBONE_FORMAT,
+            "arch": {k: arch[k] for k in BACKBONE_ARCH_KEYS},
+            "source": source or {},
+            "model": {k: v.detach().cpu().contiguous() for k, v in state.items()},
+        },
+        buf,
+    )
+    return write_bytes_atomic(path, buf.getvalue())
+
+
+def read_backbone(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """The ViT trunk in a backbone checkpoint or in an EfficientSAM checkpoint.
+
+    Accepts files of :func:`save_backbone` (``esam pretrain export``) and EfficientSAM
+    checkpoints (official or esam), whose image encoder's trunk is taken (its neck left out).
+
+    Returns:
+        (trunk state dict, arch, info): ``arch`` as in :data:`BACKBONE_ARCH_KEYS`; ``info`` the
+        checkpoint's info plus ``backbone_of`` (what the trunk was taken from).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: neither kind of file, or an EfficientSAM file without an image encoder.
+    """
+    state, info = read_checkpoint(path)
+    if info.get("format") == BACKBONE_FORMAT:
+        arch = info.get("arch")
+        if not isinstance(arch, dict) or any(k not in arch for k in BACKBONE_ARCH_KEYS):
+            raise CheckpointError(f"{path}: backbone checkpoint without a complete 'arch' block")
+        return state, dict(arch), {**info, "backbone_of": "backbone"}
+    prefix = "image_encoder."
+    trunk = {
+        k[len(prefix) :]: v
+        for k, v in state.items()
+        if k.startswith(prefix) and not k.startswith(prefix + "neck.")
+    }
+    if not trunk:
+        raise CheckpointError(
+            f"{path}: neither a backbone checkpoint (esam pretrain export) nor an EfficientSAM "
+            "checkpoint with image_encoder.* weights"
+        )
+    config = info.get("config") if isinstance(info.get("config"), dict) else None
+    heads = int(config["encoder_num_heads"]) if config else None
+    return trunk, arch_of_trunk(trunk, heads, str(path)), {**info, "backbone_of": "image_encoder"}
+
+
+def arch_of_trunk(
+    trunk: dict[str, torch.Tensor], num_heads: int | None, source: str
+) -> dict[str, Any]:
+    """The backbone ``arch`` of a ViT trunk's state dict (heads cannot be read from shapes).
+
+    Args:
+        trunk: ``patch_embed.*``, ``pos_embed`` and ``blocks.*`` weights.
+        num_heads: attention heads; None takes EfficientSAM's for the trunk's width (Ti 3,
+            S 6, B 12).
+        source: named in errors.
+    """
+    embed = trunk.get("patch_embed.proj.weight")
+    pos = trunk.get("pos_embed")
+    if embed is None or pos is None:
+        raise CheckpointError(f"{source}: trunk without patch_embed / pos_embed")
+    width, patch = int(embed.shape[0]), int(embed.shape[-1])
+    depth = len({k.split(".")[1] for k in trunk if k.startswith("blocks.")})
+    slots = int(pos.shape[1])
+    cls_slot = math.isqrt(slots) ** 2 != slots
+    grid = math.isqrt(slots - 1) if cls_slot else math.isqrt(slots)
+    if grid * grid != slots - int(cls_slot):
+        raise CheckpointError(f"{source}: pos_embed has {slots} slots, not a square grid")
+    heads = num_heads or {192: 3, 384: 6, 768: 12}.get(width)
+    if heads is None:
+        raise CheckpointError(
+            f"{source}: cannot tell the number of attention heads of a width-{width} trunk "
+            "without a stored config"
+        )
+    mlp = float(trunk["blocks.0.mlp.fc1.weight"].shape[0]) / width if depth else 4.0
+    return {
+        "embed_dim": width,
+        "depth": depth,
+        "num_heads": int(heads),
+        "patch_size": patch,
+        "mlp_ratio": mlp,
+        "pretrain_img_size": grid * patch,
+        "pos_embed_cls_slot": cls_slot,
+    }

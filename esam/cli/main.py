@@ -20,6 +20,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "esam.cli.predict",
     "esam.cli.eval",
     "esam.cli.bench",
+    "esam.cli.pretrain",
     "esam.cli.report",
     "esam.cli.demo",
 )
@@ -61,7 +62,7 @@ def _one_line(e: BaseException) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="esam",
-        description="EfficientSAM end to end: prediction, zero-shot benchmarks, throughput, reports.",
+        description="EfficientSAM end to end: prediction, SAMI pretraining, zero-shot benchmarks, throughput, reports.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -78,7 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if getattr(args, "pass_through", False):
+        args.argv = rest  # a command that parses its own arguments (e.g. pretrain's sub-commands)
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -9,6 +9,11 @@ whatever ``W`` is; a position in the epoch is therefore stored as a count of sam
 by all ranks together, and a run resumed on another number of processes neither repeats nor
 skips a sample.
 
+With ``with_epoch=True`` the sampler yields ``(epoch, index)`` pairs instead of indices, so a
+dataset can draw its per-sample randomness (crops, masks) from ``(seed, epoch, index)``: the same
+for a sample wherever and whenever it is loaded (any worker, any number of processes, after a
+resume).
+
 Uneven sizes: with ``drop_last=False`` (default) the permutation is padded with its own first
 items up to a multiple of ``W`` (those few samples are seen twice in the epoch, as with
 ``torch.utils.data.DistributedSampler``); with ``drop_last=True`` its tail is dropped (up to
@@ -18,6 +23,7 @@ items up to a multiple of ``W`` (those few samples are seen twice in the epoch, 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sized
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -25,7 +31,7 @@ from torch.utils.data import Sampler
 from esam.errors import InputError
 
 
-class ResumableSampler(Sampler[int]):
+class ResumableSampler(Sampler[Any]):
     """Seeded per-epoch permutation, sharded across ranks, able to start mid-epoch.
 
     Call :meth:`set_epoch` before iterating each epoch (and with ``consumed`` to resume).
@@ -37,6 +43,7 @@ class ResumableSampler(Sampler[int]):
         seed: the run's seed; the order of epoch ``e`` depends only on ``(seed, e)``.
         shuffle: permute (True) or keep the dataset order (False).
         drop_last: drop the tail instead of padding to a multiple of ``world_size``.
+        with_epoch: yield ``(epoch, index)`` pairs instead of indices.
     """
 
     def __init__(
@@ -48,6 +55,7 @@ class ResumableSampler(Sampler[int]):
         seed: int = 0,
         shuffle: bool = True,
         drop_last: bool = False,
+        with_epoch: bool = False,
     ) -> None:
         n = data if isinstance(data, int) else len(data)
         if world_size < 1 or not 0 <= rank < world_size:
@@ -64,6 +72,7 @@ class ResumableSampler(Sampler[int]):
         self.seed = seed
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.with_epoch = with_epoch
         self.epoch = 0
         self.start = 0
 
@@ -106,9 +115,11 @@ class ResumableSampler(Sampler[int]):
             idx = np.concatenate([idx, np.resize(idx, total - n)])
         return idx[:total].astype(np.int64)
 
-    def __iter__(self) -> Iterator[int]:
-        shard = self.order(self.epoch)[self.rank :: self.world_size]
-        return iter(shard[self.start :].tolist())
+    def __iter__(self) -> Iterator[Any]:
+        shard = self.order(self.epoch)[self.rank :: self.world_size][self.start :].tolist()
+        if self.with_epoch:
+            return iter([(self.epoch, i) for i in shard])
+        return iter(shard)
 
     def __len__(self) -> int:
         return self.shard_size - self.start

@@ -33,6 +33,7 @@ time it is read. Each failure is a named :class:`CacheError` subclass.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,6 +43,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from esam.data.imagefolder import read_rgb
+from esam.data.images import ImageReadError
 from esam.data.views import (
     DEFAULT_RATIO,
     DEFAULT_SCALE,
@@ -53,6 +56,8 @@ from esam.data.views import (
 from esam.errors import InputError
 from esam.sami.teacher import Teacher
 from esam.utils.io import sha256_file, write_text_atomic
+
+log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "esam-teacher-cache"
 CACHE_VERSION = 1
@@ -87,14 +92,12 @@ def shard_name(rank: int, number: int) -> str:
 
 
 def load_rgb(path: Path) -> np.ndarray:
-    """An image file as HxWx3 uint8 RGB."""
-    from PIL import Image
+    """An image file as HxWx3 uint8 RGB.
 
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except OSError as e:
-        raise InputError(f"{path}: cannot be read as an image: {e}") from e
+    Raises:
+        ImageReadError: missing or undecodable (the writer counts and skips such images).
+    """
+    return read_rgb(path)
 
 
 def _relative(path: str | os.PathLike[str], root: Path | None) -> str:
@@ -258,9 +261,16 @@ def write_cache_part(
         pending.clear()
 
     bar = tqdm(total=total, disable=not progress, desc=f"teacher features, rank {rank}")
+    unreadable: list[list[Any]] = []
     for i in mine:
         path = Path(names[i]) if root is None else root / names[i]
-        image = load_image(path)
+        try:
+            image = load_image(path)
+        except ImageReadError as e:
+            log.warning("%s: skipped, not cached (%s)", path, e)
+            unreadable.append([i, names[i], e.reason])
+            bar.update(views_per_image)
+            continue
         h, w = image.shape[:2]
         for v in range(views_per_image):
             params = sample_view(view_rng(seed, i, v), h, w, scale, ratio, flip_prob)
@@ -274,7 +284,9 @@ def write_cache_part(
     flush()
     bar.update(remaining)
     bar.close()
-    part = {**header, "rank": rank, "shards": shards}
+    if unreadable:
+        log.warning("%d image(s) could not be read and have no features", len(unreadable))
+    part = {**header, "rank": rank, "shards": shards, "unreadable": unreadable}
     return _write_json(folder / part_name(rank, world_size), part)
 
 
@@ -293,7 +305,7 @@ def merge_cache_index(out_dir: str | os.PathLike[str], world_size: int) -> Path:
                 f"{folder}: rank {r} has not written its index part {p.name}; merge after every rank has finished"
             )
         parts.append(json.loads(p.read_text()))
-    skip = ("rank", "shards")
+    skip = ("rank", "shards", "unreadable")
     first = {k: v for k, v in parts[0].items() if k not in skip}
     for r, part in enumerate(parts[1:], start=1):
         other = {k: v for k, v in part.items() if k not in skip}
@@ -302,7 +314,13 @@ def merge_cache_index(out_dir: str | os.PathLike[str], world_size: int) -> Path:
             raise IndexMismatchError(
                 f"{folder}: index part of rank {r} disagrees with rank 0 on {diff}; the parts come from different runs"
             )
-    index = {**first, "shards": [s for part in parts for s in part["shards"]]}
+    index = {
+        **first,
+        "shards": [s for part in parts for s in part["shards"]],
+        "unreadable": sorted(
+            (u for part in parts for u in part.get("unreadable", [])), key=lambda u: u[0]
+        ),
+    }
     return _write_json(folder / INDEX_NAME, index)
 
 
@@ -382,6 +400,9 @@ class TeacherCache:
         self.views_per_image = int(index["views_per_image"])
         self.feature_shape = tuple(int(x) for x in index["feature_shape"])
         self.teacher: dict[str, Any] = index["teacher"]
+        self.view_size = int(index["view_size"])
+        #: Images the writer could not read: they have no features.
+        self.unreadable: set[int] = {int(u[0]) for u in index.get("unreadable", [])}
         if images is not None:
             root_dir = index.get("image_root")
             given = [_relative(p, Path(root_dir) if root_dir else None) for p in images]
@@ -446,6 +467,7 @@ class TeacherCache:
                 self._params[i, v] = item[2:7]
             del s["items"]  # now in the tables; the JSON lists would cost far more memory
         missing = np.argwhere(self._shard < 0)
+        missing = missing[[int(i) not in self.unreadable for i in missing[:, 0]]]
         if len(missing):
             i, v = (int(x) for x in missing[0])
             raise IndexMismatchError(

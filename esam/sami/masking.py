@@ -60,6 +60,7 @@ def random_masking(
     mask_ratio: float,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    noise: torch.Tensor | None = None,
 ) -> Masking:
     """Draw an independent random mask for each of ``batch`` samples.
 
@@ -71,6 +72,9 @@ def random_masking(
         generator: source of the noise (its device is where the noise is drawn); the same
             generator state gives the same masks. None uses torch's global RNG.
         device: where the returned tensors live (default: the generator's device, else CPU).
+        noise: BxN uniform noise to sort instead of drawing it (e.g. drawn per sample by the
+            data loader from (seed, epoch, index), so a sample's mask does not depend on the
+            batch or the process it lands in); ``generator`` is then unused.
 
     Returns:
         :class:`Masking` ``(ids_keep BxK, ids_restore BxN, mask BxN bool)``.
@@ -78,8 +82,14 @@ def random_masking(
     if batch < 0:
         raise InputError(f"batch must be >= 0, got {batch}")
     keep = num_visible(num_tokens, mask_ratio)
-    noise_device = generator.device if generator is not None else device
-    noise = torch.rand(batch, num_tokens, generator=generator, device=noise_device)
+    if noise is not None:
+        if tuple(noise.shape) != (batch, num_tokens):
+            raise InputError(
+                f"noise must have shape {batch}x{num_tokens}, got {tuple(noise.shape)}"
+            )
+    else:
+        noise_device = generator.device if generator is not None else device
+        noise = torch.rand(batch, num_tokens, generator=generator, device=noise_device)
     if device is not None:
         noise = noise.to(device)
     ids_shuffle = torch.argsort(noise, dim=1)  # ascending: the K smallest are kept

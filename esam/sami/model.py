@@ -35,7 +35,7 @@ embedding (stored at 14x14 + one class slot) is resized to the 64x64 grid at run
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -308,13 +308,18 @@ class SamiModel(nn.Module):
         return h // p, w // p
 
     def forward_encoder(
-        self, images: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Masking]:
         """Mask at random and encode the visible tokens only.
 
         Args:
             images: Bx3xHxW normalised images.
             generator: source of the masks (None: torch's global RNG).
+            noise: BxN uniform noise that decides the masks instead (see
+                :func:`~esam.sami.masking.random_masking`).
 
         Returns:
             latent BxKxC (normalised encoder outputs of the visible tokens, ``ids_keep``
@@ -323,7 +328,12 @@ class SamiModel(nn.Module):
         """
         h, w = self.grid_of(images)
         masking = random_masking(
-            images.shape[0], h * w, self.mask_ratio, generator=generator, device=images.device
+            images.shape[0],
+            h * w,
+            self.mask_ratio,
+            generator=generator,
+            device=images.device,
+            noise=noise,
         )
         latent = self.encoder.forward_masked(images, masking.ids_keep)
         return self.encoder_norm(latent), masking
@@ -402,6 +412,7 @@ class SamiModel(nn.Module):
         images: torch.Tensor,
         targets: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One pretraining step's forward pass.
 
@@ -409,11 +420,12 @@ class SamiModel(nn.Module):
             images: Bx3xHxW normalised views.
             targets: BxNxD teacher features of the same views (None for ``target="pixels"``).
             generator: source of the random masks.
+            noise: BxN noise deciding the masks instead of ``generator``.
 
         Returns:
             (loss scalar, predictions BxNxD, mask BxN bool with True = masked).
         """
-        latent, masking = self.forward_encoder(images, generator)
+        latent, masking = self.forward_encoder(images, generator, noise)
         pred = self.forward_decoder(latent, masking.ids_restore, self.grid_of(images))
         loss = self.forward_loss(pred, self.prepare_targets(images, targets, pred), masking.mask)
         return loss, pred, masking.mask
@@ -505,6 +517,7 @@ def build_sami_encoder(
     drop_path_rate: float = 0.0,
     pos_embed_init: Literal["sincos", "trunc_normal"] = "sincos",
     init: bool = True,
+    **overrides: Any,
 ) -> ViT:
     """A student trunk with the architecture of a registered EfficientSAM's image encoder.
 
@@ -518,12 +531,16 @@ def build_sami_encoder(
         drop_path_rate: stochastic depth of the last block (0 in SAMI pretraining).
         pos_embed_init: see :meth:`~esam.modeling.vit.ViT.init_weights`.
         init: apply MAE's initialisation (else PyTorch defaults, for loading weights).
+        overrides: :class:`~esam.build.EfficientSamConfig` fields to change (e.g.
+            ``encoder_depth=4`` for a small CPU model).
     """
+    import dataclasses
+
     from esam.build import MODEL_CONFIGS
 
     if model_name not in MODEL_CONFIGS:
         raise InputError(f"unknown model {model_name!r}; choose from {sorted(MODEL_CONFIGS)}")
-    cfg = MODEL_CONFIGS[model_name]
+    cfg = dataclasses.replace(MODEL_CONFIGS[model_name], **overrides)
     vit = ViT(
         img_size=img_size,
         patch_size=cfg.patch_size,

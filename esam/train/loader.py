@@ -40,11 +40,13 @@ def make_train_loader(
     collate_fn: Callable[[list[Any]], Any] | None = None,
     shuffle: bool = True,
     drop_last: bool = False,
+    with_epoch: bool = False,
 ) -> DataLoader[Any]:
     """A DataLoader of ``cfg.batch_size`` samples per batch, sharded and seeded for ``ctx``.
 
     Incomplete batches are dropped; ``drop_last`` is the sampler's (see
-    :mod:`esam.data.samplers` for padding versus dropping across ranks).
+    :mod:`esam.data.samplers` for padding versus dropping across ranks). With ``with_epoch``
+    the dataset is indexed by ``(epoch, index)`` pairs.
     """
     sampler = ResumableSampler(
         dataset,  # type: ignore[arg-type]
@@ -53,6 +55,7 @@ def make_train_loader(
         seed=cfg.seed,
         shuffle=shuffle,
         drop_last=drop_last,
+        with_epoch=with_epoch,
     )
     generator = torch.Generator()
     generator.manual_seed(derive_seed(cfg.seed, 0, ctx.rank))

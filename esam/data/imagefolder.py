@@ -1,0 +1,105 @@
+"""Image folders: the ImageNet layout (one sub-folder per class) or a flat folder of images.
+
+Only listing happens here (sorted, so every process sees the same order); files are decoded
+where they are used, through :func:`read_rgb`, which names the file that cannot be read.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from esam.data.images import ImageReadError
+from esam.data.skips import SKIP_IMAGE_CORRUPT
+from esam.errors import InputError
+
+#: File name endings read as images (lower case).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """The images below a folder, in a fixed order.
+
+    Attributes:
+        root: the folder.
+        files: image paths relative to ``root``, sorted (class folder, then file name).
+        classes: class folder names, sorted; empty for a flat folder.
+        targets: class index of every file (-1 for a flat folder).
+    """
+
+    root: Path
+    files: tuple[str, ...]
+    classes: tuple[str, ...] = ()
+    targets: tuple[int, ...] = field(default=(), repr=False)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def path(self, index: int) -> Path:
+        """Absolute path of image ``index``."""
+        return self.root / self.files[index]
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+def scan_image_folder(root: str | os.PathLike[str]) -> ImageFolder:
+    """List the images of ``root``: class sub-folders (ImageNet layout) or images directly.
+
+    Sub-folders are classes when ``root`` holds no image files itself; hidden files and
+    folders are ignored, and so are files that are not images (by extension).
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder.
+        InputError: no image is found (the message says which extensions count).
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise FileNotFoundError(
+            f"image folder not found: {base} (pass a folder of images, or of class folders of "
+            "images as ImageNet's train/ and val/)"
+        )
+    top = sorted(p for p in base.iterdir() if not p.name.startswith("."))
+    direct = [p.name for p in top if p.is_file() and _is_image(p.name)]
+    if direct:
+        return ImageFolder(base, tuple(direct), (), tuple([-1] * len(direct)))
+    classes = [p.name for p in top if p.is_dir()]
+    files: list[str] = []
+    targets: list[int] = []
+    for c, name in enumerate(classes):
+        for dirpath, dirnames, filenames in os.walk(base / name):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            rel = Path(dirpath).relative_to(base)
+            for f in sorted(filenames):
+                if _is_image(f):
+                    files.append(str(rel / f))
+                    targets.append(c)
+    if not files:
+        raise InputError(
+            f"no images found in {base} (looked for {', '.join(IMAGE_EXTENSIONS)} files in the "
+            "folder and in its sub-folders)"
+        )
+    return ImageFolder(base, tuple(files), tuple(classes), tuple(targets))
+
+
+def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
+    """An image file as HxWx3 uint8 RGB (pixels as stored, no EXIF rotation).
+
+    Raises:
+        ImageReadError: the file is missing or cannot be decoded (``reason`` says which).
+    """
+    from esam.data.images import read_image
+
+    try:
+        return read_image(str(path))
+    except ImageReadError:
+        raise
+    except Exception as e:  # PIL raises many kinds for broken files
+        raise ImageReadError(
+            SKIP_IMAGE_CORRUPT, f"{path}: cannot be decoded as an image ({e})"
+        ) from e

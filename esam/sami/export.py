@@ -1,0 +1,113 @@
+"""``esam pretrain export``: the student trunk of a pretraining run as a backbone checkpoint.
+
+The backbone file (:func:`esam.checkpoint.save_backbone`) holds the ViT trunk's weights, its
+architecture and where it comes from (run folder, checkpoint, step, method and teacher). Every
+consumer reads it the same way: :func:`esam.build.build_backbone` for classification and
+detection backbones, :func:`load_into_image_encoder` for EfficientSAM's image encoder (its
+position embedding is stored at the pretraining grid and resized to 64x64 at run time).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from esam.checkpoint import CheckpointError, arch_of_trunk, read_backbone, save_backbone
+from esam.errors import InputError
+from esam.modeling.vit import ViT
+from esam.train.checkpointing import CheckpointManager, load_checkpoint
+
+ENCODER_PREFIX = "encoder."
+
+
+def find_checkpoint(run_dir: str | os.PathLike[str]) -> Path:
+    """The newest checkpoint of a run folder (or the file itself when a file is given).
+
+    Raises:
+        FileNotFoundError: no such folder or file, or a run folder without checkpoints.
+    """
+    path = Path(run_dir)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"run folder not found: {path}")
+    latest = CheckpointManager(path / "checkpoints").latest()
+    if latest is None:
+        raise FileNotFoundError(
+            f"{path} holds no checkpoint (checkpoints/ is empty or missing): train first with "
+            "esam pretrain --output RUN_DIR"
+        )
+    return latest
+
+
+def trunk_architecture(config: dict[str, Any], trunk: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The backbone ``arch`` of a pretraining run's student (from its config and weights)."""
+    from esam.build import MODEL_CONFIGS
+
+    student = config.get("student") or {}
+    arch_name = student.get("arch", "efficientsam_vitt")
+    if arch_name not in MODEL_CONFIGS:
+        raise CheckpointError(f"the run's student architecture {arch_name!r} is unknown")
+    heads = student.get("num_heads") or MODEL_CONFIGS[arch_name].encoder_num_heads
+    return arch_of_trunk(trunk, int(heads), "the run's student")
+
+
+def export_backbone(
+    run_dir: str | os.PathLike[str], out: str | os.PathLike[str]
+) -> tuple[Path, dict[str, Any]]:
+    """Write the student trunk of a run's newest checkpoint (or of a checkpoint file) to ``out``.
+
+    Returns:
+        (the backbone file, its ``arch``).
+
+    Raises:
+        FileNotFoundError: no run folder or checkpoint.
+        CheckpointError: the checkpoint is not a pretraining checkpoint.
+    """
+    path = find_checkpoint(run_dir)
+    state = load_checkpoint(path)
+    model_state = state.get("model")
+    config = state.get("config") or {}
+    if not isinstance(model_state, dict):
+        raise CheckpointError(f"{path}: not a training checkpoint (no 'model' state)")
+    trunk = {
+        k[len(ENCODER_PREFIX) :]: v for k, v in model_state.items() if k.startswith(ENCODER_PREFIX)
+    }
+    if "patch_embed.proj.weight" not in trunk or "pos_embed" not in trunk:
+        raise CheckpointError(
+            f"{path}: holds no student trunk (no {ENCODER_PREFIX}patch_embed / pos_embed): is it "
+            "a checkpoint of esam pretrain?"
+        )
+    arch = trunk_architecture(config, trunk)
+    teacher = config.get("teacher") or {}
+    source = {
+        "run_dir": str(Path(run_dir)),
+        "checkpoint": str(path),
+        "step": int(state.get("global_step", 0)),
+        "method": "sami" if config.get("target", "teacher") == "teacher" else "mae",
+        "teacher": teacher.get("name") if config.get("target", "teacher") == "teacher" else None,
+    }
+    return save_backbone(out, trunk, arch, source), arch
+
+
+def load_into_image_encoder(image_encoder: ViT, backbone: str | os.PathLike[str]) -> None:
+    """Load a backbone's trunk into an EfficientSAM image encoder (its neck is kept as is).
+
+    Every trunk key must match (names and shapes), or one error lists what does not.
+
+    Raises:
+        CheckpointError: the trunk does not fit the encoder.
+    """
+    from esam.sami.model import load_trunk_state
+
+    state, arch, _ = read_backbone(backbone)
+    width = getattr(image_encoder, "embed_dim", None)
+    if width is not None and int(arch["embed_dim"]) != int(width):
+        raise InputError(
+            f"{backbone}: a width-{arch['embed_dim']} backbone cannot load into a width-{width} "
+            "image encoder"
+        )
+    load_trunk_state(image_encoder, state, str(backbone))
