@@ -158,7 +158,9 @@ def build_report(
     tidy = pd.concat(non_empty, ignore_index=True) if non_empty else loaded.frame
     boards = build_leaderboards(tidy, max_skipped_images)
     partial = partial_runs(tidy, max_skipped_images)
-    plots = make_plots(tidy[~partial_mask(tidy, max_skipped_images)], out / "plots")
+    plots = make_plots(
+        tidy[~partial_mask(tidy, max_skipped_images)], out / "plots", curves=loaded.curves
+    )
 
     outputs = ReportOutputs(
         out_dir=out,

@@ -117,6 +117,54 @@ class LoadedResults:
     frame: pd.DataFrame
     files: list[str] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
+    curves: list[TrainingCurve] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TrainingCurve:
+    """The loss curve a training run recorded (its results file's ``curve``).
+
+    Attributes:
+        task: the run's task (e.g. ``pretrain``).
+        model: the run's model name.
+        results_file: where it was read.
+        steps: optimizer steps, increasing.
+        losses: the training loss at each step.
+    """
+
+    task: str
+    model: str
+    results_file: str
+    steps: tuple[int, ...]
+    losses: tuple[float, ...]
+
+
+def training_curve(obj: dict[str, Any], path: str) -> TrainingCurve | None:
+    """The ``curve`` of a results object (rows of ``step`` and ``loss``), or None without one.
+
+    Rows whose step or loss is not a finite number are left out; a curve needs two points.
+    """
+    rows = obj.get("curve")
+    if not isinstance(rows, list):
+        return None
+    points = [
+        (int(r["step"]), float(r["loss"]))
+        for r in rows
+        if isinstance(r, dict)
+        and _is_number(r.get("step"))
+        and _is_number(r.get("loss"))
+        and float(r["loss"]) not in (float("inf"), float("-inf"))
+    ]
+    if len(points) < 2:
+        return None
+    points.sort()
+    return TrainingCurve(
+        task=str(obj["task"]),
+        model=str(obj["model"].get("name")),
+        results_file=path,
+        steps=tuple(p[0] for p in points),
+        losses=tuple(p[1] for p in points),
+    )
 
 
 def discover(dirs: Iterable[str | Path]) -> list[Path]:
@@ -667,6 +715,9 @@ def load_results(dirs: Iterable[str | Path], warn: bool = True) -> LoadedResults
         side_files.update(path.parent / name for name in _side_file_names(obj))
         loaded.files.append(display)
         rows.extend(file_rows)
+        curve = training_curve(obj, display)
+        if curve is not None:
+            loaded.curves.append(curve)
     for path, reason in failed:
         if path in side_files:
             continue  # a file a results file names as its own side output

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from esam.report.load import TrainingCurve
 from esam.report.tables import model_text
 from esam.report.tasks import MAX_MIOU_DROP, accuracy_ok
 from esam.utils.io import write_bytes_atomic
@@ -551,11 +552,46 @@ def plot_params_vs_accuracy(
     return result
 
 
-def make_plots(tidy: pd.DataFrame, out_dir: str | Path) -> list[PlotResult]:
+def plot_training_curves(curves: Sequence[TrainingCurve], out_dir: Path) -> PlotResult:
+    """Training loss against optimizer step, one line per run (log scale when it spans 10x)."""
+    name, title = "training_curves", "Training loss"
+    if not curves:
+        return PlotResult(name=name, title=title, skipped="no training run in the results")
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+
+    colors = _colors([c.results_file for c in curves])
+    with rc_context(_RC):
+        fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+        ax = fig.subplots()
+        for c in curves:
+            run = Path(c.results_file).parent.name or c.results_file
+            label = f"{c.model} ({c.task}, {run})"
+            ax.plot(c.steps, c.losses, color=colors[c.results_file], linewidth=1.2, label=label)
+        lows = [min(c.losses) for c in curves]
+        highs = [max(c.losses) for c in curves]
+        if min(lows) > 0 and max(highs) / min(lows) > 10:
+            ax.set_yscale("log")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("training loss")
+        ax.legend(fontsize=7, loc="upper right")
+        png, svg = _save(fig, out_dir, name)
+    caption = (
+        "The loss each training run logged (results file ``curve``), thinned to at most a few "
+        "hundred evenly spaced steps."
+    )
+    return PlotResult(name=name, title=title, caption=caption, png=png, svg=svg)
+
+
+def make_plots(
+    tidy: pd.DataFrame, out_dir: str | Path, curves: Sequence[TrainingCurve] = ()
+) -> list[PlotResult]:
     """Draw every figure the data allows into ``out_dir``; the others come back as skipped."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results: list[PlotResult] = []
+    if curves:
+        results.append(plot_training_curves(curves, out))
     for kind in ("throughput", "params"):
         tries: list[PlotResult] = []
         for task, metric, setting, label in ACCURACY_AXES:

@@ -348,6 +348,29 @@ ADE20K_MASK2FORMER = TaskSpec(
     accuracy=True,
 )
 
+PRETRAIN = TaskSpec(
+    name="pretrain",
+    label="Masked-image pretraining (SAMI / MAE)",
+    description=(
+        "Reconstruction error of the pretrained student on held-out images, relative to "
+        "predicting the teacher's mean feature (lower is better; 1 means nothing was learned), "
+        "with the final training loss; the training curves are plotted below."
+    ),
+    metrics=(
+        MetricSpec(
+            "eval_mse_ratio", "held-out MSE / mean-feature MSE", "lower", "mean", decimals=3
+        ),
+        MetricSpec("eval_mse", "held-out MSE", "lower", "mean", decimals=4),
+        MetricSpec("eval_mean_feature_mse", "mean-feature MSE", None, "mean", decimals=4),
+        MetricSpec("final_loss", "final loss", "lower", "mean", decimals=4),
+        _count("steps", "steps"),
+        _count("unreadable_images", "unreadable images"),
+    ),
+    primary="eval_mse_ratio",
+    setting_keys=("target",),  # teacher (SAMI) or pixels (MAE)
+    group_by=("dataset", "setting"),
+)
+
 #: Largest drop of ``miou_vs_fp32`` below 100 (percentage points) for which a faster dtype or
 #: compile setting still counts as accurate (the rule of ``esam.bench.throughput.best_row``).
 MAX_MIOU_DROP = 0.5
@@ -382,7 +405,16 @@ PROTOCOL_CONFIG_KEYS: tuple[str, ...] = (PROTOCOL_KEY, PROTOCOL_OVERRIDES_KEY)
 #: Declared tasks in the order their sections appear in the report.
 TASKS: dict[str, TaskSpec] = {
     t.name: t
-    for t in (ZEROSHOT, INSTSEG, THROUGHPUT, MODEL, IMAGENET, COCO_MASKRCNN, ADE20K_MASK2FORMER)
+    for t in (
+        ZEROSHOT,
+        INSTSEG,
+        THROUGHPUT,
+        MODEL,
+        IMAGENET,
+        COCO_MASKRCNN,
+        ADE20K_MASK2FORMER,
+        PRETRAIN,
+    )
 }
 
 _LOWER_PATTERN = re.compile(
