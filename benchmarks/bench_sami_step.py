@@ -28,7 +28,7 @@ import torch
 
 from esam.bench.flops import count_flops
 from esam.bench.timing import dense_matmul_rate, time_callable
-from esam.runtime.precision import autocast
+from esam.runtime.precision import autocast, cpu_has_native_bf16
 from esam.sami.model import SamiModel, build_sami_encoder
 from esam.sami.teacher import build_teacher
 from esam.utils.io import write_json_atomic
@@ -89,7 +89,7 @@ def step_flops(model: SamiModel, batch: dict[str, torch.Tensor]) -> int:
         loss, _, _ = model(batch["image"], batch["target"], noise=batch["noise"])
         loss.backward()
 
-    flops = count_flops(fwd_bwd)
+    flops = count_flops(fwd_bwd, backward=True)
     model.zero_grad(set_to_none=True)
     return flops
 
@@ -128,6 +128,20 @@ def main(argv: list[str] | None = None) -> int:
     metrics: dict[str, Any] = {"step_gflop": flops / 1e9}
     passed = True
     for precision in [d for d in args.dtypes.split(",") if d]:
+        if precision == "bf16" and device == "cpu" and not cpu_has_native_bf16():
+            fp32_rate = dense_matmul_rate(device, "fp32", n=1024)
+            bf16_rate = dense_matmul_rate(device, "bf16", n=1024, iters=2)
+            print(
+                f"[bf16] not timed: this CPU has no native bfloat16 arithmetic (no AVX-512 BF16 "
+                f"/ AMX); dense matmul {bf16_rate / 1e9:.1f} GFLOP/s in bf16 against "
+                f"{fp32_rate / 1e9:.1f} in fp32"
+            )
+            metrics.update(
+                bf16_skipped="no native bf16 on this CPU",
+                bf16_matmul_gflops=bf16_rate / 1e9,
+                fp32_matmul_gflops_n1024=fp32_rate / 1e9,
+            )
+            continue
         cached = time_callable(
             student_step(model, opt, batch, precision), device, warmup=1, iters=args.iters
         )

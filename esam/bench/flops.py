@@ -58,10 +58,15 @@ def _extra_formulas() -> dict[Any, Callable[..., int]]:
 EXTRA_FORMULAS: dict[Any, Callable[..., int]] = _extra_formulas()
 
 
-def count_flops(fn: Callable[[], Any]) -> int:
-    """FLOPs of one call of ``fn`` (run under ``torch.inference_mode``)."""
+def count_flops(fn: Callable[[], Any], backward: bool = False) -> int:
+    """FLOPs of one call of ``fn``.
+
+    Args:
+        fn: the work; run under ``torch.inference_mode`` unless ``backward``.
+        backward: ``fn`` runs a backward pass too (its FLOPs are counted with the forward's).
+    """
     counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FORMULAS)
-    with torch.inference_mode(), counter:
+    with torch.inference_mode(not backward), counter:
         fn()
     return int(counter.get_total_flops())
 

@@ -110,10 +110,16 @@ class SweepSettings:
             d[k] = list(d[k])
         return d
 
+    def __post_init__(self) -> None:
+        self.validate()  # an invalid sweep cannot be constructed
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepSettings:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`; an unknown key is a named error."""
         d = dict(d)
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise InputError(f"unknown sweep settings {unknown}")
         d["configs"] = tuple(RunConfig(**c) for c in d.get("configs", ()))
         for k in ("batch_sizes", "dtypes", "compile", "components"):
             if k in d:

@@ -17,51 +17,27 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from esam.eval.protocols import DEFAULT_PROTOCOL, PROTOCOLS
+#: Fields of the run configs that the command line does not expose as flags (``key=value``
+#: still reaches them).
+_HIDDEN = ("extra",)
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="adapter name (see 'esam eval models')")
-    p.add_argument("--checkpoint", help="weights file of the model (never downloaded)")
-    p.add_argument("--dataset", required=True, choices=("coco", "lvis"), help="annotation format")
-    p.add_argument("--annotations", required=True, help="instance annotation json")
-    p.add_argument(
-        "--images",
-        required=True,
-        help="image folder (LVIS: the COCO image root holding train2017/ and val2017/, or one of them)",
-    )
-    p.add_argument("--limit-images", type=int, help="evaluate only the first N images by id")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument(
-        "--workers",
-        type=int,
-        help="image decoding workers (default: chosen from the device and the cores available: "
-        "none on a CPU with fewer than 8 cores, where they would compete with the model's threads)",
-    )
-    p.add_argument(
-        "--skip-bad-images",
-        action="store_true",
-        help="count and skip missing, corrupt or mis-sized images instead of stopping",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--output", required=True, help="results JSON (rows are written beside it)")
-    p.add_argument(
-        "--protocol",
-        default=DEFAULT_PROTOCOL,
-        choices=tuple(PROTOCOLS),
-        help="protocol preset: the prompt-selection rules of a paper's evaluation; switches below "
-        f"override it and are recorded (default: {DEFAULT_PROTOCOL}; see docs/protocols.md)",
-    )
-    p.add_argument(
-        "--mask-choice",
-        choices=("score", "single", "oracle"),
-        help="highest predicted IoU of 3 outputs, the single output, or the best against GT "
-        "(oracle: zeroshot only) (default: the preset's)",
-    )
+def _flags(cls: type) -> list[str]:
+    from esam.config import iter_fields
+
+    return [f.key for f in iter_fields(cls) if f.key not in _HIDDEN]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``esam eval`` with its ``zeroshot``, ``instseg`` and ``models`` subcommands."""
+    """Add ``esam eval`` with its ``zeroshot``, ``instseg`` and ``models`` subcommands.
+
+    The flags of ``zeroshot`` and ``instseg`` are generated from
+    :class:`~esam.eval.config.ZeroShotConfig` and :class:`~esam.eval.config.InstSegConfig`
+    (each field's docstring is its help); ``--config RUN.yaml`` and ``KEY=VALUE`` work too.
+    """
+    from esam.cli.config_args import add_config_arguments
+    from esam.eval.config import InstSegConfig, ZeroShotConfig
+
     p = sub.add_parser(
         "eval",
         help="zero-shot benchmarks: box/click mIoU and instance segmentation from detector boxes",
@@ -73,51 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     z = tasks.add_parser(
         "zeroshot",
         help="mIoU of masks prompted by ground-truth boxes or clicks",
-        description="mIoU (percent) over all instances and per COCO size bucket.",
+        description="mIoU (percent) over all instances and per COCO size bucket. The "
+        "prompt-selection rules come from --protocol (docs/protocols.md); each rule flag "
+        "overrides the preset and is recorded.",
     )
-    _add_common(z)
-    z.add_argument(
-        "--prompt",
-        default="box",
-        choices=("box", "point1", "point3"),
-        help="prompt kind (default: box)",
-    )
-    z.add_argument(
-        "--click",
-        choices=("random", "center", "iterative"),
-        help=(
-            "click rule for point prompts: random (uniform in the mask), center (distance-transform "
-            "maximum), iterative (centre, then error-region clicks) (default: the preset's)"
-        ),
-    )
-    z.add_argument(
-        "--box-source",
-        choices=("bbox", "mask"),
-        help="box prompts from the annotation bbox or the tight box of the mask (default: the "
-        "preset's)",
-    )
-    z.add_argument(
-        "--clip-boxes",
-        action=argparse.BooleanOptionalAction,
-        help="clip box prompts to the image (default: the preset's)",
-    )
-    z.add_argument(
-        "--include-crowd",
-        action=argparse.BooleanOptionalAction,
-        help="evaluate iscrowd regions too (default: the preset's)",
-    )
-    z.add_argument(
-        "--no-error-click",
-        choices=("pad", "negative-origin"),
-        help="iterative clicks once the mask is exact: padding, or a negative click at (0, 0) "
-        "(default: the preset's)",
-    )
-    z.add_argument(
-        "--size-buckets",
-        choices=("coco", "inclusive"),
-        help="size buckets half-open as COCO, or closed at both ends (default: the preset's)",
-    )
-    z.add_argument("--seed", type=int, default=0, help="seed of random clicks (default: 0)")
+    add_config_arguments(z, ZeroShotConfig, fields=_flags(ZeroShotConfig))
     z.set_defaults(func=run_zeroshot_cli)
 
     i = tasks.add_parser(
@@ -125,74 +61,40 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="segm AP of masks prompted by detector boxes (COCOeval / LVISEval)",
         description="One mask per detection box; AP in percent.",
     )
-    _add_common(i)
-    i.add_argument("--detections", required=True, help="detections json in COCO results format")
-    i.add_argument(
-        "--clip-boxes",
-        action=argparse.BooleanOptionalAction,
-        help="clip detector boxes to the image (default: the preset's)",
-    )
-    i.add_argument(
-        "--max-dets", type=int, help="detections per image (default: COCO 100, LVIS 300)"
-    )
-    i.add_argument(
-        "--save-segm", action="store_true", help="also write the masks as <stem>.segm.json"
-    )
+    add_config_arguments(i, InstSegConfig, fields=_flags(InstSegConfig))
     i.set_defaults(func=run_instseg_cli)
 
     m = tasks.add_parser("models", help="list the model adapters")
     m.set_defaults(func=list_models_cli)
 
 
-def _common(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "model": args.model,
-        "checkpoint": args.checkpoint,
-        "dataset": args.dataset,
-        "annotations": args.annotations,
-        "images": args.images,
-        "limit_images": args.limit_images,
-        "device": args.device,
-        "workers": args.workers,
-        "skip_bad_images": args.skip_bad_images,
-        "progress": not args.no_progress,
-        "output": args.output,
-        "protocol": args.protocol,
-        "mask_choice": args.mask_choice,
-    }
+def _require_output(output: str | None) -> None:
+    if output is None:
+        from esam.errors import InputError
+
+        raise InputError("--output FILE.json is required (the results file to write)")
 
 
 def run_zeroshot_cli(args: argparse.Namespace) -> int:
-    from esam.eval.zeroshot import ZeroShotConfig, run_zeroshot
+    from esam.cli.config_args import config_from_args
+    from esam.eval.config import ZeroShotConfig
+    from esam.eval.zeroshot import run_zeroshot
 
-    cfg = ZeroShotConfig(
-        **_common(args),
-        prompt=args.prompt,
-        click=args.click,
-        box_source=args.box_source,
-        clip_boxes=args.clip_boxes,
-        include_crowd=args.include_crowd,
-        no_error_click=args.no_error_click,
-        size_buckets=args.size_buckets,
-        seed=args.seed,
-    )
+    cfg = config_from_args(ZeroShotConfig, args)
+    _require_output(cfg.output)
     run = run_zeroshot(cfg)
     if run is not None:
-        m = run.results["metrics"]
-        print(_format_miou(m, args.output))
+        print(_format_miou(run.results["metrics"], str(cfg.output)))
     return 0
 
 
 def run_instseg_cli(args: argparse.Namespace) -> int:
-    from esam.eval.instseg import InstSegConfig, run_instseg
+    from esam.cli.config_args import config_from_args
+    from esam.eval.config import InstSegConfig
+    from esam.eval.instseg import run_instseg
 
-    cfg = InstSegConfig(
-        **_common(args),
-        detections=args.detections,
-        clip_boxes=args.clip_boxes,
-        max_dets=args.max_dets,
-        save_segm=args.save_segm,
-    )
+    cfg = config_from_args(InstSegConfig, args)
+    _require_output(cfg.output)
     run = run_instseg(cfg)
     if run is not None:
         m = run.results["metrics"]
@@ -200,7 +102,7 @@ def run_instseg_cli(args: argparse.Namespace) -> int:
             f"{k}={'n/a' if m[k] is None else format(m[k], '.2f')}"
             for k in ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")
         )
-        print(f"{vals} ({m['n_detections']} detections) -> {args.output}")
+        print(f"{vals} ({m['n_detections']} detections) -> {cfg.output}")
     return 0
 
 

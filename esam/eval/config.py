@@ -1,15 +1,32 @@
-"""Settings every evaluation run shares: model, data, output, device and loading.
+"""The settings of evaluation runs, one dataclass per run kind (see :mod:`esam.config`).
 
-:class:`~esam.eval.zeroshot.ZeroShotConfig` and :class:`~esam.eval.instseg.InstSegConfig` add
-their protocol's settings to these. Fields are keyword-only.
+:class:`EvalRunConfig` holds what every run shares (model, data, output, device, loading);
+:class:`ZeroShotConfig` and :class:`InstSegConfig` add their protocol's settings. The
+``esam eval`` command line is generated from these classes (field docstrings are its help),
+and they load from YAML with ``key=value`` overrides like every esam run. This module imports
+nothing heavy, so building the command line stays fast.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from esam.data.prompts import (
+    PROMPTS,
+    click_rule,
+    n_clicks,
+    validate_prompt_settings,
+)
 from esam.errors import InputError
+from esam.eval.metrics import MASK_CHOICES, SIZE_BUCKET_TEXT
+from esam.eval.protocols import (
+    DEFAULT_PROTOCOL,
+    NO_ERROR_CLICKS,
+    SIZE_BUCKET_RULES,
+    ProtocolName,
+    resolve_settings,
+)
 
 
 @dataclass(kw_only=True)
@@ -18,14 +35,14 @@ class EvalRunConfig:
 
     model: str
     """Adapter name (``esam eval models`` lists them)."""
-    dataset: str
-    """``coco`` or ``lvis``."""
+    dataset: Literal["coco", "lvis"]
+    """``coco`` or ``lvis`` (the annotation file's format is checked against it)."""
     annotations: str
     """Ground-truth instance annotation json."""
     images: str
     """Image folder (for LVIS: COCO's image root or split folder)."""
     output: str | None = None
-    """Results JSON path; rows go to ``<stem>.rows.jsonl`` beside it. None: write nothing."""
+    """Results JSON path; per-instance rows go to ``<stem>.rows.jsonl`` beside it."""
     checkpoint: str | None = None
     """Model weights file."""
     limit_images: int | None = None
@@ -33,8 +50,8 @@ class EvalRunConfig:
     device: str = "cpu"
     """``cpu`` or ``cuda`` (``cuda:<local rank>`` under torchrun)."""
     workers: int | None = None
-    """DataLoader worker processes decoding images; None chooses from the device and the
-    cores available (:func:`esam.eval.loader.default_workers`)."""
+    """Image-decoding worker processes; unset: chosen from the device and the cores (none on
+    a CPU with fewer than 8 cores, where they would compete with the model's threads)."""
     skip_bad_images: bool = False
     """Count and skip missing, corrupt or mis-sized images instead of stopping (they leave the
     evaluated set and the results say how many, by reason)."""
@@ -63,3 +80,181 @@ class EvalRunConfig:
             self.workers_auto = True
         if self.workers < 0:
             raise InputError(f"workers must be >= 0, got {self.workers}")
+
+
+#: Instances with a smaller annotation ``area`` are left out of zero-shot runs (counted).
+MIN_AREA = 1.0
+#: Detections per image evaluated by default.
+MAX_DETS = {"coco": 100, "lvis": 300}
+
+
+@dataclass(kw_only=True)
+class ZeroShotConfig(EvalRunConfig):
+    """Settings of one zero-shot run; everything that changes the numbers is recorded.
+
+    The prompt-selection rules come from a named :mod:`protocol preset <esam.eval.protocols>`;
+    each rule left ``None`` takes the preset's value, and a rule set to a value that differs from
+    the preset's is recorded as an override. After construction every rule holds its resolved
+    value and :attr:`overrides` the user's departures from the preset.
+    """
+
+    prompt: Literal["box", "point1", "point3"] = "box"
+    """``box``, ``point1`` or ``point3``."""
+    protocol: ProtocolName = DEFAULT_PROTOCOL
+    """Protocol preset: the prompt-selection rules of a paper's evaluation (docs/protocols.md)."""
+    click: Literal["random", "center", "iterative"] | None = None
+    """Click rule for point prompts (default: the preset's)."""
+    box_source: Literal["bbox", "mask"] | None = None
+    """Box prompts from the annotation's bbox or the tight box of its mask (default: the
+    preset's)."""
+    clip_boxes: bool | None = None
+    """Clip box prompts to the image before the model sees them (default: the preset's)."""
+    mask_choice: Literal["score", "single", "oracle"] | None = None
+    """score: the highest predicted IoU of 3 outputs; single: single-output mode; oracle: the
+    best of 3 against the ground truth (default: the preset's)."""
+    include_crowd: bool | None = None
+    """Evaluate iscrowd regions too (default: the preset's)."""
+    no_error_click: Literal["pad", "negative-origin"] | None = None
+    """Iterative clicks once the mask is exact: padding, or a negative click at (0, 0)
+    (default: the preset's)."""
+    size_buckets: Literal["coco", "inclusive"] | None = None
+    """Size buckets half-open as COCO's, or inclusive (boundary areas count in both buckets)
+    (default: the preset's)."""
+    seed: int = 0
+    """Seed of the random clicks (combined with image and annotation ids)."""
+    overrides: dict[str, Any] = field(default_factory=dict, init=False)
+    """The rules given explicitly that differ from the preset (set on construction)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.prompt not in PROMPTS:
+            raise InputError(f"unknown prompt {self.prompt!r}; choose from {PROMPTS}")
+        point = self.prompt != "box"
+        chosen: dict[str, Any] = {
+            "click": self.click if point else None,
+            "no_error_click": self.no_error_click if point else None,
+            "box_source": None if point else self.box_source,
+            "clip_boxes": None if point else self.clip_boxes,
+            "mask_choice": self.mask_choice,
+            "include_crowd": self.include_crowd,
+            "size_buckets": self.size_buckets,
+        }
+        resolved, self.overrides = resolve_settings(
+            self.protocol, chosen, n_clicks=n_clicks(self.prompt) if point else None
+        )
+        for key, value in resolved.items():
+            setattr(self, key, value)
+        validate_prompt_settings(self.prompt, self.click, self.box_source)
+        if self.mask_choice not in MASK_CHOICES:
+            raise InputError(
+                f"unknown mask choice {self.mask_choice!r}; choose from {MASK_CHOICES}"
+            )
+        if self.no_error_click not in NO_ERROR_CLICKS:
+            raise InputError(
+                f"unknown no-error click {self.no_error_click!r}; choose from {NO_ERROR_CLICKS}"
+            )
+        if self.size_buckets not in SIZE_BUCKET_RULES:
+            raise InputError(
+                f"unknown size-bucket rule {self.size_buckets!r}; choose from {SIZE_BUCKET_RULES}"
+            )
+
+    def results_config(self, world_size: int) -> dict[str, Any]:
+        """The ``config`` block of the results (settings that do not apply are null)."""
+        point = self.prompt != "box"
+        iterative = point and self.click == "iterative"
+        return {
+            "protocol": self.protocol,
+            "protocol_overrides": dict(self.overrides),
+            "prompt": self.prompt,
+            "n_clicks": n_clicks(self.prompt) if point else None,
+            "click": self.click if point else None,
+            "click_rule": click_rule(
+                self.prompt, self.click if point else None, str(self.no_error_click)
+            ),
+            "no_error_click": self.no_error_click if iterative else None,
+            "click_coordinates": "(x, y) = (column, row) index of the clicked pixel"
+            if point
+            else None,
+            "box_source": None if point else self.box_source,
+            "clip_boxes": None if point else self.clip_boxes,
+            "mask_choice": self.mask_choice,
+            "multimask_output": self.mask_choice != "single",
+            "include_crowd": self.include_crowd,
+            "min_area": MIN_AREA,
+            "size_buckets": self.size_buckets,
+            "size_bucket_rule": SIZE_BUCKET_TEXT[str(self.size_buckets)],
+            "limit_images": self.limit_images,
+            "seed": self.seed,
+            "device": self.device,
+            "world_size": world_size,
+            "workers": self.workers,
+            "workers_auto": self.workers_auto,
+            "skip_bad_images": self.skip_bad_images,
+            "extra": dict(self.extra),
+        }
+
+
+@dataclass(kw_only=True)
+class InstSegConfig(EvalRunConfig):
+    """Settings of one instance-segmentation-from-boxes run.
+
+    ``mask_choice`` and ``clip_boxes`` come from the :mod:`protocol preset
+    <esam.eval.protocols>` unless given; :attr:`overrides` records the departures from it.
+    """
+
+    detections: str
+    """Detections in COCO results format (json list)."""
+    protocol: ProtocolName = DEFAULT_PROTOCOL
+    """Protocol preset: the prompt-selection rules of a paper's evaluation (docs/protocols.md)."""
+    mask_choice: Literal["score", "single"] | None = None
+    """``score`` (highest predicted IoU of the multimask outputs) or ``single``."""
+    clip_boxes: bool | None = None
+    """Clip detector boxes to the image before the model sees them."""
+    max_dets: int | None = None
+    """Detections per image evaluated: 100 for COCO, 300 for LVIS when None."""
+    save_segm: bool = False
+    """Also write the masks as COCO segmentation results (``<stem>.segm.json``)."""
+    overrides: dict[str, Any] = field(default_factory=dict, init=False)
+    """The settings given explicitly that differ from the preset (set on construction)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.dataset not in MAX_DETS:
+            raise InputError(f"unknown dataset {self.dataset!r}; choose from {tuple(MAX_DETS)}")
+        resolved, self.overrides = resolve_settings(
+            self.protocol,
+            {"mask_choice": self.mask_choice, "clip_boxes": self.clip_boxes},
+            n_clicks=None,
+        )
+        self.mask_choice = resolved["mask_choice"]
+        self.clip_boxes = resolved["clip_boxes"]
+        if self.mask_choice not in ("score", "single"):
+            raise InputError(
+                f"mask choice {self.mask_choice!r} is not available for detector boxes; use score or single"
+            )
+        if self.max_dets is None:
+            self.max_dets = MAX_DETS[self.dataset]
+        if self.max_dets < 1:
+            raise InputError(f"max_dets must be >= 1, got {self.max_dets}")
+
+    def results_config(self, world_size: int) -> dict[str, Any]:
+        """The ``config`` block of the results."""
+        return {
+            "protocol": self.protocol,
+            "protocol_overrides": dict(self.overrides),
+            "prompt": "detector_box",
+            "clip_boxes": self.clip_boxes,
+            "detections": str(self.detections),
+            "mask_choice": self.mask_choice,
+            "multimask_output": self.mask_choice != "single",
+            "iou_type": "segm",
+            "evaluator": "pycocotools COCOeval" if self.dataset == "coco" else "lvis LVISEval",
+            "max_dets": self.max_dets,
+            "limit_images": self.limit_images,
+            "device": self.device,
+            "world_size": world_size,
+            "workers": self.workers,
+            "workers_auto": self.workers_auto,
+            "skip_bad_images": self.skip_bad_images,
+            "extra": dict(self.extra),
+        }

@@ -25,7 +25,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +44,10 @@ from esam.data.skips import (
     SKIP_SHORT_POLYGON,
 )
 from esam.errors import InputError
-from esam.eval.config import EvalRunConfig
+from esam.eval.config import MAX_DETS, InstSegConfig
 from esam.eval.loader import ImageTaskDataset, make_loader
 from esam.eval.metrics import choose_masks
 from esam.eval.outputs import assemble_and_write, dataset_block, model_block
-from esam.eval.protocols import DEFAULT_PROTOCOL, resolve_settings
 from esam.eval.zeroshot import EvalRun
 from esam.runtime import distributed as dist_utils
 from esam.utils.deps import require
@@ -56,7 +55,6 @@ from esam.utils.meta import utc_now
 
 log = logging.getLogger(__name__)
 
-MAX_DETS = {"coco": 100, "lvis": 300}
 
 SKIP_DET_UNKNOWN_IMAGE = "detection_unknown_image"
 SKIP_DET_UNKNOWN_CATEGORY = "detection_unknown_category"
@@ -78,72 +76,6 @@ _LVIS_KEYS = {
     "APc": "ap_common",
     "APf": "ap_frequent",
 }
-
-
-@dataclass(kw_only=True)
-class InstSegConfig(EvalRunConfig):
-    """Settings of one instance-segmentation-from-boxes run.
-
-    ``mask_choice`` and ``clip_boxes`` come from the :mod:`protocol preset
-    <esam.eval.protocols>` unless given; :attr:`overrides` records the departures from it.
-    """
-
-    detections: str
-    """Detections in COCO results format (json list)."""
-    protocol: str = DEFAULT_PROTOCOL
-    """Protocol preset (``efficientsam``, ``efficientvit-sam`` or ``sam``)."""
-    mask_choice: str | None = None
-    """``score`` (highest predicted IoU of the multimask outputs) or ``single``."""
-    clip_boxes: bool | None = None
-    """Clip detector boxes to the image before the model sees them."""
-    max_dets: int | None = None
-    """Detections per image evaluated: 100 for COCO, 300 for LVIS when None."""
-    save_segm: bool = False
-    """Also write the masks as COCO segmentation results (``<stem>.segm.json``)."""
-    overrides: dict[str, Any] = field(default_factory=dict, init=False)
-    """The settings given explicitly that differ from the preset (set on construction)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.dataset not in MAX_DETS:
-            raise InputError(f"unknown dataset {self.dataset!r}; choose from {tuple(MAX_DETS)}")
-        resolved, self.overrides = resolve_settings(
-            self.protocol,
-            {"mask_choice": self.mask_choice, "clip_boxes": self.clip_boxes},
-            n_clicks=None,
-        )
-        self.mask_choice = resolved["mask_choice"]
-        self.clip_boxes = resolved["clip_boxes"]
-        if self.mask_choice not in ("score", "single"):
-            raise InputError(
-                f"mask choice {self.mask_choice!r} is not available for detector boxes; use score or single"
-            )
-        if self.max_dets is None:
-            self.max_dets = MAX_DETS[self.dataset]
-        if self.max_dets < 1:
-            raise InputError(f"max_dets must be >= 1, got {self.max_dets}")
-
-    def results_config(self, world_size: int) -> dict[str, Any]:
-        """The ``config`` block of the results."""
-        return {
-            "protocol": self.protocol,
-            "protocol_overrides": dict(self.overrides),
-            "prompt": "detector_box",
-            "clip_boxes": self.clip_boxes,
-            "detections": str(self.detections),
-            "mask_choice": self.mask_choice,
-            "multimask_output": self.mask_choice != "single",
-            "iou_type": "segm",
-            "evaluator": "pycocotools COCOeval" if self.dataset == "coco" else "lvis LVISEval",
-            "max_dets": self.max_dets,
-            "limit_images": self.limit_images,
-            "device": self.device,
-            "world_size": world_size,
-            "workers": self.workers,
-            "workers_auto": self.workers_auto,
-            "skip_bad_images": self.skip_bad_images,
-            "extra": dict(self.extra),
-        }
 
 
 def _is_number(v: Any) -> bool:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from esam.errors import InputError
 
@@ -129,7 +129,9 @@ PROTOCOLS: dict[str, Protocol] = {
         ),
     )
 }
-DEFAULT_PROTOCOL = "efficientsam"
+#: The preset names, as a type (command-line choices are generated from it).
+ProtocolName = Literal["efficientsam", "efficientvit-sam", "sam"]
+DEFAULT_PROTOCOL: ProtocolName = "efficientsam"
 
 
 def get_protocol(name: str) -> Protocol:

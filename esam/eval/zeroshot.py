@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,18 +34,15 @@ from esam.data.coco import (
 from esam.data.masks import decode_mask
 from esam.data.prompts import (
     PAD_LABEL,
-    PROMPTS,
     box_from_bbox,
     box_from_mask,
     center_click,
-    click_rule,
     clip_boxes,
     empty_boxes,
     instance_rng,
     n_clicks,
     next_error_click,
     random_clicks,
-    validate_prompt_settings,
 )
 from esam.data.skips import (
     SKIP_BAD_POLYGON,
@@ -57,131 +54,19 @@ from esam.data.skips import (
     n_images_skipped,
 )
 from esam.errors import InputError
-from esam.eval.config import EvalRunConfig
+from esam.eval.config import MIN_AREA, ZeroShotConfig
 from esam.eval.loader import ImageTaskDataset, LoadedImage, make_loader
 from esam.eval.metrics import (
-    MASK_CHOICES,
-    SIZE_BUCKET_TEXT,
     aggregate_miou,
     choose_masks,
     mask_iou,
     size_bucket,
 )
 from esam.eval.outputs import assemble_and_write, dataset_block, model_block
-from esam.eval.protocols import (
-    DEFAULT_PROTOCOL,
-    NO_ERROR_CLICKS,
-    SIZE_BUCKET_RULES,
-    resolve_settings,
-)
 from esam.runtime import distributed as dist_utils
 from esam.utils.meta import utc_now
 
 log = logging.getLogger(__name__)
-
-MIN_AREA = 1.0
-
-
-@dataclass(kw_only=True)
-class ZeroShotConfig(EvalRunConfig):
-    """Settings of one zero-shot run; everything that changes the numbers is recorded.
-
-    The prompt-selection rules come from a named :mod:`protocol preset <esam.eval.protocols>`;
-    each rule left ``None`` takes the preset's value, and a rule set to a value that differs from
-    the preset's is recorded as an override. After construction every rule holds its resolved
-    value and :attr:`overrides` the user's departures from the preset.
-    """
-
-    prompt: str = "box"
-    """``box``, ``point1`` or ``point3``."""
-    protocol: str = DEFAULT_PROTOCOL
-    """Protocol preset (``efficientsam``, ``efficientvit-sam`` or ``sam``)."""
-    click: str | None = None
-    """Click rule for point prompts: ``random``, ``center`` or ``iterative`` (preset's if None)."""
-    box_source: str | None = None
-    """Box prompts from the annotation's ``bbox`` or the tight box of its ``mask``."""
-    clip_boxes: bool | None = None
-    """Clip box prompts to the image before the model sees them."""
-    mask_choice: str | None = None
-    """``score`` (highest predicted IoU of the multimask outputs), ``single`` or ``oracle``."""
-    include_crowd: bool | None = None
-    """Evaluate ``iscrowd`` regions too."""
-    no_error_click: str | None = None
-    """Iterative clicks once no error is left: ``pad`` or ``negative-origin``."""
-    size_buckets: str | None = None
-    """``coco`` (half-open) or ``inclusive`` (boundary areas count in both buckets)."""
-    seed: int = 0
-    """Seed of the random clicks (combined with image and annotation ids)."""
-    overrides: dict[str, Any] = field(default_factory=dict, init=False)
-    """The rules given explicitly that differ from the preset (set on construction)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.prompt not in PROMPTS:
-            raise InputError(f"unknown prompt {self.prompt!r}; choose from {PROMPTS}")
-        point = self.prompt != "box"
-        chosen: dict[str, Any] = {
-            "click": self.click if point else None,
-            "no_error_click": self.no_error_click if point else None,
-            "box_source": None if point else self.box_source,
-            "clip_boxes": None if point else self.clip_boxes,
-            "mask_choice": self.mask_choice,
-            "include_crowd": self.include_crowd,
-            "size_buckets": self.size_buckets,
-        }
-        resolved, self.overrides = resolve_settings(
-            self.protocol, chosen, n_clicks=n_clicks(self.prompt) if point else None
-        )
-        for key, value in resolved.items():
-            setattr(self, key, value)
-        validate_prompt_settings(self.prompt, self.click, self.box_source)
-        if self.mask_choice not in MASK_CHOICES:
-            raise InputError(
-                f"unknown mask choice {self.mask_choice!r}; choose from {MASK_CHOICES}"
-            )
-        if self.no_error_click not in NO_ERROR_CLICKS:
-            raise InputError(
-                f"unknown no-error click {self.no_error_click!r}; choose from {NO_ERROR_CLICKS}"
-            )
-        if self.size_buckets not in SIZE_BUCKET_RULES:
-            raise InputError(
-                f"unknown size-bucket rule {self.size_buckets!r}; choose from {SIZE_BUCKET_RULES}"
-            )
-
-    def results_config(self, world_size: int) -> dict[str, Any]:
-        """The ``config`` block of the results (settings that do not apply are null)."""
-        point = self.prompt != "box"
-        iterative = point and self.click == "iterative"
-        return {
-            "protocol": self.protocol,
-            "protocol_overrides": dict(self.overrides),
-            "prompt": self.prompt,
-            "n_clicks": n_clicks(self.prompt) if point else None,
-            "click": self.click if point else None,
-            "click_rule": click_rule(
-                self.prompt, self.click if point else None, str(self.no_error_click)
-            ),
-            "no_error_click": self.no_error_click if iterative else None,
-            "click_coordinates": "(x, y) = (column, row) index of the clicked pixel"
-            if point
-            else None,
-            "box_source": None if point else self.box_source,
-            "clip_boxes": None if point else self.clip_boxes,
-            "mask_choice": self.mask_choice,
-            "multimask_output": self.mask_choice != "single",
-            "include_crowd": self.include_crowd,
-            "min_area": MIN_AREA,
-            "size_buckets": self.size_buckets,
-            "size_bucket_rule": SIZE_BUCKET_TEXT[str(self.size_buckets)],
-            "limit_images": self.limit_images,
-            "seed": self.seed,
-            "device": self.device,
-            "world_size": world_size,
-            "workers": self.workers,
-            "workers_auto": self.workers_auto,
-            "skip_bad_images": self.skip_bad_images,
-            "extra": dict(self.extra),
-        }
 
 
 @dataclass
@@ -530,14 +415,3 @@ def _log_summary(metrics: dict[str, Any], skips: Counter[str]) -> None:
     )
     if skips:
         log.info("skipped: %s", ", ".join(f"{k}={v}" for k, v in sorted(skips.items())))
-
-
-def config_from_dict(d: dict[str, Any]) -> ZeroShotConfig:
-    """A :class:`ZeroShotConfig` from a plain dict (e.g. parsed CLI arguments)."""
-    names = set(ZeroShotConfig.__dataclass_fields__)
-    return ZeroShotConfig(**{k: v for k, v in d.items() if k in names})
-
-
-def config_to_dict(cfg: ZeroShotConfig) -> dict[str, Any]:
-    """Plain-dict form of a config."""
-    return asdict(cfg)

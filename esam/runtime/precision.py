@@ -16,6 +16,8 @@ fp16          :class:`PrecisionError`      autocast to float16 + a ``GradScaler`
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 from collections.abc import Iterator
 
 import torch
@@ -85,7 +87,17 @@ def check_precision(device: str | torch.device, precision: str | torch.dtype) ->
         )
     if dev not in ("cpu", "cuda"):
         raise PrecisionError(f"precision {_SHORT[dtype]} is not supported on {dev}; use fp32")
+    if dtype == torch.bfloat16 and dev == "cpu" and not cpu_has_native_bf16():
+        _warn_slow_bf16()
     return dtype
+
+
+@functools.cache
+def _warn_slow_bf16() -> None:
+    logging.getLogger(__name__).warning(
+        "this CPU has no native bfloat16 arithmetic (no AVX-512 BF16 / AMX): bf16 runs are "
+        "correct but much slower than fp32 here"
+    )
 
 
 @contextlib.contextmanager
@@ -113,6 +125,23 @@ def make_grad_scaler(
             return torch.amp.GradScaler("cuda")
         return torch.cuda.amp.GradScaler()  # type: ignore[attr-defined,return-value]
     return None
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 matrix products natively (AVX-512 BF16 or AMX).
+
+    Without it, torch's CPU bfloat16 matmuls run emulated and far slower than float32, so a
+    bf16 run on such a CPU is correct but slow. Read from ``/proc/cpuinfo`` (False elsewhere).
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
 
 
 def supports_bf16(device: str | torch.device) -> bool:
