@@ -176,6 +176,7 @@ def stage_pretrain(plan: DemoPlan) -> None:
             "pretrain", "--config", "tiny", "--data", str(train), "--eval-data", str(heldout),
             "--output", str(run), "--teacher", DEMO_MODEL, "--teacher-checkpoint",
             str(teacher_path), f"train.epochs={epochs}", "train.progress=false",
+            *(["train.log_every=1"] if plan.quick else []),
         ]
     )  # fmt: skip
     _cli(["pretrain", "export", str(run), "--out", str(root / "backbone.pt")])

@@ -111,7 +111,7 @@ class SweepSettings:
         return d
 
     def __post_init__(self) -> None:
-        self.validate()  # an invalid sweep cannot be constructed
+        self.check_values()  # a sweep with impossible values cannot be constructed
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepSettings:
@@ -127,7 +127,17 @@ class SweepSettings:
         return cls(**d)
 
     def validate(self) -> SweepSettings:
-        """Check every setting (raises ValueError naming the argument); returns self."""
+        """Check every setting, the model name and the device too (raises ValueError naming
+        the argument); returns self."""
+        self.check_values()
+        from esam.bench.models import check_model_name
+
+        check_model_name(self.model)
+        check_device(self.device, {c.dtype for c in self.run_configs()})
+        return self
+
+    def check_values(self) -> None:
+        """Check the settings' values alone (no model lookup, no device query)."""
         check_batch_sizes(self.batch_sizes)
         check_dtypes(self.dtypes)
         for c in self.configs:
@@ -154,12 +164,6 @@ class SweepSettings:
             raise InputError(
                 f"--components must be a non-empty subset of {', '.join(COMPONENTS)}, got {list(self.components)}"
             )
-        from esam.bench.models import check_model_name
-
-        check_model_name(self.model)
-        dtypes = {c.dtype for c in self.run_configs()}
-        check_device(self.device, dtypes)
-        return self
 
 
 def check_positive(value: int, name: str) -> int:
