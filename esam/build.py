@@ -172,10 +172,45 @@ def build_efficientsam_vitb(checkpoint: str | Path | None = None, **overrides: A
     return _build("efficientsam_vitb", checkpoint, **overrides)
 
 
+#: The registry name of "whatever architecture the esam checkpoint stores".
+GENERIC_NAME = "efficientsam"
+
+
+def build_efficientsam(checkpoint: str | Path | None = None, **overrides: Any) -> EfficientSam:
+    """The EfficientSAM an esam checkpoint describes (its stored config), e.g. a fine-tuned one.
+
+    Without a checkpoint: the EfficientSAM-Ti architecture, untrained (for timing). Official
+    files store no architecture: load them by their own name (``efficientsam_vitt`` ...).
+
+    Raises:
+        CheckpointError: the file stores no architecture.
+    """
+    if checkpoint is None:
+        model = _build("efficientsam_vitt", None, **overrides)
+        model.model_name = GENERIC_NAME
+        return model
+    from esam.checkpoint import CheckpointError, load_state, read_checkpoint
+
+    state, info = read_checkpoint(checkpoint)
+    if not isinstance(info.get("config"), dict):
+        raise CheckpointError(
+            f"{checkpoint}: the generic model name {GENERIC_NAME!r} needs an esam checkpoint that "
+            "stores its architecture (esam finetune and esam.save_checkpoint write one); load an "
+            "official file by its own name, e.g. efficientsam_vitt"
+        )
+    cfg = dataclasses.replace(EfficientSamConfig.from_dict(info["config"]), **overrides)
+    model = build_from_config(cfg)
+    model.model_name = GENERIC_NAME
+    load_state(model, state, info, str(checkpoint))
+    model.weights_info = {k: v for k, v in info.items() if k != "config"}
+    return model.eval()
+
+
 model_registry: dict[str, Callable[..., EfficientSam]] = {
     "efficientsam_vitt": build_efficientsam_vitt,
     "efficientsam_vits": build_efficientsam_vits,
     "efficientsam_vitb": build_efficientsam_vitb,
+    GENERIC_NAME: build_efficientsam,
 }
 
 
@@ -224,3 +259,26 @@ def build_backbone(
     load_state_dict_strict(vit, state, str(checkpoint))
     vit.backbone_info = info  # type: ignore[assignment]
     return vit
+
+
+def load_backbone_into(module: nn.Module, backbone: str | Path) -> None:
+    """Load a backbone checkpoint's trunk into a ViT or an EfficientSAM image encoder.
+
+    Every trunk key must match (names and shapes), or one error lists what does not; an image
+    encoder's neck is kept as it is. The position embedding stays at its stored pretraining
+    grid and is resized to each input's grid at run time (e.g. 14x14 -> 64x64 at 1024 px).
+
+    Raises:
+        InputError: the backbone's width differs from the module's.
+        CheckpointError: the trunk does not fit the module.
+    """
+    from esam.checkpoint import load_trunk_state, read_backbone
+
+    state, arch, _ = read_backbone(backbone)
+    width = getattr(module, "embed_dim", None)
+    if width is not None and int(arch["embed_dim"]) != int(width):
+        raise InputError(
+            f"{backbone}: a width-{arch['embed_dim']} backbone cannot load into a width-{width} "
+            "encoder"
+        )
+    load_trunk_state(module, state, str(backbone))

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -404,3 +405,48 @@ def arch_of_trunk(
         "pretrain_img_size": grid * patch,
         "pos_embed_cls_slot": cls_slot,
     }
+
+
+#: Top-level names of a ViT trunk's parameters; an image encoder's neck is not among them.
+TRUNK_ROOTS = ("patch_embed", "pos_embed", "blocks")
+
+
+def trunk_keys(module: nn.Module) -> list[str]:
+    """State-dict keys of ``module`` that belong to its ViT trunk (not a neck or head)."""
+    return [k for k in module.state_dict() if k.split(".", 1)[0] in TRUNK_ROOTS]
+
+
+def load_trunk_state(
+    module: nn.Module, state: Mapping[str, torch.Tensor], source: str = "trunk weights"
+) -> None:
+    """Load trunk weights strictly into a ViT or an EfficientSAM image encoder.
+
+    Every trunk key of ``module`` (patch embedding, position embedding, blocks) must be in
+    ``state`` with the same shape, and ``state`` must hold nothing else; anything outside the
+    trunk (an image encoder's neck) is left as it is.
+
+    Raises:
+        CheckpointError: listing every missing, unexpected or mis-shaped key; ``module`` is
+            left untouched.
+    """
+    own = module.state_dict()
+    expected = set(trunk_keys(module))
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    mismatched = sorted(
+        f"{k}: given {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in expected & set(state)
+        if tuple(state[k].shape) != tuple(own[k].shape)
+    )
+    if missing or unexpected or mismatched:
+        parts = [f"{source}: do not match the {type(module).__name__} trunk"]
+        for title, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        ):
+            if items:
+                more = f", ... ({len(items)} in all)" if len(items) > 10 else ""
+                parts.append(f"{title} ({len(items)}): {', '.join(items[:10])}{more}")
+        raise CheckpointError("; ".join(parts))
+    module.load_state_dict(dict(state), strict=False)  # keys checked above: only non-trunk missing

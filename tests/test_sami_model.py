@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 import esam
-from esam.checkpoint import CheckpointError
+from esam.checkpoint import CheckpointError, load_trunk_state
 from esam.errors import InputError
 from esam.modeling.vit import ViT, sincos_pos_embed_2d
-from esam.sami.model import SamiModel, build_sami_encoder, load_trunk_state, patchify
+from esam.sami.model import SamiModel, build_sami_encoder, patchify
 from tests.numerics import network_tolerance
 
 

@@ -178,7 +178,7 @@ def test_teacher_is_frozen(data) -> None:
 
 def test_export_loads_into_efficientsam_and_as_a_backbone(data, tmp_path: Path) -> None:
     from esam.build import build_backbone
-    from esam.sami.export import load_into_image_encoder
+    from esam.build import load_backbone_into as load_into_image_encoder
 
     run = tmp_path / "run"
     assert main(_args(data, run, "train.epochs=1", "train.max_steps=1")) == 0

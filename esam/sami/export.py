@@ -3,8 +3,8 @@
 The backbone file (:func:`esam.checkpoint.save_backbone`) holds the ViT trunk's weights, its
 architecture and where it comes from (run folder, checkpoint, step, method and teacher). Every
 consumer reads it the same way: :func:`esam.build.build_backbone` for classification and
-detection backbones, :func:`load_into_image_encoder` for EfficientSAM's image encoder (its
-position embedding is stored at the pretraining grid and resized to 64x64 at run time).
+detection backbones, :func:`esam.build.load_backbone_into` for EfficientSAM's image encoder
+(its position embedding is stored at the pretraining grid and resized to 64x64 at run time).
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ from typing import Any
 
 import torch
 
-from esam.checkpoint import CheckpointError, arch_of_trunk, read_backbone, save_backbone
-from esam.errors import InputError
-from esam.modeling.vit import ViT
+from esam.checkpoint import CheckpointError, arch_of_trunk, save_backbone
 from esam.train.checkpointing import CheckpointManager, load_checkpoint
 
 ENCODER_PREFIX = "encoder."
@@ -91,23 +89,3 @@ def export_backbone(
         "teacher": teacher.get("name") if config.get("target", "teacher") == "teacher" else None,
     }
     return save_backbone(out, trunk, arch, source), arch
-
-
-def load_into_image_encoder(image_encoder: ViT, backbone: str | os.PathLike[str]) -> None:
-    """Load a backbone's trunk into an EfficientSAM image encoder (its neck is kept as is).
-
-    Every trunk key must match (names and shapes), or one error lists what does not.
-
-    Raises:
-        CheckpointError: the trunk does not fit the encoder.
-    """
-    from esam.sami.model import load_trunk_state
-
-    state, arch, _ = read_backbone(backbone)
-    width = getattr(image_encoder, "embed_dim", None)
-    if width is not None and int(arch["embed_dim"]) != int(width):
-        raise InputError(
-            f"{backbone}: a width-{arch['embed_dim']} backbone cannot load into a width-{width} "
-            "image encoder"
-        )
-    load_trunk_state(image_encoder, state, str(backbone))

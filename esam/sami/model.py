@@ -27,20 +27,18 @@ The same code trains an MAE baseline: ``target="pixels"`` regresses each masked 
 pixels (per-patch normalised by default), as MAE's ``norm_pix_loss``.
 
 After pretraining only the encoder is kept: :meth:`SamiModel.encoder_state_dict` gives the
-trunk's weights under EfficientSAM's image-encoder names, and :func:`load_trunk_state` loads
+trunk's weights under EfficientSAM's image-encoder names, and :func:`esam.checkpoint.load_trunk_state` loads
 them strictly into an :class:`~esam.modeling.image_encoder.ImageEncoderViT`, whose position
 embedding (stored at 14x14 + one class slot) is resized to the 64x64 grid at run time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from esam.checkpoint import CheckpointError
 from esam.errors import InputError
 from esam.modeling.attention import attention
 from esam.modeling.vit import Attention, Mlp, ViT, sincos_pos_embed_2d
@@ -48,8 +46,6 @@ from esam.sami.masking import Masking, random_masking
 
 TargetKind = Literal["teacher", "pixels"]
 LossOn = Literal["all", "masked"]
-#: Top-level names of a ViT trunk's parameters; an image encoder's neck is not among them.
-TRUNK_ROOTS = ("patch_embed", "pos_embed", "blocks")
 
 
 class CrossAttention(nn.Module):
@@ -461,54 +457,13 @@ class SamiModel(nn.Module):
         """The trained trunk's weights (detached CPU copies), keys prefixed with ``prefix``.
 
         With ``prefix=""`` the keys are those of :class:`~esam.modeling.vit.ViT` and of the
-        trunk part of EfficientSAM's image encoder (load with :func:`load_trunk_state`); with
+        trunk part of EfficientSAM's image encoder (load with :func:`esam.checkpoint.load_trunk_state`); with
         ``prefix="image_encoder."`` they are the names in an EfficientSAM checkpoint.
         """
         return {
             prefix + k: v.detach().to("cpu", copy=True).contiguous()
             for k, v in self.encoder.state_dict().items()
         }
-
-
-def trunk_keys(module: nn.Module) -> list[str]:
-    """State-dict keys of ``module`` that belong to its ViT trunk (not a neck or head)."""
-    return [k for k in module.state_dict() if k.split(".", 1)[0] in TRUNK_ROOTS]
-
-
-def load_trunk_state(
-    module: ViT, state: Mapping[str, torch.Tensor], source: str = "trunk weights"
-) -> None:
-    """Load trunk weights strictly into a ViT or an EfficientSAM image encoder.
-
-    Every trunk key of ``module`` (patch embedding, position embedding, blocks) must be in
-    ``state`` with the same shape, and ``state`` must hold nothing else; anything outside the
-    trunk (an image encoder's neck) is left as it is.
-
-    Raises:
-        CheckpointError: listing every missing, unexpected or mis-shaped key; ``module`` is
-            left untouched.
-    """
-    own = module.state_dict()
-    expected = set(trunk_keys(module))
-    missing = sorted(expected - set(state))
-    unexpected = sorted(set(state) - expected)
-    mismatched = sorted(
-        f"{k}: given {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in expected & set(state)
-        if tuple(state[k].shape) != tuple(own[k].shape)
-    )
-    if missing or unexpected or mismatched:
-        parts = [f"{source}: do not match the {type(module).__name__} trunk"]
-        for title, items in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatches", mismatched),
-        ):
-            if items:
-                more = f", ... ({len(items)} in all)" if len(items) > 10 else ""
-                parts.append(f"{title} ({len(items)}): {', '.join(items[:10])}{more}")
-        raise CheckpointError("; ".join(parts))
-    module.load_state_dict(dict(state), strict=False)  # keys checked above: only non-trunk missing
 
 
 def build_sami_encoder(
@@ -523,7 +478,8 @@ def build_sami_encoder(
 
     Sizes come from :data:`esam.build.MODEL_CONFIGS` (Ti 192/3, S 384/6, B 768/12, depth 12,
     patch 16, position embedding stored at 14x14 + class slot), so the trained trunk loads
-    into ``esam.build_model(model_name).image_encoder`` with :func:`load_trunk_state`.
+    into ``esam.build_model(model_name).image_encoder`` with
+    :func:`esam.checkpoint.load_trunk_state`.
 
     Args:
         model_name: an EfficientSAM registry name.
