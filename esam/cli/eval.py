@@ -2,7 +2,7 @@
 
 Subcommands::
 
-    esam eval zeroshot --model NAME [--checkpoint PATH] --dataset coco|lvis --annotations FILE
+    esam eval zeroshot --model NAME [--checkpoint PATH] --dataset coco|lvis|sa1b --annotations FILE
                        --images DIR --prompt box|point1|point3 [...] --output FILE.json
     esam eval instseg  --model NAME [--checkpoint PATH] --dataset coco|lvis --annotations FILE
                        --images DIR --detections FILE [...] --output FILE.json

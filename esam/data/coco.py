@@ -4,6 +4,10 @@ Annotations are read through ``pycocotools`` (COCO) or the ``lvis`` package (LVI
 LVIS images live in COCO's ``train2017`` / ``val2017`` folders; their path is resolved from the
 image's ``coco_url`` (``<images>/<split>/<file>`` or ``<images>/<file>``).
 
+SA-1B data (``dataset="sa1b"``: tar shards or folders of jpg + json pairs) loads into the same
+:class:`AnnotationSet` through :mod:`esam.data.sa1b`, so the benchmark evaluates it exactly as
+it evaluates COCO.
+
 Nothing is dropped silently: every instance or image left out is counted under one of the
 reasons of :mod:`esam.data.skips`, and the counts go into the results file.
 """
@@ -84,12 +88,13 @@ class AnnotationSet:
     """A loaded annotation file restricted to the evaluated images.
 
     Attributes:
-        dataset: ``coco`` or ``lvis``.
-        annotations: the annotation file.
-        images_dir: the image folder.
+        dataset: ``coco``, ``lvis`` or ``sa1b``.
+        annotations: the annotation file (for ``sa1b``: the folders or shards, as given).
+        images_dir: the image folder (likewise).
         images: the evaluated images, sorted by id (after ``limit_images``).
         skips: instance and image skip counts so far, by reason.
-        api: the ``pycocotools.coco.COCO`` or ``lvis.LVIS`` object.
+        api: the ``pycocotools.coco.COCO`` or ``lvis.LVIS`` object (for ``sa1b``: the
+            :class:`esam.data.sa1b.SA1BDataset`).
         n_images_in_file: images listed in the annotation file.
         info: facts about the file (LVIS version, category count).
     """
@@ -311,10 +316,11 @@ def load_annotation_set(
     """Load annotations and keep the instances the benchmark evaluates.
 
     Args:
-        dataset: ``coco`` or ``lvis``.
-        annotations: instance annotation json.
+        dataset: ``coco``, ``lvis`` or ``sa1b``.
+        annotations: instance annotation json (for ``sa1b``: SA-1B folders or tar shards, see
+            :func:`esam.data.sa1b.resolve_sources`).
         images_dir: image folder (for LVIS the folder holding COCO's split folders, or the
-            split folder itself).
+            split folder itself; for ``sa1b`` the same as ``annotations``).
         include_crowd: keep ``iscrowd`` regions (left out by default).
         limit_images: evaluate only the first N images by id.
         need_bbox: the annotation's ``bbox`` must have positive width and height (box prompts
@@ -326,6 +332,15 @@ def load_annotation_set(
     """
     if limit_images is not None and limit_images < 1:
         raise InputError(f"limit_images must be >= 1, got {limit_images}")
+    if dataset == "sa1b":
+        return _load_sa1b_set(
+            annotations,
+            images_dir,
+            include_crowd=include_crowd,
+            limit_images=limit_images,
+            need_bbox=need_bbox,
+            min_area=min_area,
+        )
     images_path = Path(images_dir)
     if not images_path.is_dir():
         raise FileNotFoundError(f"image folder not found: {images_path}")
@@ -389,6 +404,96 @@ def load_annotation_set(
         api=api,
         n_images_in_file=len(entries),
         info=info,
+    )
+
+
+def _load_sa1b_set(
+    annotations: str | Path,
+    images: str | Path,
+    *,
+    include_crowd: bool,
+    limit_images: int | None,
+    need_bbox: bool,
+    min_area: float,
+) -> AnnotationSet:
+    """:func:`load_annotation_set` for SA-1B data (:mod:`esam.data.sa1b`): tar shards or
+    folders of jpg + json pairs, named by ``annotations`` and again by ``images``.
+
+    Every mask is an instance of category 1 (SA-1B has no categories, no crowd regions); image
+    paths are the jpg files, or ``<shard>.tar::<member>`` for tar members. A json without its jpg
+    is an image whose file is missing (:func:`handle_missing_images`). ``info`` holds the
+    SHA-256 of the jsons (each preceded by its length as 8 bytes, in the reader's order), the
+    same for the tar and folder forms of the same data.
+    """
+    import hashlib
+
+    from esam.data.sa1b import SA1BDataset, resolve_sources
+
+    reader = SA1BDataset(str(annotations), require_image=False)
+    if resolve_sources(str(images)) != reader.sources:
+        raise InputError(
+            "--dataset sa1b reads each image beside its json: pass the same folders or tar "
+            f"shards as --images and --annotations (got {images} and {annotations})"
+        )
+    digest = hashlib.sha256()
+    by_id: dict[int, ImageSpec] = {}
+    skips: Counter[str] = Counter()
+    for i in range(len(reader)):
+        raw = reader.json_bytes(i)
+        digest.update(len(raw).to_bytes(8, "little") + raw)
+        rec = reader.parse_record(i, raw)
+        kept: list[InstanceSpec] = []
+        for ann in rec.annotations:
+            problem = instance_problem(
+                ann,
+                rec.height,
+                rec.width,
+                include_crowd=include_crowd,
+                need_bbox=need_bbox,
+                min_area=min_area,
+            )
+            if problem is not None:
+                skips[problem] += 1
+                continue
+            bbox: Any = ann.get("bbox")
+            box: tuple[float, float, float, float] | None = None
+            if box_problem(bbox) is None:
+                x, y, bw, bh = (float(v) for v in bbox)
+                box = (x, y, bw, bh)
+            kept.append(
+                InstanceSpec(
+                    ann_id=int(ann["id"]),
+                    category_id=1,
+                    area=float(ann["area"]),
+                    iscrowd=0,
+                    bbox=box,
+                    segmentation=ann["segmentation"],
+                )
+            )
+        if rec.image_id in by_id:
+            raise InputError(
+                f"image id {rec.image_id} occurs twice: {by_id[rec.image_id].tried[0]} and "
+                f"{rec.image_location or rec.json_location}"
+            )
+        tried = rec.image_location or rec.json_location.removesuffix(".json") + ".jpg"
+        by_id[rec.image_id] = ImageSpec(
+            rec.image_id, rec.height, rec.width, rec.image_location, (tried,), tuple(kept)
+        )
+    skips.update(reader.skips)
+    ids = sorted(by_id)[:limit_images]
+    return AnnotationSet(
+        dataset="sa1b",
+        annotations=Path(annotations),
+        images_dir=Path(images),
+        images=[by_id[i] for i in ids],
+        skips=skips,
+        api=reader,
+        n_images_in_file=len(reader),
+        info={
+            "format": "SA-1B (sa_<id>.jpg + sa_<id>.json pairs)",
+            "n_sources": len(reader.sources),
+            "annotations_sha256": digest.hexdigest(),
+        },
     )
 
 

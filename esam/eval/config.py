@@ -35,12 +35,15 @@ class EvalRunConfig:
 
     model: str
     """Adapter name (``esam eval models`` lists them)."""
-    dataset: Literal["coco", "lvis"]
-    """``coco`` or ``lvis`` (the annotation file's format is checked against it)."""
+    dataset: Literal["coco", "lvis", "sa1b"]
+    """``coco`` or ``lvis`` (the annotation file's format is checked against it), or ``sa1b``
+    (SA-1B's jpg + json pairs, zeroshot only; docs/data.md)."""
     annotations: str
-    """Ground-truth instance annotation json."""
+    """Ground-truth instance annotation json; for sa1b: a folder, tar shards as a
+    comma-separated list, or a glob (quoted)."""
     images: str
-    """Image folder (for LVIS: COCO's image root or split folder)."""
+    """Image folder (for LVIS: COCO's image root or split folder; for sa1b: the same as
+    --annotations)."""
     output: str | None = None
     """Results JSON path; per-instance rows go to ``<stem>.rows.jsonl`` beside it."""
     checkpoint: str | None = None
@@ -219,6 +222,11 @@ class InstSegConfig(EvalRunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.dataset == "sa1b":
+            raise InputError(
+                "instseg needs category labels and detections, which SA-1B has none of; "
+                "evaluate sa1b data with esam eval zeroshot"
+            )
         if self.dataset not in MAX_DETS:
             raise InputError(f"unknown dataset {self.dataset!r}; choose from {tuple(MAX_DETS)}")
         resolved, self.overrides = resolve_settings(

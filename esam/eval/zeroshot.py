@@ -10,6 +10,9 @@ Speed: images are decoded (and masks and prompts prepared) in DataLoader workers
 runs once per image, and all prompts of an image go through the decoder in one call (one call
 per click round for iterative clicks). Under ``torchrun`` the images are sharded across
 processes and the rows merged on rank 0.
+
+SA-1B-format data (``dataset="sa1b"``) loads into the same annotation set as COCO (one
+instance per mask, category 1) and runs through the same code.
 """
 
 from __future__ import annotations
@@ -375,7 +378,7 @@ def run_zeroshot(cfg: ZeroShotConfig, adapter: SegmentationAdapter | None = None
             output=cfg.output,
             model=model_block(local.adapter, cfg.model if cfg.model else None),
             dataset={
-                **dataset_block(aset, len(aset.images) - n_skipped, n_skipped),
+                **_dataset_block(aset, len(aset.images) - n_skipped, n_skipped),
                 "n_images_with_instances": n_done,
             },
             config=cfg.results_config(ctx.world_size),
@@ -390,6 +393,25 @@ def run_zeroshot(cfg: ZeroShotConfig, adapter: SegmentationAdapter | None = None
         return EvalRun(results, all_rows)
     finally:
         dist_utils.finish(ctx)
+
+
+def _dataset_block(aset: AnnotationSet, n_images: int, n_skipped: int) -> dict[str, Any]:
+    """The results' ``dataset`` block; SA-1B data has no single annotation file to hash, so its
+    ``annotations_sha256`` is the digest of its jsons computed on loading."""
+    if aset.dataset != "sa1b":
+        return dataset_block(aset, n_images, n_skipped)
+    info = dict(aset.info)
+    return {
+        "name": aset.dataset,
+        "annotations": str(aset.annotations),
+        "annotations_sha256": info.pop("annotations_sha256"),
+        "images": str(aset.images_dir),
+        "n_images": n_images,
+        "n_images_skipped": n_skipped,
+        "n_images_selected": len(aset.images),
+        "n_images_in_file": aset.n_images_in_file,
+        **info,
+    }
 
 
 def _timing(wall_s: float, n_instances: int, n_images: int) -> dict[str, Any]:
