@@ -15,12 +15,18 @@ from esam.utils.results import validate_results
 def test_demo_quick_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = run_demo(tmp_path / "demo", quick=True)
     out = capsys.readouterr().out
-    assert "[7/7] report: done" in out
+    assert "[8/8] report: done" in out
     assert (tmp_path / "demo" / "predict" / "overlay.png").stat().st_size > 1000
     files = sorted((tmp_path / "demo" / "results").rglob("*.json"))
     results = [json.loads(p.read_text()) for p in files if not p.name.endswith(".segm.json")]
     valid = [validate_results(r, "demo") for r in results if "schema" in r]
-    assert {r["task"] for r in valid} == {"zeroshot", "instseg", "throughput", "pretrain"}
+    assert {r["task"] for r in valid} == {
+        "zeroshot",
+        "instseg",
+        "throughput",
+        "pretrain",
+        "finetune",
+    }
     assert (tmp_path / "demo" / "pretrain" / "backbone.pt").is_file()
     assert (report / "plots" / "training_curves.png").is_file()
     oracle = [r for r in valid if r["task"] == "zeroshot" and r["model"]["name"] == "oracle"]

@@ -21,6 +21,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "esam.cli.eval",
     "esam.cli.bench",
     "esam.cli.pretrain",
+    "esam.cli.finetune",
     "esam.cli.data",
     "esam.cli.report",
     "esam.cli.demo",

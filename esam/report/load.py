@@ -522,6 +522,9 @@ def _run_notes(obj: dict[str, Any]) -> list[str]:
     weights = placeholder_weights(obj["model"])
     if weights is not None:
         notes.append(f"{weights} weights: accuracy is not meaningful")
+    trained = obj["model"].get("weights")
+    if isinstance(trained, str) and "synthetic" in trained.lower():
+        notes.append(f"{trained.strip()}: not comparable with models trained on real data")
     return notes
 
 

@@ -371,6 +371,26 @@ PRETRAIN = TaskSpec(
     group_by=("dataset", "setting"),
 )
 
+FINETUNE = TaskSpec(
+    name="finetune",
+    label="EfficientSAM fine-tuning",
+    description=(
+        "The last logged training losses of a fine-tuning run (SAM's focal + dice on the best "
+        "output, and the IoU-prediction error); its accuracy is in the zero-shot tables, as "
+        "model efficientsam with its checkpoint."
+    ),
+    metrics=(
+        MetricSpec("final_loss", "final loss", "lower", "mean", decimals=4),
+        MetricSpec("final_dice", "dice", "lower", "mean", decimals=4),
+        MetricSpec("final_focal", "focal", "lower", "mean", decimals=4),
+        MetricSpec("final_iou_mse", "IoU MSE", "lower", "mean", decimals=4),
+        _count("steps", "steps"),
+        _count("unreadable_images", "unreadable images"),
+    ),
+    primary="final_loss",
+    group_by=("dataset",),
+)
+
 #: Largest drop of ``miou_vs_fp32`` below 100 (percentage points) for which a faster dtype or
 #: compile setting still counts as accurate (the rule of ``esam.bench.throughput.best_row``).
 MAX_MIOU_DROP = 0.5
@@ -414,6 +434,7 @@ TASKS: dict[str, TaskSpec] = {
         COCO_MASKRCNN,
         ADE20K_MASK2FORMER,
         PRETRAIN,
+        FINETUNE,
     )
 }
 

@@ -1,0 +1,138 @@
+"""Settings of an EfficientSAM fine-tuning run: model, initialisation, data, prompts, loss, loop.
+
+Registered configs live in ``esam/configs/finetune/*.yaml``: ``efficientsam_vitt`` and
+``efficientsam_vits`` carry the paper's recipe (SA-1B, 1024 px, AdamW 4e-4, batch 128, 5
+epochs); ``tiny`` trains a small model from scratch on a CPU in minutes. Every field can be
+overridden with ``key=value``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from esam.errors import InputError
+from esam.train.config import OptimConfig, ScheduleConfig, TrainConfig
+
+
+@dataclass
+class ModelConfig:
+    """The EfficientSAM being trained and where its first weights come from."""
+
+    arch: Literal["efficientsam_vitt", "efficientsam_vits", "efficientsam_vitb"] = (
+        "efficientsam_vitt"
+    )
+    """Architecture (EfficientSAM-Ti, -S, or a ViT-B-sized encoder)."""
+    img_size: int = 1024
+    """Encoder input side (1024 for the released models; smaller for CPU runs)."""
+    encoder_depth: int | None = None
+    """Encoder blocks instead of the architecture's (small CPU models)."""
+    encoder_embed_dim: int | None = None
+    """Encoder width instead of the architecture's (small CPU models)."""
+    encoder_num_heads: int | None = None
+    """Encoder attention heads instead of the architecture's (small CPU models)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Further :class:`esam.EfficientSamConfig` fields to change (e.g. ``patch_size``,
+    ``neck_dim``, ``decoder_mlp_dim`` for small CPU models); stored in ``model.pt``."""
+    backbone: str | None = None
+    """Backbone checkpoint for the image encoder's trunk (esam pretrain export, or an
+    EfficientSAM checkpoint's image encoder); None: random (or from init_checkpoint)."""
+    init_checkpoint: str | None = None
+    """EfficientSAM checkpoint (official layout accepted) to start the whole model from; the
+    backbone, when also given, then replaces its encoder trunk."""
+
+    def __post_init__(self) -> None:
+        if self.img_size < 64 or self.img_size % 16:
+            raise InputError(f"model.img_size must be a multiple of 16, >= 64, got {self.img_size}")
+
+
+@dataclass
+class DataConfig:
+    """SA-1B-format training data."""
+
+    path: str = ""
+    """SA-1B data: a folder of sa_*.jpg + sa_*.json pairs, a folder of tar shards, or tar files
+    (comma-separated)."""
+    max_masks: int = 64
+    """Masks sampled per image per step (fewer when an image has fewer)."""
+    min_mask_area: int = 16
+    """Masks smaller than this many pixels (at the loss resolution) are not sampled."""
+    note: str | None = None
+    """What the data is, recorded with the weights (``finetuned on <note>``) and shown by the
+    report beside every number of the model, e.g. ``synthetic data (esam data synth-sa1b)``."""
+
+    def __post_init__(self) -> None:
+        if self.max_masks < 1:
+            raise InputError(f"data.max_masks must be >= 1, got {self.max_masks}")
+        if self.min_mask_area < 1:
+            raise InputError(f"data.min_mask_area must be >= 1, got {self.min_mask_area}")
+
+
+@dataclass
+class PromptConfig:
+    """SAM's interactive prompting: a first box or point, then corrective clicks."""
+
+    box_prob: float = 0.5
+    """Probability that a mask's first prompt is its (jittered) box rather than one point."""
+    box_noise: float = 0.1
+    """Box-corner noise: standard deviation as a fraction of the box side."""
+    box_noise_max: float = 20.0
+    """Largest box-corner noise standard deviation, in pixels of a 1024 px image."""
+    corrective_rounds: int = 4
+    """Rounds that add a click in the previous prediction's error region (at most the
+    decoder's prompt slots allow: 6, of which a box takes 2)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.box_prob <= 1.0:
+            raise InputError(f"prompts.box_prob must be in [0, 1], got {self.box_prob}")
+        if self.corrective_rounds < 0:
+            raise InputError(
+                f"prompts.corrective_rounds must be >= 0, got {self.corrective_rounds}"
+            )
+
+
+@dataclass
+class LossConfig:
+    """SAM's loss: focal + dice (20:1) on the best of the outputs, plus IoU-prediction MSE."""
+
+    focal_weight: float = 20.0
+    """Weight of the focal loss."""
+    dice_weight: float = 1.0
+    """Weight of the dice loss."""
+    iou_weight: float = 1.0
+    """Weight of the IoU-prediction MSE."""
+    resolution: Literal["low", "full"] = "low"
+    """Where masks are compared: the decoder's low-resolution logits against downsampled
+    targets (memory bounded), or logits upsampled to the encoder input."""
+
+
+def _finetune_loop() -> TrainConfig:
+    """The paper's loop: 5 epochs of SA-1B, AdamW 4e-4 (0.9, 0.999), wd 0.1, batch 128."""
+    return TrainConfig(
+        output_dir="runs/finetune",
+        precision="bf16",
+        epochs=5,
+        batch_size=16,
+        resume=None,
+        clip_grad=None,
+        optim=OptimConfig(lr=4e-4, weight_decay=0.1, betas=(0.9, 0.999)),
+        schedule=ScheduleConfig(kind="linear", warmup_steps=250),
+    )
+
+
+@dataclass
+class FinetuneConfig:
+    """An EfficientSAM fine-tuning run on SA-1B-format data."""
+
+    CONFIG_KIND = "finetune"
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The model and its initialisation."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Training data."""
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    """Prompt sampling."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """The loss."""
+    train: TrainConfig = field(default_factory=_finetune_loop)
+    """The training loop (images per process per step, optimizer, schedule, checkpoints)."""

@@ -1,0 +1,69 @@
+"""The model a fine-tuning run trains: built from the config, initialised, saved with its
+architecture.
+
+Initialisation, in order: random weights (EfficientSAM's default init), then the whole model
+from ``model.init_checkpoint`` (an official or esam EfficientSAM file; strict), then the image
+encoder's trunk from ``model.backbone`` (a SAMI export or an EfficientSAM checkpoint's encoder;
+strict on the trunk, the neck kept). The saved ``model.pt`` is an esam checkpoint that stores
+its architecture, so ``esam.build_model("efficientsam", "model.pt")`` (and every command's
+``--model efficientsam --checkpoint model.pt``) rebuilds exactly this model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from esam.build import GENERIC_NAME, MODEL_CONFIGS, build_from_config, load_backbone_into
+from esam.checkpoint import load_state, read_checkpoint, save_checkpoint
+from esam.errors import InputError
+from esam.finetune.config import FinetuneConfig
+from esam.modeling import EfficientSam
+
+
+def model_config(cfg: FinetuneConfig) -> Any:
+    """The :class:`esam.EfficientSamConfig` of the run's model."""
+    m = cfg.model
+    overrides: dict[str, Any] = {"img_size": m.img_size, **m.overrides}
+    for key in ("encoder_depth", "encoder_embed_dim", "encoder_num_heads"):
+        value = getattr(m, key)
+        if value is not None:
+            overrides[key] = value
+    try:
+        return dataclasses.replace(MODEL_CONFIGS[m.arch], **overrides)
+    except TypeError as e:  # an unknown field name
+        raise InputError(f"model.overrides: {e}") from e
+
+
+def build_finetune_model(cfg: FinetuneConfig) -> tuple[EfficientSam, dict[str, Any]]:
+    """The model with its initial weights, and a record of where they came from.
+
+    Raises:
+        FileNotFoundError: a named checkpoint does not exist.
+        CheckpointError: a checkpoint does not fit the architecture (every key named).
+    """
+    arch = model_config(cfg)
+    model = build_from_config(arch)
+    model.model_name = GENERIC_NAME
+    origin: dict[str, Any] = {"init": "random"}
+    if cfg.model.init_checkpoint is not None:
+        state, info = read_checkpoint(cfg.model.init_checkpoint)
+        stored = info.get("config")
+        if isinstance(stored, dict):
+            # an esam file may hold a reduced model: it must be this run's architecture
+            load_state(model, state, info, cfg.model.init_checkpoint)
+        else:
+            load_state(model, state, {}, cfg.model.init_checkpoint)
+        origin = {"init": "checkpoint", "init_checkpoint": cfg.model.init_checkpoint}
+    if cfg.model.backbone is not None:
+        load_backbone_into(model.image_encoder, cfg.model.backbone)
+        origin["backbone"] = cfg.model.backbone
+    return model, origin
+
+
+def save_finetuned(model: EfficientSam, path: str | Path, note: str | None = None) -> Path:
+    """Write ``model`` as an esam checkpoint that stores its architecture."""
+    return save_checkpoint(
+        model, path, GENERIC_NAME, model.config.to_dict(), weights=note or "finetuned"
+    )

@@ -1,0 +1,210 @@
+"""An EfficientSAM fine-tuning run: wiring of model, data, prompts, loss and the engine.
+
+:func:`run_finetune` builds everything from a :class:`~esam.finetune.config.FinetuneConfig`,
+trains with :class:`esam.train.Trainer` (one process, or one per GPU under ``torchrun``) and,
+on rank 0, writes into the run folder ``model.pt`` (an esam checkpoint storing its
+architecture: ``--model efficientsam --checkpoint RUN_DIR/model.pt`` everywhere) and
+``results.json`` (task ``finetune``: the last losses, the loss curve, skipped masks and
+unreadable images) beside ``config.yaml``, ``log.jsonl`` and ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from esam.config import config_to_dict
+from esam.errors import InputError
+from esam.finetune.config import FinetuneConfig
+from esam.finetune.data import FinetuneSamples, SampleSettings, collate
+from esam.finetune.model import build_finetune_model, save_finetuned
+from esam.finetune.task import FinetuneTask, InteractiveTraining
+from esam.runtime.distributed import (
+    DistContext,
+    device_for,
+    finish,
+    gather_to_main,
+    init_distributed,
+    setup_logging,
+)
+from esam.runtime.seeding import seed_everything
+from esam.train import Trainer, build_optimization, make_train_loader, steps_per_epoch
+from esam.train.metrics import LOG_FILENAME, read_log
+from esam.utils.io import write_json_atomic
+from esam.utils.meta import run_metadata, utc_now
+from esam.utils.results import make_results
+
+log = logging.getLogger(__name__)
+
+MODEL_FILENAME = "model.pt"
+RESULTS_FILENAME = "results.json"
+TASK = "finetune"
+#: Points of the loss curve kept in results.json.
+CURVE_POINTS = 400
+
+
+@dataclass
+class FinetuneResult:
+    """What a run returns (rank 0 holds the results; other ranks None)."""
+
+    global_step: int
+    results: dict[str, Any] | None
+    run_dir: Path
+    model_path: Path | None
+
+
+def data_sources(path: str) -> list[str]:
+    """The SA-1B sources of ``data.path``: comma-separated folders or tar files."""
+    sources = [p.strip() for p in path.split(",") if p.strip()]
+    if not sources:
+        raise InputError("no training data: pass --data DIR_OR_TARS (data.path)")
+    return sources
+
+
+def loss_size(cfg: FinetuneConfig) -> int:
+    """Side of the masks the loss compares: the decoder's low-res output (4x the embedding
+    grid) or the encoder input."""
+    from esam.finetune.model import model_config
+
+    arch = model_config(cfg)
+    grid = arch.img_size // arch.patch_size
+    return 4 * grid if cfg.loss.resolution == "low" else arch.img_size
+
+
+def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
+    """Train and write the results of one fine-tuning run (see the module doc)."""
+    from esam.data.sa1b import SA1BDataset
+
+    sources = data_sources(cfg.data.path)
+    ctx = init_distributed(cfg.train.device)
+    try:
+        setup_logging(ctx)
+        device = torch.device(device_for(cfg.train.device, ctx))
+        start = utc_now()
+        data = SA1BDataset(sources, check_rle=False)  # each drawn mask is checked
+        log.info("%d training images in %s", len(data), ", ".join(sources))
+        seed_everything(cfg.train.seed)  # the same initial weights on every rank
+        model, origin = build_finetune_model(cfg)
+        trained = InteractiveTraining(model, cfg.prompts, cfg.loss).to(device).train()
+        settings = SampleSettings(
+            img_size=cfg.model.img_size,
+            mask_size=loss_size(cfg),
+            max_masks=cfg.data.max_masks,
+            min_area=cfg.data.min_mask_area,
+            seed=cfg.train.seed,
+        )
+        samples = FinetuneSamples(data, settings)
+        loader = make_train_loader(samples, cfg.train, ctx, collate_fn=collate, with_epoch=True)
+        assert loader.batch_size is not None
+        spe = steps_per_epoch(loader.sampler, loader.batch_size, cfg.train.accum_steps)  # type: ignore[arg-type]
+        global_batch = loader.batch_size * cfg.train.accum_steps * ctx.world_size
+        optimizer, scheduler = build_optimization(trained, cfg.train, spe, global_batch)
+        task = FinetuneTask()
+        trainer = Trainer(
+            trained, task, loader, optimizer, scheduler, cfg.train, ctx=ctx, run_config=cfg
+        )
+        t0 = time.perf_counter()
+        result = trainer.fit()
+        seconds = time.perf_counter() - t0
+        unreadable, skips = _gather(task, ctx)
+        run_dir = Path(cfg.train.output_dir)
+        if not ctx.is_main:
+            return FinetuneResult(result.global_step, None, run_dir, None)
+        note = f"finetuned on {cfg.data.note}" if cfg.data.note else "finetuned"
+        model_path = save_finetuned(model, run_dir / MODEL_FILENAME, note)
+        results = _write_results(
+            cfg, result, len(data), unreadable, skips, origin, seconds, start, trainer, model_path
+        )
+        return FinetuneResult(result.global_step, results, run_dir, model_path)
+    finally:
+        finish(ctx)
+
+
+def _gather(task: FinetuneTask, ctx: DistContext) -> tuple[list[str], dict[str, int]]:
+    """Every process's unreadable images and skipped masks, on rank 0."""
+    parts = gather_to_main((sorted(task.unreadable), dict(task.skips)), ctx)
+    if parts is None:
+        return [], {}
+    unreadable = sorted({p for part in parts for p in part[0]})
+    skips: Counter[str] = Counter()
+    for part in parts:
+        skips.update(part[1])
+    if unreadable:
+        log.warning(
+            "%d unreadable image(s) were replaced by the next readable one", len(unreadable)
+        )
+    if skips:
+        log.info("masks left out: %s", ", ".join(f"{k}={v}" for k, v in sorted(skips.items())))
+    return unreadable, dict(sorted(skips.items()))
+
+
+def _curve(run_dir: Path) -> list[dict[str, float]]:
+    import numpy as np
+
+    path = run_dir / LOG_FILENAME
+    rows = [r for r in read_log(path) if "loss" in r] if path.is_file() else []
+    if len(rows) > CURVE_POINTS:
+        keep = np.unique(np.linspace(0, len(rows) - 1, CURVE_POINTS).round().astype(int))
+        rows = [rows[int(k)] for k in keep]
+    keys = ("loss", "focal", "dice", "iou_mse", "lr")
+    return [{"step": int(r["step"]), **{k: float(r[k]) for k in keys if k in r}} for r in rows]
+
+
+def _write_results(
+    cfg: FinetuneConfig,
+    result: Any,
+    n_images: int,
+    unreadable: list[str],
+    skips: dict[str, int],
+    origin: dict[str, Any],
+    seconds: float,
+    start: str,
+    trainer: Trainer,
+    model_path: Path,
+) -> dict[str, Any]:
+    from esam.utils.io import sha256_file
+
+    run_dir = Path(cfg.train.output_dir)
+    last = result.last
+    metrics = {
+        "final_loss": last.get("loss"),
+        "final_focal": last.get("focal"),
+        "final_dice": last.get("dice"),
+        "final_iou_mse": last.get("iou_mse"),
+        "steps": result.global_step,
+        "images_per_s": trainer.global_batch * result.global_step / seconds if seconds else None,
+        "unreadable_images": len(unreadable),
+    }
+    obj = make_results(
+        TASK,
+        model={
+            "name": "efficientsam",
+            "arch": cfg.model.arch,
+            "checkpoint": str(model_path),
+            "checkpoint_sha256": sha256_file(model_path),
+            "weights": f"finetuned on {cfg.data.note}" if cfg.data.note else "finetuned",
+            "origin": origin,
+            "params": sum(p.numel() for p in trainer.raw_model.parameters()),  # the model's
+        },
+        config=config_to_dict(cfg),
+        metrics=metrics,
+        meta=run_metadata(device=str(trainer.device), dtype=cfg.train.precision, start_time=start),
+        dataset={
+            "name": "sa1b",
+            "path": cfg.data.path,
+            "n_images": n_images,
+            "n_images_skipped": len(unreadable),
+        },
+        skips=skips,
+        curve=_curve(run_dir),
+        unreadable_images=unreadable,
+    )
+    write_json_atomic(run_dir / RESULTS_FILENAME, obj)
+    log.info("model written to %s; results to %s", model_path, run_dir / RESULTS_FILENAME)
+    return obj

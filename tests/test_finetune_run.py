@@ -1,0 +1,164 @@
+"""``esam finetune`` end to end on generated SA-1B data: run folder, resume, two processes,
+official-layout initialisation, reloading, evaluation through the zero-shot harness."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import esam
+from esam.cli.main import main
+from esam.data.synth_sa1b import write_synthetic_sa1b
+from esam.standin import load_standin_weights
+from esam.train.checkpointing import CheckpointManager, load_checkpoint
+from esam.train.metrics import read_log
+from esam.utils.results import validate_results
+from tests.numerics import network_tolerance
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sa1b(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("sa1b")
+    write_synthetic_sa1b(root / "train", 16, seed=0, height=128)
+    return root / "train"
+
+
+def _args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "finetune", "--config", "tiny", "--data", str(data), "--output", str(out),
+        "model.img_size=128", "model.encoder_depth=1", "data.max_masks=4",
+        "train.batch_size=2", "train.log_every=1", "train.progress=false",
+        "train.schedule.warmup_steps=0", *extra,
+    ]  # fmt: skip
+
+
+def test_a_run_writes_model_log_and_results(sa1b: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(_args(sa1b, out, "train.epochs=2")) == 0
+    rows = read_log(out / "log.jsonl")
+    assert len(rows) == 16 and {"step", "loss", "focal", "dice", "iou_mse", "lr"} <= set(rows[0])
+    results = validate_results(json.loads((out / "results.json").read_text()))
+    assert results["task"] == "finetune" and results["metrics"]["steps"] == 16
+    assert [c["step"] for c in results["curve"]] == [r["step"] for r in rows]
+    model = esam.build_model("efficientsam", out / "model.pt")
+    assert model.config.img_size == 128 and model.config.encoder_depth == 1
+    # the saved weights are the trained ones (the last checkpoint's)
+    state = load_checkpoint(CheckpointManager(out / "checkpoints").latest())["model"]
+    trained = {k.removeprefix("model."): v for k, v in state.items()}
+    assert trained.keys() == model.state_dict().keys()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in trained.items())
+
+
+def test_resume_reproduces_the_uninterrupted_run(sa1b: Path, tmp_path: Path) -> None:
+    full, split = tmp_path / "full", tmp_path / "split"
+    common = ("train.epochs=1", "train.save_every_steps=3")
+    assert main(_args(sa1b, full, *common)) == 0
+    assert main(_args(sa1b, split, *common, "train.max_steps=5")) == 0  # killed after step 5
+    assert main(_args(sa1b, split, *common, "--resume")) == 0
+    a, b = read_log(full / "log.jsonl"), read_log(split / "log.jsonl")
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]  # bitwise on one CPU process
+    wa = torch.load(full / "model.pt", weights_only=True)["model"]
+    wb = torch.load(split / "model.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_gloo_processes_match_one(sa1b: Path, tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    common = ("train.epochs=1", "train.max_steps=2", "train.optim.name=sgd", "train.optim.lr=0.01")
+    assert main(_args(sa1b, one, *common) + ["train.batch_size=4"]) == 0
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_port", str(_free_port()), "-m", "esam.cli.main",
+        *_args(sa1b, two, *common), "train.batch_size=2",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = read_log(one / "log.jsonl"), read_log(two / "log.jsonl")
+    # the same images, masks and prompts split across processes; reductions up to the
+    # decoder's 2048-wide MLP through ~30 layers
+    tol = network_tolerance(torch.float32, 2304, 30)
+    for ra, rb in zip(a, b, strict=True):
+        assert abs(ra["loss"] - rb["loss"]) <= tol * abs(ra["loss"]), (ra, rb)
+    wa = torch.load(one / "model.pt", weights_only=True)["model"]
+    wb = torch.load(two / "model.pt", weights_only=True)["model"]
+    for k in wa:
+        scale = float(wa[k].abs().max()) or 1.0
+        assert float((wa[k] - wb[k]).abs().max()) <= tol * scale, k
+
+
+def test_from_an_official_layout_checkpoint_and_back_into_the_predictor(
+    sa1b: Path, tmp_path: Path
+) -> None:
+    ti = esam.build_model("efficientsam_vitt")
+    load_standin_weights(ti)
+    official = tmp_path / "efficient_sam_vitt.pt"
+    torch.save({"model": ti.state_dict()}, official)  # the official file layout
+    out = tmp_path / "run"
+    argv = [
+        "finetune", "--config", "tiny", "--data", str(sa1b), "--output", str(out),
+        "--init-checkpoint", str(official), "model.img_size=1024", "model.encoder_depth=12",
+        "model.encoder_embed_dim=192", "data.max_masks=2", "train.batch_size=1",
+        "train.epochs=1", "train.max_steps=1", "train.progress=false",
+        "train.schedule.warmup_steps=0", "prompts.corrective_rounds=0",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    trained = esam.build_model("efficientsam", out / "model.pt")
+    moved = [k for k, v in ti.state_dict().items() if not torch.equal(v, trained.state_dict()[k])]
+    assert moved  # the steps changed the weights
+    image = (np.random.default_rng(0).random((96, 120, 3)) * 255).astype(np.uint8)
+    box = np.array([10.0, 12.0, 80.0, 70.0])
+    outputs = []
+    for model in (trained, esam.build_model("efficientsam", out / "model.pt")):
+        predictor = esam.EfficientSamPredictor(model)
+        predictor.set_image(image)
+        outputs.append(predictor.predict(box=box))
+    for a, b in zip(outputs[0], outputs[1], strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_the_harness_evaluates_a_finetuned_model(sa1b: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(_args(sa1b, out, "train.epochs=1", "train.max_steps=2")) == 0
+    results = tmp_path / "eval.json"
+    argv = [
+        "eval", "zeroshot", "--model", "efficientsam", "--checkpoint", str(out / "model.pt"),
+        "--dataset", "sa1b", "--annotations", str(sa1b), "--images", str(sa1b),
+        "--workers", "0", "--no-progress", "--limit-images", "2", "--output", str(results),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    res = json.loads(results.read_text())
+    assert res["model"]["name"] == "efficientsam" and res["metrics"]["n_instances"] > 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("model.img_size=100",), "multiple of 16"),
+        (("data.max_masks=0",), "max_masks must be >= 1"),
+        (("prompts.box_prob=2",), "box_prob"),
+        (("model.backbone=/no/such/backbone.pt",), "not found"),
+    ],
+)
+def test_bad_settings_are_named_one_line_errors(
+    sa1b: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra, message
+) -> None:
+    assert main(_args(sa1b, tmp_path / "run", *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
