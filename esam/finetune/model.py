@@ -46,7 +46,11 @@ def build_finetune_model(cfg: FinetuneConfig) -> tuple[EfficientSam, dict[str, A
     arch = model_config(cfg)
     model = build_from_config(arch)
     model.model_name = GENERIC_NAME
-    origin: dict[str, Any] = {"init": "random"}
+    # a trunk trained from scratch starts as MAE's does: Xavier weights and the 2D sine-cosine
+    # position table (PyTorch's defaults leave the position embedding at zero, so the image
+    # embedding would carry no position until one is learned)
+    model.image_encoder.init_weights()
+    origin: dict[str, Any] = {"init": "random (ViT trunk: MAE initialisation)"}
     if cfg.model.init_checkpoint is not None:
         state, info = read_checkpoint(cfg.model.init_checkpoint)
         stored = info.get("config")
