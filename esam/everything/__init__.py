@@ -1,0 +1,11 @@
+"""Segment everything: an automatic mask generator with bounded memory.
+
+``EfficientSamAutomaticMaskGenerator`` follows segment-anything's ``SamAutomaticMaskGenerator``
+(same settings, same records) with an EfficientSAM model; :mod:`esam.everything.sam_compat`
+lets segment-anything's own generator drive the same model, for comparisons.
+"""
+
+from esam.everything.generator import RECORD_KEYS, EfficientSamAutomaticMaskGenerator
+from esam.everything.image import as_rgb_uint8
+
+__all__ = ["RECORD_KEYS", "EfficientSamAutomaticMaskGenerator", "as_rgb_uint8"]
