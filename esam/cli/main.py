@@ -18,6 +18,7 @@ from esam.errors import UserError
 # (module, attribute) pairs; each module's ``register`` adds one top-level subcommand.
 _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "esam.cli.predict",
+    "esam.cli.everything",
     "esam.cli.eval",
     "esam.cli.bench",
     "esam.cli.pretrain",

@@ -250,7 +250,7 @@ class EfficientSamAutomaticMaskGenerator:
         x0, y0, x1, y1 = crop_box
         crop = image[y0:y1, x0:x1]
         crop_size = (int(crop.shape[0]), int(crop.shape[1]))
-        pixels = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None]
+        pixels = torch.tensor(crop).permute(2, 0, 1)[None]  # a copy: crop may be read-only
         embedding = self.model.get_image_embeddings(
             pixels.to(self.device, dtype=torch.float32) / 255.0
         )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from esam.errors import InputError
@@ -49,3 +52,35 @@ def as_rgb_uint8(image: object, name: str = "image") -> np.ndarray:
     elif image.shape[2] == 4:
         image = image[:, :, :3]
     return np.ascontiguousarray(image)
+
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def read_image_file(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file for the generator, keeping 16-bit grey values (PIL's RGB conversion
+    would clip them); other modes are converted to RGB.
+
+    Returns:
+        HxW uint16 for 16-bit grey files, HxW uint8 for 8-bit grey, HxWx3 or HxWx4 uint8
+        otherwise; :func:`as_rgb_uint8` turns any of them into RGB.
+
+    Raises:
+        FileNotFoundError: no such file.
+        InputError: the file is not an image PIL can decode.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in _SIXTEEN_BIT_MODES:
+                return np.asarray(im).astype(np.uint16)
+            if im.mode in ("L", "RGB", "RGBA"):
+                return np.asarray(im)
+            return np.asarray(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise InputError(f"{path}: cannot be read as an image ({e})") from e

@@ -53,7 +53,7 @@ class SamPredictorShim:
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Encode an HxWx3 uint8 RGB image (the embedding is 1x256x64x64)."""
         image = as_rgb_uint8(image)
-        t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+        t = torch.tensor(image).permute(2, 0, 1)[None]
         self.features = self.model.get_image_embeddings(
             t.to(self.device, dtype=torch.float32) / 255.0
         )
