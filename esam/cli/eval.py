@@ -6,6 +6,8 @@ Subcommands::
                        --images DIR --prompt box|point1|point3 [...] --output FILE.json
     esam eval instseg  --model NAME [--checkpoint PATH] --dataset coco|lvis --annotations FILE
                        --images DIR --detections FILE [...] --output FILE.json
+    esam eval proposals --model NAME|oracle|box_grid [--checkpoint PATH] --dataset coco|lvis
+                       --annotations FILE --images DIR [generator settings] --output FILE.json
     esam eval models   (list the available model adapters)
 
 Run under ``torchrun --nproc_per_node N -m esam.cli.main eval ...`` to shard images across
@@ -36,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     (each field's docstring is its help); ``--config RUN.yaml`` and ``KEY=VALUE`` work too.
     """
     from esam.cli.config_args import add_config_arguments
-    from esam.eval.config import InstSegConfig, ZeroShotConfig
+    from esam.eval.config import InstSegConfig, ProposalsConfig, ZeroShotConfig
 
     p = sub.add_parser(
         "eval",
@@ -63,6 +65,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_config_arguments(i, InstSegConfig, fields=_flags(InstSegConfig))
     i.set_defaults(func=run_instseg_cli)
+
+    r = tasks.add_parser(
+        "proposals",
+        help="class-agnostic mask AR@100/AR@1000 of segment-everything proposals (COCOeval)",
+        description="Zero-shot object proposals: mask average recall in percent, overall, by "
+        "size and (LVIS) by category frequency. --model oracle and box_grid need no weights.",
+    )
+    add_config_arguments(r, ProposalsConfig, fields=_flags(ProposalsConfig))
+    r.set_defaults(func=run_proposals_cli)
 
     m = tasks.add_parser("models", help="list the model adapters")
     m.set_defaults(func=list_models_cli)
@@ -103,6 +114,30 @@ def run_instseg_cli(args: argparse.Namespace) -> int:
             for k in ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")
         )
         print(f"{vals} ({m['n_detections']} detections) -> {cfg.output}")
+    return 0
+
+
+def run_proposals_cli(args: argparse.Namespace) -> int:
+    from esam.cli.config_args import config_from_args
+    from esam.eval.config import ProposalsConfig
+    from esam.eval.proposals import run_proposals
+    from esam.everything.proposals import build_generator_proposals
+
+    cfg = config_from_args(ProposalsConfig, args)
+    _require_output(cfg.output)
+    run = run_proposals(
+        cfg,
+        factory=lambda c, device: build_generator_proposals(
+            c.model, c.checkpoint, device, c.generator_settings()
+        ),
+    )
+    if run is not None:
+        m = run.results["metrics"]
+        vals = ", ".join(
+            f"{k}={'n/a' if m[k] is None else format(m[k], '.2f')}"
+            for k in ("ar_100", "ar_1000", "ar_small_1000", "ar_medium_1000", "ar_large_1000")
+        )
+        print(f"{vals} ({m['n_proposals']} proposals, {m['n_images']} images) -> {cfg.output}")
     return 0
 
 

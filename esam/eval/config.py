@@ -266,3 +266,81 @@ class InstSegConfig(EvalRunConfig):
             "skip_bad_images": self.skip_bad_images,
             "extra": dict(self.extra),
         }
+
+
+#: Proposals per image kept by default (the largest AR budget reported).
+MAX_PROPOSALS = 1000
+
+
+@dataclass(kw_only=True)
+class ProposalsConfig(EvalRunConfig):
+    """Settings of one zero-shot object-proposal run (class-agnostic mask average recall).
+
+    ``model`` is ``oracle`` (ground-truth masks), ``box_grid`` (a fixed grid of boxes) or an
+    EfficientSAM registry name run through the automatic mask generator; the generator
+    settings below have segment-anything's names and defaults.
+    """
+
+    max_proposals: int = MAX_PROPOSALS
+    """Proposals per image kept, highest score (predicted IoU) first."""
+    points_per_side: int = 32
+    """Grid points along each side of the image."""
+    points_per_batch: int = 64
+    """Point prompts decoded in one decoder call."""
+    pred_iou_thresh: float = 0.88
+    """Minimum predicted IoU of a proposal."""
+    stability_score_thresh: float = 0.95
+    """Minimum stability score of a proposal."""
+    stability_score_offset: float = 1.0
+    """Logit offset of the stability score."""
+    box_nms_thresh: float = 0.7
+    """Box NMS IoU threshold within a crop."""
+    crop_n_layers: int = 0
+    """Extra crop layers."""
+    crop_nms_thresh: float = 0.7
+    """Box NMS IoU threshold across crops."""
+    crop_overlap_ratio: float = 512 / 1500
+    """Overlap of neighbouring crops, as a fraction of the image side."""
+    min_mask_region_area: int = 0
+    """Remove holes and islands smaller than this (needs OpenCV)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_proposals < 1:
+            raise InputError(f"max_proposals must be >= 1, got {self.max_proposals}")
+        if self.points_per_side < 1:
+            raise InputError(f"points_per_side must be >= 1, got {self.points_per_side}")
+
+    def generator_settings(self) -> dict[str, Any]:
+        """Keyword arguments of the automatic mask generator."""
+        keys = (
+            "points_per_side",
+            "points_per_batch",
+            "pred_iou_thresh",
+            "stability_score_thresh",
+            "stability_score_offset",
+            "box_nms_thresh",
+            "crop_n_layers",
+            "crop_nms_thresh",
+            "crop_overlap_ratio",
+            "min_mask_region_area",
+        )
+        return {k: getattr(self, k) for k in keys}
+
+    def results_config(self, world_size: int) -> dict[str, Any]:
+        """The ``config`` block of the results."""
+        return {
+            "prompt": "point_grid",
+            "iou_type": "segm",
+            "evaluator": "pycocotools COCOeval, useCats=0 (class-agnostic)",
+            "ranking": "score (predicted IoU), highest first",
+            "max_proposals": self.max_proposals,
+            "generator": self.generator_settings(),
+            "limit_images": self.limit_images,
+            "device": self.device,
+            "world_size": world_size,
+            "workers": self.workers,
+            "workers_auto": self.workers_auto,
+            "skip_bad_images": self.skip_bad_images,
+            "extra": dict(self.extra),
+        }
