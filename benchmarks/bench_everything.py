@@ -1,0 +1,183 @@
+"""Segment everything: esam's generator vs segment-anything's, same model, same settings.
+
+Usage::
+
+    python benchmarks/bench_everything.py [--model efficientsam_vitt] [--checkpoint PATH]
+        [--size 1200x1800] [--points-per-side 32] [--points-per-batch 64] [--loose]
+        [--repeats 2] [--threads 1] [--json OUT.json]
+
+What is compared, side by side in one run:
+
+* esam: ``esam.EfficientSamAutomaticMaskGenerator`` (predicted-IoU filter before upsampling,
+  survivors upsampled ``upsample_batch`` at a time).
+* sam: segment-anything's ``SamAutomaticMaskGenerator``, unchanged, driving the same EfficientSAM
+  model through ``esam.everything.sam_compat.SamPredictorShim`` (it upsamples every mask of a
+  decoder batch, ``points_per_batch`` x 3, to full resolution at once).
+
+Each side runs in a fresh subprocess: build the model, run ``generate`` once (warm-up), return
+freed heap to the OS, then measure the peak RSS growth of one ``generate`` call
+(:class:`esam.bench.memory.PeakMemory`: the kernel's high-water mark, reset before the call) and
+time ``--repeats`` calls (minimum reported). The parent compares the masks: each esam mask is
+matched to the sam mask of highest IoU; the mean IoU of matches and the difference in counts are
+reported with the speed and memory ratios.
+
+Weights: ``--checkpoint`` or esam's deterministic stand-in weights (no download). Timings do not
+depend on the weight values, but how many masks pass the filters does, and the stand-in model's
+masks rarely pass SAM's default thresholds; ``--loose`` sets ``pred_iou_thresh`` and
+``stability_score_thresh`` to 0 (and box NMS to 0.95) so that many masks survive, the setting
+where the full-resolution step dominates. The image is synthetic (seeded shapes on a gradient).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def make_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """An HxWx3 uint8 image: a colour gradient with 12 seeded flat ellipses and rectangles."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), (xx + yy) % 256], -1)
+    img = img.astype(np.uint8)
+    for _ in range(12):
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        ry, rx = rng.uniform(0.03, 0.2) * h, rng.uniform(0.03, 0.2) * w
+        if rng.uniform() < 0.5:
+            m = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        else:
+            m = (np.abs(yy - cy) <= ry) & (np.abs(xx - cx) <= rx)
+        img[m] = rng.integers(0, 256, 3)
+    return img
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "points_per_side": args.points_per_side,
+        "points_per_batch": args.points_per_batch,
+        "output_mode": "coco_rle",
+    }
+    if args.loose:
+        out.update(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.95)
+    return out
+
+
+def worker(args: argparse.Namespace) -> None:
+    import torch
+
+    import esam
+    from esam.bench.memory import PeakMemory
+    from esam.everything.sam_compat import sam_generator
+    from esam.standin import load_standin_weights
+    from esam.utils.allocator import trim_heap
+
+    torch.set_num_threads(args.threads)
+    h, w = (int(v) for v in args.size.split("x"))
+    image = make_image(h, w)
+    model = esam.build_model(args.model, args.checkpoint)
+    if args.checkpoint is None:
+        load_standin_weights(model)
+    kw = settings(args)
+    if args.worker == "esam":
+        generator: Any = esam.EfficientSamAutomaticMaskGenerator(model, **kw)
+    else:
+        generator = sam_generator(model, **kw)
+    generator.generate(image)  # warm-up
+    trim_heap()
+    with PeakMemory("cpu") as mem:
+        records = generator.generate(image)
+    times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        generator.generate(image)
+        times.append(time.perf_counter() - t0)
+    out = {
+        "impl": args.worker,
+        "n_masks": len(records),
+        "seconds": times,
+        "peak_growth_mib": (mem.peak_bytes - mem.baseline_bytes) / 2**20,
+        "memory_method": mem.method,
+        "segmentations": [r["segmentation"] for r in records],
+    }
+    Path(args.result).write_text(json.dumps(out))
+
+
+def match(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> tuple[float | None, int]:
+    """Mean IoU of each of our masks with its best match among theirs, and how many matched."""
+    from pycocotools import mask as mask_utils
+
+    if not ours or not theirs:
+        return None, 0
+    iou = np.asarray(mask_utils.iou(ours, theirs, [0] * len(theirs)))
+    best = iou.max(axis=1)
+    return float(best.mean()), int((best >= 0.5).sum())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", default="efficientsam_vitt")
+    p.add_argument("--checkpoint")
+    p.add_argument("--size", default="1200x1800", help="HxW of the synthetic image")
+    p.add_argument("--points-per-side", type=int, default=32)
+    p.add_argument("--points-per-batch", type=int, default=64)
+    p.add_argument("--loose", action="store_true", help="no IoU/stability filters")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", type=Path, help="also write the measurements here")
+    p.add_argument("--worker", choices=["esam", "sam"], help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        worker(args)
+        return
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    runs: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for impl in ("esam", "sam"):
+            result = Path(tmp) / f"{impl}.json"
+            cmd = [
+                sys.executable,
+                __file__,
+                *sys.argv[1:],
+                "--worker",
+                impl,
+                "--result",
+                str(result),
+            ]
+            subprocess.run(cmd, check=True, env=env)
+            runs[impl] = json.loads(result.read_text())
+    esam_run, sam_run = runs["esam"], runs["sam"]
+    miou, n_matched = match(esam_run["segmentations"], sam_run["segmentations"])
+    t_esam, t_sam = min(esam_run["seconds"]), min(sam_run["seconds"])
+    summary = {
+        "settings": {**settings(args), "size": args.size, "model": args.model},
+        "weights": args.checkpoint or "standin",
+        "threads": args.threads,
+        "n_masks": {"esam": esam_run["n_masks"], "sam": sam_run["n_masks"]},
+        "mean_iou_of_matches": miou,
+        "n_matched": n_matched,
+        "seconds_min": {"esam": t_esam, "sam": t_sam},
+        "speedup_sam_over_esam": t_sam / t_esam,
+        "peak_growth_mib": {
+            "esam": esam_run["peak_growth_mib"],
+            "sam": sam_run["peak_growth_mib"],
+        },
+        "memory_method": esam_run["memory_method"],
+    }
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
