@@ -356,3 +356,27 @@ def test_synth_command_rejects_bad_sizes(
         == 2
     )
     assert "at least 16x16" in capsys.readouterr().err
+
+
+def test_fewer_shapes_give_fewer_larger_parts_and_min_area_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dense = [make_sa1b_image(5, i, 96, 96) for i in range(8)]
+    sparse = [make_sa1b_image(5, i, 96, 96, shapes=(2, 4), min_area=40) for i in range(8)]
+    assert all(len(set(s.shapes)) <= 4 for s in sparse)
+    n_dense, n_sparse = sum(len(s.masks) for s in dense), sum(len(s.masks) for s in sparse)
+    assert n_sparse < n_dense
+    mean_dense = np.mean([m.sum() for s in dense for m in s.masks])
+    mean_sparse = np.mean([m.sum() for s in sparse for m in s.masks])
+    assert mean_sparse > mean_dense
+    assert all(m.sum() >= 40 for s in sparse for m in s.masks)
+    # the defaults are the documented range: the same bytes as before the option existed
+    assert make_sa1b_image(5, 0, 96, 96, shapes=(10, 21)).record == dense[0].record
+    argv = ["data", "synth-sa1b", "--out", str(tmp_path / "s"), "--images", "2", "--size", "64"]
+    assert main([*argv, "--shapes", "2", "3", "--min-area", "30", "--no-progress"]) == 0
+    ds = SA1BDataset(tmp_path / "s")
+    assert all(a["area"] >= 30 for i in range(2) for a in ds.record(i).annotations)
+    capsys.readouterr()
+    bad = ["data", "synth-sa1b", "--out", str(tmp_path / "t"), "--images", "1", "--no-progress"]
+    assert main([*bad, "--shapes", "5", "2"]) == 2
+    assert "fewest <= most" in capsys.readouterr().err

@@ -3,7 +3,8 @@
 Subcommands::
 
     esam data synth-sa1b --out DIR --images N --seed S [--size PX | --size WxH]
-                         [--shard-size N] [--format tar|folder]
+                         [--shapes MIN MAX] [--min-area PX] [--shard-size N]
+                         [--format tar|folder]
     esam data coco-to-sa1b --annotations FILE --images DIR --out DIR [--shard-size N]
                            [--dataset coco|lvis] [--skip-bad-images]
 
@@ -68,6 +69,22 @@ def register(sub: Any) -> argparse.ArgumentParser:
         help="image size: a side in pixels, or WIDTHxHEIGHT (default: 256)",
     )
     s.add_argument(
+        "--shapes",
+        type=_positive,
+        nargs=2,
+        default=[10, 21],
+        metavar=("MIN", "MAX"),
+        help="shapes painted per image, drawn from MIN..MAX (default: 10 21); fewer shapes "
+        "give fewer, larger visible parts",
+    )
+    s.add_argument(
+        "--min-area",
+        type=_positive,
+        default=16,
+        metavar="PX",
+        help="drop (and count) visible parts smaller than this many pixels (default: 16)",
+    )
+    s.add_argument(
         "--shard-size", type=_positive, default=1000, metavar="N", help="images per shard"
     )
     s.add_argument(
@@ -120,6 +137,8 @@ def synth_sa1b_cli(args: argparse.Namespace) -> int:
         width=width,
         shard_size=args.shard_size,
         layout=args.format,
+        min_area=args.min_area,
+        shapes=(args.shapes[0], args.shapes[1]),
         progress=not args.no_progress,
     )
     print(json.dumps(summary.as_dict(), indent=2))

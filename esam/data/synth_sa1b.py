@@ -42,6 +42,8 @@ from esam.utils.io import write_bytes_atomic
 
 #: Visible parts smaller than this (pixels) are dropped and counted.
 MIN_PART_AREA = 16
+#: Shapes painted per image: drawn uniformly from this inclusive range.
+SHAPES_PER_IMAGE = (10, 21)
 #: JPEG quality of the stored images (SA-1B's).
 JPEG_QUALITY = 95
 #: Annotation id = image_id * ANN_ID_STRIDE + mask number.
@@ -160,6 +162,7 @@ def make_sa1b_image(
     width: int = 256,
     *,
     min_area: int = MIN_PART_AREA,
+    shapes: tuple[int, int] = SHAPES_PER_IMAGE,
 ) -> SynthImage:
     """Draw image ``index`` of the set ``seed`` with its masks and SA-1B json.
 
@@ -168,6 +171,8 @@ def make_sa1b_image(
         index: the image's position (its image id is ``index + 1``).
         height, width: image size in pixels.
         min_area: visible parts with fewer pixels are dropped (and counted).
+        shapes: (fewest, most) shapes painted; fewer shapes hide less of each other, so their
+            visible parts are larger and fewer.
     """
     ndimage = require("scipy.ndimage")
     rng = np.random.default_rng([seed, index])
@@ -175,7 +180,7 @@ def make_sa1b_image(
     img = _paint_background(rng, h, w)
     owner = np.full((h, w), -1, dtype=np.int32)
     side = min(h, w)
-    n_shapes = int(rng.integers(10, 22))
+    n_shapes = int(rng.integers(shapes[0], shapes[1] + 1))
     radii = side * np.exp(rng.uniform(np.log(0.03), np.log(0.42), n_shapes))
     order = np.argsort(-(np.log(radii) + rng.normal(0, 0.4, n_shapes)), kind="stable")
     kinds: list[str] = []
@@ -246,6 +251,7 @@ def write_synthetic_sa1b(
     shard_size: int = 1000,
     layout: Layout = "tar",
     min_area: int = MIN_PART_AREA,
+    shapes: tuple[int, int] = SHAPES_PER_IMAGE,
     progress: bool = False,
 ) -> SynthSummary:
     """Write ``n_images`` synthetic images in SA-1B's layout under ``out``.
@@ -262,6 +268,7 @@ def write_synthetic_sa1b(
         shard_size: images per shard.
         layout: ``tar`` shards or plain ``folder`` s.
         min_area: smallest visible part kept (pixels).
+        shapes: (fewest, most) shapes painted per image.
         progress: show a progress bar.
 
     Raises:
@@ -278,6 +285,8 @@ def write_synthetic_sa1b(
         raise InputError(f"unknown layout {layout!r}; choose tar or folder")
     if min_area < 1:
         raise InputError(f"min_area must be >= 1, got {min_area}")
+    if not 1 <= shapes[0] <= shapes[1]:
+        raise InputError(f"shapes must be (fewest, most) with 1 <= fewest <= most, got {shapes}")
     folder = check_output_folder(out)
     folder.mkdir(parents=True, exist_ok=True)
     summary = SynthSummary(folder, layout=layout)
@@ -285,7 +294,7 @@ def write_synthetic_sa1b(
     for k, start in enumerate(range(0, n_images, shard_size)):
         members: list[tuple[str, bytes]] = []
         for index in range(start, min(n_images, start + shard_size)):
-            synth = make_sa1b_image(seed, index, height, w, min_area=min_area)
+            synth = make_sa1b_image(seed, index, height, w, min_area=min_area, shapes=shapes)
             stem = f"sa_{index + 1}"
             members.append((f"{stem}.jpg", encode_jpeg(synth.image)))
             anns = synth.record["annotations"]
