@@ -272,6 +272,14 @@ class InstSegConfig(EvalRunConfig):
 MAX_PROPOSALS = 1000
 
 
+#: Protocol the object-proposal benchmark follows (``config.protocol`` of its results): the
+#: Segment Anything paper's zero-shot object proposals (its section 7.3) as far as the paper
+#: states it: class-agnostic mask average recall over IoU 0.50:0.05:0.95 at a budget of
+#: proposals per image (1000 in the paper), overall, by COCO size bucket and, on LVIS, by category
+#: frequency. The generator's settings are not part of the protocol; they are recorded apart.
+PROPOSALS_PROTOCOL = "sam"
+
+
 @dataclass(kw_only=True)
 class ProposalsConfig(EvalRunConfig):
     """Settings of one zero-shot object-proposal run (class-agnostic mask average recall).
@@ -330,6 +338,8 @@ class ProposalsConfig(EvalRunConfig):
     def results_config(self, world_size: int) -> dict[str, Any]:
         """The ``config`` block of the results."""
         return {
+            "protocol": PROPOSALS_PROTOCOL,
+            "protocol_overrides": {},
             "prompt": "point_grid",
             "iou_type": "segm",
             "evaluator": "pycocotools COCOeval, useCats=0 (class-agnostic)",

@@ -7,7 +7,9 @@ every ground-truth instance, whatever its category, with pycocotools' ``COCOeval
 COCO size bucket (by the annotation's ``area``: small < 32^2 <= medium < 96^2 <= large), and for
 LVIS per category frequency (rare / common / frequent: the recall of the instances of that group,
 proposals matched against that group's instances only). Crowd regions are ignored as COCOeval
-ignores them. Values are in percent.
+ignores them. Values are in percent. The results name this protocol ``sam`` (the Segment Anything
+paper's zero-shot object proposals, :data:`esam.eval.config.PROPOSALS_PROTOCOL`), so the report
+puts them in one table with the numbers published under it.
 
 Sources: ``oracle`` (the ground-truth masks themselves: AR@1000 = 100 by construction, a check of
 the wiring) and ``box_grid`` (filled boxes on a fixed multi-scale grid, a weightless floor) are
@@ -430,6 +432,15 @@ def _model_block(source: ProposalSource, name: str) -> dict[str, Any]:
     }
 
 
+def _results_config(cfg: ProposalsConfig, source: ProposalSource, world_size: int) -> dict:
+    """The run's ``config`` block; ``generator`` is null for the weightless references, which
+    do not read the generator settings (so they never split their rows)."""
+    config = cfg.results_config(world_size)
+    if source.name in BUILTIN_SOURCES:
+        config["generator"] = None
+    return config
+
+
 def run_proposals(
     cfg: ProposalsConfig,
     source: ProposalSource | None = None,
@@ -486,7 +497,7 @@ def run_proposals(
             output=cfg.output,
             model=_model_block(local.source, cfg.model),
             dataset=_dataset_block(aset, len(aset.images) - n_skipped, n_skipped),
-            config=cfg.results_config(ctx.world_size),
+            config=_results_config(cfg, local.source, ctx.world_size),
             metrics=metrics,
             skips=skips,
             rows=rows,

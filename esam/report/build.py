@@ -83,7 +83,7 @@ def _report_markdown(
         "Arrows: ↑ higher is better, ↓ lower is better. **Bold**: best measured value of the column. "
         "*Italic* rows marked (published) are numbers reported elsewhere and are never ranked. "
         "Repeated runs are combined only on identical data (the data column names it); zero-shot "
-        "tables are split by evaluation protocol; † marks a note under the table.\n"
+        "and object-proposal tables are split by evaluation protocol; † marks a note under the table.\n"
     )
     parts += [task_markdown(b) for b in boards.values()]
     if partial:

@@ -353,7 +353,7 @@ with their source; they are never ranked, bold-marked or part of a measured Pare
 Repeated runs of one configuration on the same data are combined as each header's
 tooltip says; runs on other annotation files, subsets or dataset versions are separate rows
 (the data column). &dagger; marks a note (placeholder weights, skipped images, ...).</li>
-<li>Zero-shot tables are split by evaluation protocol (in the title): numbers taken under
+<li>Zero-shot and object-proposal tables are split by evaluation protocol (in the title): numbers taken under
 different protocols are never ranked together. Runs that skipped too many images are listed
 under <a href="#partial">Partial runs</a> instead.</li>
 </ul></section>

@@ -23,7 +23,7 @@ Percentages are stored on a 0-100 scale, parameter counts and MACs as plain coun
 be finite numbers.
 
 ``protocol`` names the evaluation protocol a number was taken under, for tasks whose tables are
-split by protocol (``zeroshot``, ``instseg``): one of esam's presets
+split by protocol (``zeroshot``, ``instseg``, ``proposals``): one of esam's presets
 (:data:`esam.utils.results.PROTOCOL_NAMES`) when the source follows it, else ``"unspecified"``
 with a ``protocol_note`` saying what the source does state. A missing or null ``protocol`` of
 such a task counts as ``"unspecified"``; other tasks ignore it (null). The ``protocol_note`` is

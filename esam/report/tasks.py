@@ -223,6 +223,46 @@ INSTSEG = TaskSpec(
     protocol=True,
 )
 
+#: Size buckets and LVIS frequency groups of the proposal metrics (``esam.eval.proposals``).
+SIZE_NAMES = ("small", "medium", "large")
+FREQUENCY_NAMES = ("frequent", "common", "rare")
+
+
+def _recall_family(budget: int) -> tuple[MetricSpec, ...]:
+    """Mask AR at ``budget`` proposals by object size and by LVIS category frequency."""
+    return (
+        *(_pct(f"ar_{size}_{budget}", f"AR@{budget} {size}") for size in SIZE_NAMES),
+        *(_pct(f"ar_{group}_{budget}", f"AR@{budget} {group}") for group in FREQUENCY_NAMES),
+    )
+
+
+PROPOSALS = TaskSpec(
+    name="proposals",
+    label="Zero-shot object proposals (segment everything)",
+    description=(
+        "Class-agnostic mask average recall (IoU 0.50:0.95) of the masks a segment-everything "
+        "generator proposes, ranked by predicted IoU, at 1000 and 100 proposals per image; by "
+        "object size, and on LVIS by category frequency. One table per dataset and evaluation "
+        "protocol."
+    ),
+    metrics=(
+        _pct("ar_1000", "AR@1000"),
+        _pct("ar_100", "AR@100"),
+        *_recall_family(1000),
+        *_recall_family(100),
+        _count("n_instances", "instances"),
+        _count("n_proposals", "proposals"),
+        _count("n_images", "images"),
+    ),
+    primary="ar_1000",
+    # the proposal source is the model; what changes its numbers is how many proposals are
+    # kept, the generator's settings (null for the weightless references) and the image subset
+    variant_keys=("max_proposals", "generator", "limit_images"),
+    group_by=("dataset", "protocol"),
+    protocol=True,
+)
+
+
 THROUGHPUT = TaskSpec(
     name="throughput",
     label="Throughput and latency",
@@ -428,6 +468,7 @@ TASKS: dict[str, TaskSpec] = {
     for t in (
         ZEROSHOT,
         INSTSEG,
+        PROPOSALS,
         THROUGHPUT,
         MODEL,
         IMAGENET,

@@ -36,7 +36,7 @@ Dataset block (read by the report; every key optional)
     integers or ``null``. A file without ``n_images_skipped`` counts the image-level reasons of
     ``skips`` (:data:`IMAGE_SKIP_REASONS`) instead (:func:`images_skipped`).
 
-Protocol (tasks ``zeroshot`` and ``instseg``)
+Protocol (tasks ``zeroshot``, ``instseg`` and ``proposals``)
     ``config.protocol`` names the preset the run followed (one of :data:`PROTOCOL_NAMES` for
     esam's presets) and ``config.protocol_overrides`` is an object of the settings changed from
     that preset (``{}`` when none). Files written before presets existed have neither key and
