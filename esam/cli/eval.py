@@ -8,6 +8,8 @@ Subcommands::
                        --images DIR --detections FILE [...] --output FILE.json
     esam eval proposals --model NAME|oracle|box_grid [--checkpoint PATH] --dataset coco|lvis
                        --annotations FILE --images DIR [generator settings] --output FILE.json
+    esam eval imagenet --mode finetune|linear|eval --backbone CKPT --train DIR --val DIR
+                       [--labels FILE] --output RUN_DIR [--config NAME_OR_YAML] [--resume]
     esam eval models   (list the available model adapters)
 
 Run under ``torchrun --nproc_per_node N -m esam.cli.main eval ...`` to shard images across
@@ -74,6 +76,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_config_arguments(r, ProposalsConfig, fields=_flags(ProposalsConfig))
     r.set_defaults(func=run_proposals_cli)
+
+    from esam.cli.imagenet import register as register_imagenet
+
+    register_imagenet(tasks)
 
     m = tasks.add_parser("models", help="list the model adapters")
     m.set_defaults(func=list_models_cli)

@@ -1,0 +1,82 @@
+"""``esam eval imagenet``: ImageNet-1K classification of a ViT backbone (fine-tune, probe, eval).
+
+Usage::
+
+    esam eval imagenet --mode finetune|linear|eval --backbone CKPT --train DIR --val DIR
+                       [--labels FILE] --output RUN_DIR [--config NAME_OR_YAML] [--resume]
+                       [KEY=VALUE ...]
+
+Configs (``--config``): ``vit_tiny``, ``vit_small``, ``vit_base`` (the paper's fine-tuning
+recipe and MAE's linear probe) and ``tiny`` (a CPU-sized run); every field can be set with
+``KEY=VALUE`` (``train.epochs=10``, ``linear.lars=false``). ``--backbone`` takes an ``esam
+pretrain export`` file, an EfficientSAM checkpoint or a timm ViT state dict (DeiT, MAE, DINO).
+``--mode eval`` evaluates ``model.checkpoint=RUN_DIR/classifier.pt`` of an earlier run.
+RUN_DIR receives config.yaml, log.jsonl, checkpoints/, classifier.pt, results.json and
+results.rows.jsonl. Run under ``torchrun --nproc_per_node N -m esam.cli.main eval imagenet ...``
+for one process per GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+#: Short flags and the config fields they set.
+_ALIASES = {
+    "backbone": "model.backbone",
+    "train": "data.train",
+    "val": "data.val",
+    "labels": "data.labels",
+}
+
+
+def register(tasks: argparse._SubParsersAction) -> None:
+    """Add ``imagenet`` to the ``esam eval`` subcommands."""
+    from esam.classify.config import ClassifyConfig
+    from esam.cli.config_args import add_config_arguments
+
+    p = tasks.add_parser(
+        "imagenet",
+        help="ImageNet-1K top-1/top-5 of a ViT backbone: fine-tune, linear probe or evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--backbone", metavar="CKPT", help="backbone weights (esam, EfficientSAM, timm)")
+    p.add_argument("--train", metavar="DIR", help="training images, one folder per class")
+    p.add_argument("--val", metavar="DIR", help="val images: class folders or a flat folder")
+    p.add_argument("--labels", metavar="FILE", help="labels file of a flat val folder")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint"
+    )
+    add_config_arguments(p, ClassifyConfig, fields=("mode", "output", "device"))
+    p.set_defaults(func=run_imagenet_cli)
+
+
+def run_imagenet_cli(args: argparse.Namespace) -> int:
+    from esam.classify.config import ClassifyConfig
+    from esam.classify.run import run_classify
+    from esam.cli.config_args import CONFIG_DEST, OVERRIDES_DEST, explicit_flags
+    from esam.config import load_config
+
+    flags: dict[str, Any] = explicit_flags(args)
+    for dest, key in _ALIASES.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            flags[key] = value
+    if args.resume:
+        flags["train.resume"] = "auto"
+        flags["linear.train.resume"] = "auto"
+    cfg = load_config(
+        ClassifyConfig,
+        getattr(args, CONFIG_DEST, None),
+        list(getattr(args, OVERRIDES_DEST, []) or []),
+        flags=flags,
+    )
+    result = run_classify(cfg)
+    if result.results is not None:
+        m = result.results["metrics"]
+        print(
+            f"top-1 {m['top1']:.2f}%, top-5 {m['top5']:.2f}% on {m['n_images']} images "
+            f"({cfg.mode}) -> {result.run_dir / 'results.json'}"
+        )
+    return 0
