@@ -292,3 +292,24 @@ def test_flat_image_gives_one_mask_of_everything() -> None:
     records = generate(OracleSam(), np.full((40, 50, 3), 9, np.uint8), points_per_side=3)
     assert len(records) == 1
     assert records[0]["area"] == 40 * 50 and records[0]["bbox"] == [0, 0, 49, 39]
+
+
+def test_mask_data_parts_join_as_segment_anything_cat_joins_them():
+    amg = pytest.importorskip("segment_anything.utils.amg")
+    from esam.everything.generator import concat_mask_data
+
+    def part(start: int, n: int) -> object:
+        return amg.MaskData(
+            iou_preds=torch.arange(start, start + n, dtype=torch.float32),
+            points=np.arange(2 * start, 2 * (start + n)).reshape(n, 2),
+            rles=[{"size": [2, 2], "counts": [i, 4 - i]} for i in range(start, start + n)],
+        )
+
+    parts = [part(0, 3), part(3, 0), part(3, 2)]
+    expected = amg.MaskData()
+    for p in parts:
+        expected.cat(p)
+    joined = concat_mask_data(amg, parts)
+    assert torch.equal(joined["iou_preds"], expected["iou_preds"])
+    assert np.array_equal(joined["points"], expected["points"])
+    assert joined["rles"] == expected["rles"] and len(joined["rles"]) == 5

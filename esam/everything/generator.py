@@ -22,6 +22,7 @@ segment-anything (the ``sam`` extra) and, for ``output_mode="coco_rle"``, pycoco
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,29 @@ def _check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def concat_mask_data(amg: Any, parts: list[Any]) -> Any:
+    """Join segment-anything ``MaskData`` parts in order, as ``MaskData.cat`` would.
+
+    ``MaskData.cat`` deep-copies every list it appends (the RLEs: one list of run lengths per
+    mask), so appending chunk after chunk copies the RLEs again and again; here each part's
+    lists are joined once, without copies (the parts are fresh and not used afterwards).
+
+    Args:
+        amg: ``segment_anything.utils.amg``.
+        parts: ``MaskData`` objects with the same keys (at least one).
+    """
+    joined: dict[str, Any] = {}
+    for key, first in parts[0].items():
+        values = [part[key] for part in parts]
+        if isinstance(first, torch.Tensor):
+            joined[key] = torch.cat(values, dim=0)
+        elif isinstance(first, np.ndarray):
+            joined[key] = np.concatenate(values, axis=0)
+        else:
+            joined[key] = list(itertools.chain.from_iterable(values))
+    return amg.MaskData(**joined)
 
 
 class EfficientSamAutomaticMaskGenerator:
@@ -224,9 +248,13 @@ class EfficientSamAutomaticMaskGenerator:
         crop_boxes, layer_idxs = amg.generate_crop_boxes(
             orig_size, self.crop_n_layers, self.crop_overlap_ratio
         )
-        data = amg.MaskData()
-        for crop_box, layer_idx in zip(crop_boxes, layer_idxs, strict=True):
-            data.cat(self._process_crop(image, crop_box, layer_idx, orig_size))
+        data = concat_mask_data(
+            amg,
+            [
+                self._process_crop(image, crop_box, layer_idx, orig_size)
+                for crop_box, layer_idx in zip(crop_boxes, layer_idxs, strict=True)
+            ],
+        )
         if len(crop_boxes) > 1 and len(data["rles"]) > 0:
             # prefer masks from smaller crops
             boxes = data["boxes"].float()
@@ -256,9 +284,13 @@ class EfficientSamAutomaticMaskGenerator:
         )
         points_for_crop = self.point_grids[layer_idx] * np.array(crop_size)[None, ::-1]
 
-        data = amg.MaskData()
-        for (points,) in amg.batch_iterator(self.points_per_batch, points_for_crop):
-            data.cat(self._process_batch(embedding, points, crop_size, crop_box, orig_size))
+        data = concat_mask_data(
+            amg,
+            [
+                self._process_batch(embedding, points, crop_size, crop_box, orig_size)
+                for (points,) in amg.batch_iterator(self.points_per_batch, points_for_crop)
+            ],
+        )
         del embedding
 
         if len(data["rles"]) > 0:
@@ -311,13 +343,15 @@ class EfficientSamAutomaticMaskGenerator:
             keep = iou > self.pred_iou_thresh
             low_res, iou, point_rows = low_res[keep], iou[keep], point_rows[keep.cpu()]
 
-        out = amg.MaskData(
-            iou_preds=iou[:0],
-            points=point_rows[:0],
-            stability_score=iou[:0],
-            boxes=torch.zeros((0, 4), dtype=torch.int64, device=dev),
-            rles=[],
-        )
+        parts = [
+            amg.MaskData(
+                iou_preds=iou[:0],
+                points=point_rows[:0],
+                stability_score=iou[:0],
+                boxes=torch.zeros((0, 4), dtype=torch.int64, device=dev),
+                rles=[],
+            )
+        ]
         threshold = self.model.mask_threshold
         orig_h, orig_w = orig_size
         for start in range(0, low_res.shape[0], self.upsample_batch):
@@ -345,5 +379,5 @@ class EfficientSamAutomaticMaskGenerator:
                 amg.uncrop_masks(masks, crop_box, orig_h, orig_w)
             )
             del masks
-            out.cat(chunk)
-        return out
+            parts.append(chunk)
+        return concat_mask_data(amg, parts)
