@@ -52,7 +52,7 @@ from esam.runtime.distributed import (
     setup_logging,
     shard,
 )
-from esam.runtime.seeding import seed_everything
+from esam.runtime.seeding import derive_seed, seed_everything
 from esam.train import Trainer, build_optimization, make_train_loader, steps_per_epoch
 from esam.train.metrics import LOG_FILENAME, read_log
 from esam.train.schedules import ParamScheduler, build_schedules, peak_lr
@@ -239,7 +239,12 @@ def _linear(
     fval = extract_features(model, val, cache, "val", settings, *common)
     if not len(ftrain["labels"]):
         raise InputError(f"no readable training image in {cfg.data.train}")
-    probe = Probe(model.trunk.embed_dim, len(train.classes), cfg.linear.batchnorm).to(device)
+    # the probe's initial weights must not depend on whether the features came from the cache
+    # (iterating a DataLoader draws from the global RNG)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(loop.seed, 1))
+        probe = Probe(model.trunk.embed_dim, len(train.classes), cfg.linear.batchnorm)
+    probe.to(device)
     loader = make_train_loader(FeatureSet(ftrain["features"], ftrain["labels"]), loop, ctx)
     assert loader.batch_size is not None
     spe = steps_per_epoch(loader.sampler, loader.batch_size, loop.accum_steps)  # type: ignore[arg-type]
