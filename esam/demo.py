@@ -243,6 +243,51 @@ def stage_finetune(plan: DemoPlan) -> None:
     )  # fmt: skip
 
 
+#: Settings of the demo's segment-everything stage: a 256 px, 2-block EfficientSAM-Ti with
+#: stand-in weights (fast on one CPU core), and filters lifted because stand-in masks never
+#: pass segment-anything's defaults (0.88 / 0.95).
+EVERYTHING_SETTINGS = ("--pred-iou-thresh", "0", "--stability-score-thresh", "0")
+
+
+def stage_everything(plan: DemoPlan) -> None:
+    """Segment everything in a shipped sample image, then score object proposals.
+
+    ``esam everything`` writes COCO-RLE records (``everything/masks.json``) and a coloured
+    overlay (``everything/overlay.png``); ``esam eval proposals`` scores the weightless
+    references (``oracle``: AR = 100; ``box_grid``) and the generator on the shipped
+    COCO-format sample, for the report's object-proposal table. With stand-in weights the
+    generator's masks and recall are not meaningful.
+    """
+    import esam
+    from esam.data.synthetic import sample_paths
+    from esam.standin import load_standin_weights
+
+    annotations, images = sample_paths()
+    root = plan.out / "everything"
+    weights = root / "standin_256px.pt"
+    model = esam.build_model(DEMO_MODEL, img_size=256, encoder_depth=2)
+    load_standin_weights(model)
+    esam.save_checkpoint(model, weights, DEMO_MODEL, model.config.to_dict(), weights="standin")
+    generator = ["--model", "efficientsam", "--checkpoint", str(weights), *EVERYTHING_SETTINGS]
+    image = images / min(p.name for p in images.glob("*.png"))
+    _cli(
+        ["everything", *generator, "--image", str(image),
+         "--points-per-side", "8" if plan.quick else "16",
+         "--out", str(root / "masks.json"), "--overlay", str(root / "overlay.png")]
+    )  # fmt: skip
+    limit = ["--limit-images", "2"] if plan.quick else []
+    for name, extra in (
+        ("oracle", ["--model", "oracle"]),
+        ("box_grid", ["--model", "box_grid"]),
+        ("efficientsam_standin_256px", [*generator, "--points-per-side", "8"]),
+    ):
+        _cli(
+            ["eval", "proposals", *extra, "--dataset", "coco", "--annotations", str(annotations),
+             "--images", str(images), "--workers", "0", "--no-progress", *limit,
+             "--output", str(plan.results / "proposals" / f"sample_{name}.json")]
+        )  # fmt: skip
+
+
 def stage_report(plan: DemoPlan) -> None:
     """Leaderboards, plots and the HTML page from every results file above.
 
@@ -262,6 +307,7 @@ STAGES: list[tuple[str, Callable[[DemoPlan], None]]] = [
     ("CPU throughput", stage_throughput),
     ("SAMI pretraining", stage_pretrain),
     ("EfficientSAM fine-tuning", stage_finetune),
+    ("segment everything", stage_everything),
     ("report", stage_report),
 ]
 

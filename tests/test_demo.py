@@ -15,7 +15,7 @@ from esam.utils.results import validate_results
 def test_demo_quick_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = run_demo(tmp_path / "demo", quick=True)
     out = capsys.readouterr().out
-    assert "[8/8] report: done" in out
+    assert "[9/9] report: done" in out
     assert (tmp_path / "demo" / "predict" / "overlay.png").stat().st_size > 1000
     files = sorted((tmp_path / "demo" / "results").rglob("*.json"))
     results = [json.loads(p.read_text()) for p in files if not p.name.endswith(".segm.json")]
@@ -26,11 +26,20 @@ def test_demo_quick_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureFixtu
         "throughput",
         "pretrain",
         "finetune",
+        "proposals",
     }
     assert (tmp_path / "demo" / "pretrain" / "backbone.pt").is_file()
     assert (report / "plots" / "training_curves.png").is_file()
     oracle = [r for r in valid if r["task"] == "zeroshot" and r["model"]["name"] == "oracle"]
     assert oracle and oracle[0]["metrics"]["miou"] == pytest.approx(100.0)
+    records = json.loads((tmp_path / "demo" / "everything" / "masks.json").read_text())
+    assert all(list(r) == ["segmentation", "area", "bbox", "predicted_iou", "point_coords",
+                           "stability_score", "crop_box"] for r in records)  # fmt: skip
+    assert (tmp_path / "demo" / "everything" / "overlay.png").stat().st_size > 1000
+    proposals = {r["model"]["name"]: r for r in valid if r["task"] == "proposals"}
+    assert proposals["oracle"]["metrics"]["ar_1000"] == pytest.approx(100.0)
+    assert set(proposals) == {"oracle", "box_grid", "efficientsam"}
     html = (report / "index.html").read_text()
     assert "oracle" in html and "box_fill" in html
+    assert "Zero-shot object proposals" in html and "59.3" in html  # SAM ViT-H, published
     assert "<svg" in html or "<img" in html
