@@ -10,7 +10,7 @@ features against re-encoding.
    to the fp16 cache) plus 10 epochs of the probe on cached vectors, against a probe that
    re-encodes every image every epoch (10 backbone passes).
 
-Data: a generated shape/colour set (``esam.classify.synthetic``) at ``--src-size`` px,
+Data: a generated shape/colour set (``esam.data.synth_classes``) at ``--src-size`` px,
 resized to the model's input. Model: a random ViT of ``--arch`` at ``--img-size``. Run with
 ``OMP_NUM_THREADS=1`` and ``--threads 1`` on a shared CPU. Prints one JSON object.
 """
@@ -45,7 +45,7 @@ def main() -> None:
     from esam.classify.evaluate import evaluate_model, run_batches
     from esam.classify.linear import FeatureSet, Probe, extract_features
     from esam.classify.model import build_classifier
-    from esam.classify.synthetic import write_synthetic_classes
+    from esam.data.synth_classes import write_synthetic_classes
     from esam.runtime.distributed import DistContext
     from esam.runtime.precision import autocast
 

@@ -14,8 +14,8 @@ from esam.classify.backbones import load_backbone
 from esam.classify.config import ModelConfig
 from esam.classify.data import train_images, val_images
 from esam.classify.model import build_trunk
-from esam.classify.synthetic import write_synthetic_classes
 from esam.cli.main import main
+from esam.data.synth_classes import write_synthetic_classes
 from esam.errors import InputError
 from tests.conftest import require_shared
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from esam.classify.synthetic import write_synthetic_classes
 from esam.cli.main import main
+from esam.data.synth_classes import write_synthetic_classes
 
 
 def test_a_run_sits_beside_the_papers_table_1(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from esam.classify.synthetic import write_synthetic_classes
 from esam.cli.main import main
+from esam.data.synth_classes import write_synthetic_classes
 from esam.train.metrics import read_log
 from esam.utils.results import validate_results
 from tests.numerics import network_tolerance

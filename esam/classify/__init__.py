@@ -7,7 +7,6 @@
 * :mod:`esam.classify.linear`: cached fp16 features, the BatchNorm + linear probe, LARS.
 * :mod:`esam.classify.evaluate`: top-1 / top-5, per-image rows, per-class accuracy.
 * :mod:`esam.classify.run`: one ``esam eval imagenet`` run on the shared training engine.
-* :mod:`esam.classify.synthetic`: a generated set of shape/colour classes.
 
 timm (the ``classify`` extra) is imported lazily, where a transform, Mixup, loss or LARS is made.
 """

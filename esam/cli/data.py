@@ -1,4 +1,5 @@
-"""``esam data``: datasets in SA-1B's layout (generated, or converted from COCO / LVIS).
+"""``esam data``: datasets in SA-1B's layout (generated, or converted from COCO / LVIS) and a
+generated classification set in ImageNet's layout.
 
 Subcommands::
 
@@ -7,8 +8,10 @@ Subcommands::
                          [--format tar|folder]
     esam data coco-to-sa1b --annotations FILE --images DIR --out DIR [--shard-size N]
                            [--dataset coco|lvis] [--skip-bad-images]
+    esam data synth-classes --out DIR --classes N --per-class N [--val-per-class N]
+                            [--size PX] [--seed S]
 
-Both print a JSON summary (files written, images, masks, counts by reason) on stdout.
+Each prints a JSON summary (files written, images, masks, counts by reason) on stdout.
 ``docs/data.md`` describes the formats and which bad inputs are errors and which are counted.
 """
 
@@ -42,10 +45,11 @@ def _positive(text: str) -> int:
 
 
 def register(sub: Any) -> argparse.ArgumentParser:
-    """Add ``esam data`` with its ``synth-sa1b`` and ``coco-to-sa1b`` subcommands."""
+    """Add ``esam data`` with its ``synth-sa1b``, ``coco-to-sa1b`` and ``synth-classes``
+    subcommands."""
     p: argparse.ArgumentParser = sub.add_parser(
         "data",
-        help="datasets in SA-1B's layout: generate a synthetic one, convert COCO / LVIS",
+        help="datasets: synthetic or converted SA-1B sets, a synthetic ImageNet-layout set",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -122,6 +126,30 @@ def register(sub: Any) -> argparse.ArgumentParser:
     )
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=coco_to_sa1b_cli)
+
+    k = tasks.add_parser(
+        "synth-classes",
+        help="write a seeded synthetic classification set in ImageNet's layout (train/, val/)",
+        description="One shape of its own colour per class (disc, square, triangle, cross, "
+        "ring, bars, diamond; at most 8 classes) on a noisy background, written as PNGs in "
+        "class folders under OUT/train and OUT/val (the layout of esam eval imagenet --train "
+        "/ --val); the same seed gives the same bytes.",
+    )
+    k.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty)")
+    k.add_argument("--classes", required=True, type=_positive, metavar="N", help="classes (1-8)")
+    k.add_argument(
+        "--per-class", required=True, type=_positive, metavar="N", help="train images per class"
+    )
+    k.add_argument(
+        "--val-per-class",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="val images per class (default: a quarter of --per-class, at least 1)",
+    )
+    k.add_argument("--size", type=_positive, default=32, metavar="PX", help="side (default: 32)")
+    k.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    k.set_defaults(func=synth_classes_cli)
     return p
 
 
@@ -156,6 +184,21 @@ def coco_to_sa1b_cli(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         skip_bad_images=args.skip_bad_images,
         progress=not args.no_progress,
+    )
+    print(json.dumps(summary.as_dict(), indent=2))
+    return 0
+
+
+def synth_classes_cli(args: argparse.Namespace) -> int:
+    from esam.data.synth_classes import write_synth_classes
+
+    summary = write_synth_classes(
+        args.out,
+        args.classes,
+        args.per_class,
+        val_per_class=args.val_per_class,
+        size=args.size,
+        seed=args.seed,
     )
     print(json.dumps(summary.as_dict(), indent=2))
     return 0

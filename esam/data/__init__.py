@@ -9,6 +9,7 @@
 * :mod:`esam.data.tarshards`: indexed reads of tar shards (``shard.tar::member`` paths).
 * :mod:`esam.data.synthetic`: the project's own generated COCO-format sample.
 * :mod:`esam.data.synth_sa1b`: generated SA-1B-format sets (one mask per visible part).
+* :mod:`esam.data.synth_classes`: a generated classification set in ImageNet's folder layout.
 * :mod:`esam.data.convert`: COCO / LVIS instances to SA-1B format.
 * :mod:`esam.data.scenes`, :mod:`esam.data.imagefolder`: generated and real image folders.
 * :mod:`esam.data.views`: seeded augmented views (random resized crop and flip).
