@@ -8,7 +8,8 @@ Usage::
 
 Configs (``--config``): ``vit_tiny``, ``vit_small``, ``vit_base`` (the paper's fine-tuning
 recipe and MAE's linear probe) and ``tiny`` (a CPU-sized run); every field can be set with
-``KEY=VALUE`` (``train.epochs=10``, ``linear.lars=false``). ``--backbone`` takes an ``esam
+``KEY=VALUE`` (``train.epochs=10``, ``linear.lars=false``), before, between or after the flags;
+``KEY=VALUE`` overrides win over flags and are applied in order. ``--backbone`` takes an ``esam
 pretrain export`` file, an EfficientSAM checkpoint or a timm ViT state dict (DeiT, MAE, DINO).
 ``--mode eval`` evaluates ``model.checkpoint=RUN_DIR/classifier.pt`` of an earlier run.
 RUN_DIR receives config.yaml, log.jsonl, checkpoints/, classifier.pt, results.json and
@@ -31,13 +32,27 @@ _ALIASES = {
 
 
 def register(tasks: argparse._SubParsersAction) -> None:
-    """Add ``imagenet`` to the ``esam eval`` subcommands."""
+    """Add ``imagenet`` to the ``esam eval`` subcommands.
+
+    The arguments are parsed by :func:`parser` with ``parse_intermixed_args``, so ``KEY=VALUE``
+    overrides may stand anywhere among the flags (as in ``esam finetune``).
+    """
+    p = tasks.add_parser(
+        "imagenet",
+        add_help=False,
+        help="ImageNet-1K top-1/top-5 of a ViT backbone: fine-tune, linear probe or evaluate",
+        description=__doc__,
+    )
+    p.set_defaults(func=dispatch, pass_through=True)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The parser of ``esam eval imagenet``'s own arguments."""
     from esam.classify.config import ClassifyConfig
     from esam.cli.config_args import add_config_arguments
 
-    p = tasks.add_parser(
-        "imagenet",
-        help="ImageNet-1K top-1/top-5 of a ViT backbone: fine-tune, linear probe or evaluate",
+    p = argparse.ArgumentParser(
+        prog="esam eval imagenet",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -49,12 +64,22 @@ def register(tasks: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint"
     )
     add_config_arguments(p, ClassifyConfig, fields=("mode", "output", "device"))
-    p.set_defaults(func=run_imagenet_cli)
+    return p
 
 
-def run_imagenet_cli(args: argparse.Namespace) -> int:
+def dispatch(args: argparse.Namespace) -> int:
+    """Parse the pass-through arguments (flags and overrides in any order), then run."""
+    return run_imagenet_cli(parser().parse_intermixed_args(list(args.argv)))
+
+
+def resolve_config(args: argparse.Namespace) -> Any:
+    """The :class:`~esam.classify.config.ClassifyConfig` of parsed arguments: defaults <
+    ``--config`` < flags < ``KEY=VALUE`` (in order).
+
+    Raises:
+        esam.config.ConfigError: every problem of the resolved values.
+    """
     from esam.classify.config import ClassifyConfig
-    from esam.classify.run import run_classify
     from esam.cli.config_args import CONFIG_DEST, OVERRIDES_DEST, explicit_flags
     from esam.config import load_config
 
@@ -66,12 +91,18 @@ def run_imagenet_cli(args: argparse.Namespace) -> int:
     if args.resume:
         flags["train.resume"] = "auto"
         flags["linear.train.resume"] = "auto"
-    cfg = load_config(
+    return load_config(
         ClassifyConfig,
         getattr(args, CONFIG_DEST, None),
         list(getattr(args, OVERRIDES_DEST, []) or []),
         flags=flags,
     )
+
+
+def run_imagenet_cli(args: argparse.Namespace) -> int:
+    from esam.classify.run import run_classify
+
+    cfg = resolve_config(args)
     result = run_classify(cfg)
     if result.results is not None:
         m = result.results["metrics"]
