@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from esam.demo import run_demo
+from esam.demo import IMAGENET_DATASET, run_demo
 from esam.utils.results import validate_results
 
 
@@ -15,7 +15,7 @@ from esam.utils.results import validate_results
 def test_demo_quick_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = run_demo(tmp_path / "demo", quick=True)
     out = capsys.readouterr().out
-    assert "[9/9] report: done" in out
+    assert "[10/10] report: done" in out
     assert (tmp_path / "demo" / "predict" / "overlay.png").stat().st_size > 1000
     files = sorted((tmp_path / "demo" / "results").rglob("*.json"))
     results = [json.loads(p.read_text()) for p in files if not p.name.endswith(".segm.json")]
@@ -27,6 +27,7 @@ def test_demo_quick_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureFixtu
         "pretrain",
         "finetune",
         "proposals",
+        "imagenet",
     }
     assert (tmp_path / "demo" / "pretrain" / "backbone.pt").is_file()
     assert (report / "plots" / "training_curves.png").is_file()
@@ -39,7 +40,12 @@ def test_demo_quick_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureFixtu
     proposals = {r["model"]["name"]: r for r in valid if r["task"] == "proposals"}
     assert proposals["oracle"]["metrics"]["ar_1000"] == pytest.approx(100.0)
     assert set(proposals) == {"oracle", "box_grid", "efficientsam"}
+    imagenet = {r["config"]["mode"]: r for r in valid if r["task"] == "imagenet"}
+    assert set(imagenet) == {"finetune", "linear"}
+    assert all(r["dataset"]["name"] == IMAGENET_DATASET for r in imagenet.values())
+    assert all(r["metrics"]["n_images"] == 16 for r in imagenet.values())  # 4 classes x 4 val
     html = (report / "index.html").read_text()
+    assert "ImageNet-1K classification" in html and IMAGENET_DATASET in html
     assert "oracle" in html and "box_fill" in html
     assert "Zero-shot object proposals" in html and "59.3" in html  # SAM ViT-H, published
     assert "<svg" in html or "<img" in html
