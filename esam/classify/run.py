@@ -299,6 +299,18 @@ def _curve(run_dir: Path) -> list[dict[str, float]]:
     ]
 
 
+def _weights_label(mode: str, origin: dict[str, Any]) -> str | None:
+    """What the evaluated classifier's weights are, for the report's caveats: a fine-tuned or
+    probed model is trained whatever its backbone started from (a random backbone's probe is a
+    baseline, not a placeholder); only ``eval`` of an untrained model keeps the origin's label."""
+    start = origin.get("weights") or origin.get("init")
+    if mode == "finetune":
+        return f"fine-tuned from {start or 'unrecorded weights'}"
+    if mode == "linear":
+        return f"linear probe on {start or 'unrecorded weights'} (backbone frozen)"
+    return None if start is None else str(start)
+
+
 def _write_results(
     cfg: ClassifyConfig,
     model: ViTClassifier,
@@ -353,7 +365,7 @@ def _write_results(
             "backbone": backbone,
             "backbone_sha256": origin.get("sha256"),
             "origin": origin,
-            "weights": origin.get("weights") or origin.get("init"),
+            "weights": _weights_label(mode, origin),
             "params": sum(p.numel() for p in model.parameters()),
         },
         config=config,
