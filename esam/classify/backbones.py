@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from esam.checkpoint import TRUNK_ROOTS, CheckpointError, load_trunk_state, read_checkpoint
 from esam.modeling.vit import ViT, resize_pos_embed
 from esam.utils.io import sha256_file
+
+if TYPE_CHECKING:
+    from esam.classify.model import ViTClassifier
 
 #: Wrapper prefixes some checkpoints put before timm's names (DDP, DINO's teacher, MAE-style).
 _PREFIXES = ("module.", "backbone.", "encoder.")
@@ -85,8 +88,9 @@ def resize_pos_embed_to(pos_embed: torch.Tensor, grid: int, source: str) -> torc
         source: named in errors.
 
     Returns:
-        1x(1 + grid^2)xC: a zero class slot (unused by the esam ViT) then the grid, resized
-        bicubically when the checkpoint's grid differs.
+        1x(1 + grid^2)xC: the class slot (the checkpoint's, else zeros; read only by a
+        class-token classifier) then the grid, resized bicubically when the checkpoint's grid
+        differs.
     """
     pe = pos_embed if pos_embed.ndim == 3 else pos_embed[None]
     slots = int(pe.shape[1])
@@ -99,7 +103,8 @@ def resize_pos_embed_to(pos_embed: torch.Tensor, grid: int, source: str) -> torc
         )
     grid_pe = resize_pos_embed(pe.float(), (grid, grid), has_cls)  # 1 x grid x grid x C
     flat = grid_pe.reshape(1, grid * grid, -1).to(pos_embed.dtype)
-    return torch.cat([flat.new_zeros(1, 1, flat.shape[-1]), flat], dim=1)
+    cls_slot = pe[:, :1].to(flat.dtype) if has_cls else flat.new_zeros(1, 1, flat.shape[-1])
+    return torch.cat([cls_slot, flat], dim=1)
 
 
 def read_trunk(path: str | Path, fmt: str = "auto") -> tuple[dict[str, torch.Tensor], dict]:
@@ -163,3 +168,51 @@ def load_backbone(vit: ViT, path: str | Path, fmt: str = "auto") -> dict[str, An
         origin["unexpected"] = extra
     load_trunk_state(vit, trunk, f"backbone {path}")
     return origin
+
+
+def load_class_token(model: ViTClassifier, origin: dict[str, Any]) -> str:
+    """Start a token-pooling classifier's class token and ``fc_norm`` from a timm backbone.
+
+    timm's ViT reads its class token after the final ``norm``, so ``cls_token`` and ``norm.*``
+    map onto ``model.cls_token`` and ``model.fc_norm``; they leave ``origin["dropped"]``.
+
+    Args:
+        model: a :class:`~esam.classify.model.ViTClassifier` with ``pool="token"``.
+        origin: the record of :func:`load_backbone` (its ``path`` and ``format``).
+
+    Returns:
+        What started the class token, for the results (``"timm checkpoint: cls_token, norm"``,
+        or ``"new: the backbone has no class token"``).
+
+    Raises:
+        CheckpointError: the checkpoint's class token or norm has another width.
+    """
+    if origin.get("format") != "timm":
+        return "new: the backbone has no class token"
+    state, _ = read_checkpoint(origin["path"])
+    named = {_strip(k): (k, v) for k, v in state.items()}
+    if model.cls_token is None:
+        raise ValueError("load_class_token needs a classifier with pool='token'")
+    width = int(model.cls_token.shape[-1])
+    targets: dict[str, tuple[torch.Tensor, tuple[int, ...]]] = {
+        "cls_token": (model.cls_token, (1, 1, width)),
+        "norm.weight": (model.fc_norm.weight, (width,)),
+        "norm.bias": (model.fc_norm.bias, (width,)),
+    }
+    loaded: list[str] = []
+    for name, (param, shape) in targets.items():
+        if name not in named:
+            continue
+        key, value = named[name]
+        if tuple(value.shape) != shape:
+            raise CheckpointError(
+                f"backbone {origin['path']}: {key} has shape {tuple(value.shape)}, the "
+                f"classifier needs {shape}"
+            )
+        with torch.no_grad():
+            param.copy_(value.to(param.dtype))
+        loaded.append(key)
+    if not any(_strip(k) == "cls_token" for k in loaded):
+        return "new: the backbone has no class token"
+    origin["dropped"] = [k for k in origin.get("dropped", []) if k not in loaded]
+    return "timm checkpoint: " + ", ".join(sorted({_strip(k).split(".")[0] for k in loaded}))

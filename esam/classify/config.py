@@ -34,7 +34,8 @@ ARCHS: dict[str, tuple[int, int, int]] = {
 
 @dataclass
 class ModelConfig:
-    """The classifier: an esam ViT trunk, global average pooling, a norm and a linear head."""
+    """The classifier: an esam ViT trunk, average or class-token pooling, a norm and a linear
+    head."""
 
     arch: Literal["vit_tiny", "vit_small", "vit_base"] = "vit_tiny"
     """ViT size (Ti 192/3 heads, S 384/6, B 768/12; 12 blocks, patch 16)."""
@@ -50,6 +51,10 @@ class ModelConfig:
     """Input side; the backbone's position embedding is resized to this grid once, at load."""
     drop_path: float = 0.1
     """Stochastic depth of the last block when fine-tuning (MAE: 0.1 for B, DeiT-Ti/S: 0.1)."""
+    pool: Literal["avg", "token"] = "avg"
+    """How the last block's tokens become one feature: ``avg`` (global average pooling, MAE's
+    fine-tuning and SAMI's) or ``token`` (a learned class token, DeiT's and DINO's; from a timm
+    backbone's ``cls_token`` and final ``norm`` when it has them)."""
     head_init_std: float = 2e-5
     """Standard deviation of the head's initial weights (MAE fine-tuning: 2e-5; probe: 0.01)."""
     backbone: str | None = None

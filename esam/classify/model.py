@@ -1,7 +1,10 @@
-"""The classifier: an esam ViT trunk, global average pooling, a LayerNorm and a linear head.
+"""The classifier: an esam ViT trunk, a pooled token, a LayerNorm and a linear head.
 
-As MAE's fine-tuning model with ``global_pool``: the tokens of the last block are averaged,
-normalised (``fc_norm``, LayerNorm eps 1e-6) and classified. The trunk's position embedding is
+As MAE's fine-tuning model with ``global_pool`` (``pool="avg"``, the default): the tokens of
+the last block are averaged, normalised (``fc_norm``, LayerNorm eps 1e-6) and classified. With
+``pool="token"`` (DeiT's and DINO's head) a learned class token, at the position embedding's
+class slot, runs through the blocks with the patch tokens and its output is normalised and
+classified; it starts from a timm checkpoint's ``cls_token`` where the backbone has one. The trunk's position embedding is
 stored at the classifier's own grid (224 px: 14x14 plus esam's unused class slot), so a
 backbone's embedding is resized once at load (:mod:`esam.classify.backbones`), never per step.
 
@@ -28,21 +31,37 @@ from esam.utils.io import write_bytes_atomic
 CLASSIFIER_FORMAT = "esam-classifier"
 
 
+#: Ways to pool the last block's tokens into one feature vector.
+POOLS = ("avg", "token")
+
+
 class ViTClassifier(nn.Module):
-    """ViT trunk -> mean of the tokens -> LayerNorm -> linear head.
+    """ViT trunk -> mean of the tokens (or the class token's output) -> LayerNorm -> linear head.
 
     Args:
         trunk: the ViT (input Bx3xHxW, H = W = its img_size).
         num_classes: outputs of the head.
         head_init_std: std of the head's truncated-normal initial weights (bias 0).
+        pool: ``avg`` (global average pooling) or ``token`` (a learned class token).
     """
 
-    def __init__(self, trunk: ViT, num_classes: int, head_init_std: float = 2e-5) -> None:
+    cls_token: nn.Parameter | None
+
+    def __init__(
+        self, trunk: ViT, num_classes: int, head_init_std: float = 2e-5, pool: str = "avg"
+    ) -> None:
         super().__init__()
         if num_classes < 1:
             raise InputError(f"a classifier needs at least one class, got {num_classes}")
+        if pool not in POOLS:
+            raise InputError(f"model.pool must be one of {', '.join(POOLS)}, got {pool!r}")
         self.trunk = trunk
         self.num_classes = num_classes
+        self.pool = pool
+        self.cls_token = None
+        if pool == "token":
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, trunk.embed_dim))
+            nn.init.normal_(self.cls_token, std=0.02)
         self.fc_norm = nn.LayerNorm(trunk.embed_dim, eps=1e-6)
         self.head = nn.Linear(trunk.embed_dim, num_classes)
         nn.init.trunc_normal_(
@@ -58,17 +77,22 @@ class ViTClassifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Bx3xHxW normalised images -> BxC pooled, normalised features (the head's input)."""
-        tokens, _ = self.trunk.embed(x)
-        tokens = self.trunk.forward_tokens(tokens)  # B x N x C
-        return self.fc_norm(tokens.mean(dim=1))
+        tokens, _ = self.trunk.embed(x)  # B x N x C
+        if self.cls_token is None:
+            return self.fc_norm(self.trunk.forward_tokens(tokens).mean(dim=1))
+        cls: torch.Tensor = self.cls_token
+        if self.trunk.pos_embed_cls_slot:
+            cls = cls + self.trunk.pos_embed[:, :1]
+        tokens = torch.cat([cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        return self.fc_norm(self.trunk.forward_tokens(tokens)[:, 0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Bx3xHxW -> BxK logits."""
         return self.head(self.features(x))
 
     def no_weight_decay(self) -> set[str]:
-        """The trunk's position embedding (1-D parameters are exempt anyway)."""
-        return {f"trunk.{n}" for n in self.trunk.no_weight_decay()}
+        """The trunk's position embedding and the class token (1-D parameters are exempt anyway)."""
+        return {f"trunk.{n}" for n in self.trunk.no_weight_decay()} | {"cls_token"}
 
     @property
     def num_layer_ids(self) -> int:
@@ -79,6 +103,8 @@ class ViTClassifier(nn.Module):
         """Layer of a parameter name for layer-wise lr decay."""
         if name.startswith("trunk."):
             return self.trunk.layer_id(name[len("trunk.") :])
+        if name == "cls_token":
+            return 0
         return self.trunk.depth + 1
 
 
@@ -106,19 +132,23 @@ def build_classifier(
 ) -> tuple[ViTClassifier, dict[str, Any]]:
     """The classifier with its initial trunk weights and a record of where they came from.
 
-    Random weights (MAE initialisation), then ``cfg.backbone`` when given.
+    Random weights (MAE initialisation), then ``cfg.backbone`` when given; with token pooling,
+    a timm backbone's ``cls_token`` and final ``norm`` start the class token and ``fc_norm``
+    (its head applies that norm before reading the class token).
 
     Raises:
         FileNotFoundError: the backbone file does not exist.
         CheckpointError: the backbone does not fit (every key named).
     """
-    from esam.classify.backbones import load_backbone
+    from esam.classify.backbones import load_backbone, load_class_token
 
     trunk = build_trunk(cfg, drop_path)
     origin: dict[str, Any] = {"init": "random (MAE initialisation)"}
     if cfg.backbone is not None:
         origin = {"init": "backbone", **load_backbone(trunk, cfg.backbone, cfg.backbone_format)}
-    model = ViTClassifier(trunk, num_classes, cfg.head_init_std)
+    model = ViTClassifier(trunk, num_classes, cfg.head_init_std, cfg.pool)
+    if cfg.backbone is not None and model.cls_token is not None:
+        origin["class_token"] = load_class_token(model, origin)
     return model, origin
 
 
@@ -140,6 +170,7 @@ def save_classifier(
                 "num_heads": model.num_heads,
                 "patch_size": model.trunk.patch_size,
                 "img_size": cfg.img_size,
+                "pool": model.pool,
             },
             "classes": list(classes),
             "meta": meta,
@@ -177,7 +208,7 @@ def load_classifier(path: str | Path) -> tuple[ViTClassifier, list[str], dict[st
         img_size=int(arch["img_size"]),
         drop_path=0.0,
     )
-    model = ViTClassifier(build_trunk(mcfg), len(obj["classes"]))
+    model = ViTClassifier(build_trunk(mcfg), len(obj["classes"]), pool=str(arch.get("pool", "avg")))
     try:
         model.load_state_dict(obj["model"])
     except RuntimeError as e:
