@@ -176,3 +176,17 @@ def test_cli_runs_the_generator_on_a_checkpoint(
     # a model that is not EfficientSAM is refused with a message
     assert main([*common, "--model", "box_fill"]) == 2
     assert "cannot segment everything" in capsys.readouterr().err
+
+
+def test_sa1b_data_goes_through_the_same_evaluation(tmp_path: Path) -> None:
+    """Generated SA-1B shards: the oracle recalls every mask, the box grid far fewer."""
+    from esam.data.synth_sa1b import write_synthetic_sa1b
+
+    summary = write_synthetic_sa1b(tmp_path / "sa1b", 3, seed=2, height=96)
+    kw = dict(dataset="sa1b", annotations=str(summary.out), images=str(summary.out))
+    oracle = run_proposals(ProposalsConfig(model="oracle", **kw, progress=False))
+    grid = run_proposals(ProposalsConfig(model="box_grid", **kw, progress=False))
+    assert oracle is not None and grid is not None
+    assert oracle.results["metrics"]["n_instances"] == summary.n_masks
+    assert oracle.results["metrics"]["ar_1000"] == 100.0
+    assert grid.results["metrics"]["ar_1000"] < 50.0
