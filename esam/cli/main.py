@@ -25,6 +25,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "esam.cli.finetune",
     "esam.cli.data",
     "esam.cli.report",
+    "esam.cli.suite",
     "esam.cli.demo",
 )
 
