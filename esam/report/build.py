@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from esam.report.load import SkippedFile, load_results, write_tidy_csv
+from esam.report.load import SkippedFile, load_not_run, load_results, write_tidy_csv
 from esam.report.page import PageInfo, render_page
 from esam.report.plots import PlotResult, make_plots
 from esam.report.published import default_published_path, load_published
@@ -30,6 +30,7 @@ from esam.report.tables import (
     Leaderboard,
     build_leaderboards,
     main_board,
+    not_run_markdown,
     partial_markdown,
     partial_mask,
     partial_runs,
@@ -62,6 +63,7 @@ class ReportOutputs:
     boards: dict[str, list[Leaderboard]] = field(default_factory=dict)
     tidy: pd.DataFrame = field(default_factory=pd.DataFrame)
     partial: pd.DataFrame = field(default_factory=pd.DataFrame)
+    not_run: pd.DataFrame = field(default_factory=pd.DataFrame)
     max_skipped_images: float | None = DEFAULT_MAX_SKIPPED_IMAGES
 
     @property
@@ -174,6 +176,7 @@ def build_report(
         boards=boards,
         tidy=tidy,
         partial=partial,
+        not_run=load_not_run(results),
         max_skipped_images=max_skipped_images,
     )
     write_tidy_csv(tidy, outputs.results_csv)
@@ -199,12 +202,14 @@ def build_report(
         f"files read · {len(skipped)} skipped · published numbers: {published_note}"
     )
     partial_md = partial_markdown(partial, max_skipped_images)
+    if len(outputs.not_run):
+        partial_md += "\n" + not_run_markdown(outputs.not_run)
     write_text_atomic(
         outputs.report_md, _report_markdown(title, header, boards, plots, skipped, partial_md)
     )
     write_text_atomic(
         outputs.index_html,
-        render_page(info, boards, plots, skipped, partial, max_skipped_images),
+        render_page(info, boards, plots, skipped, partial, max_skipped_images, outputs.not_run),
     )
     return outputs
 
@@ -226,6 +231,11 @@ def summary_text(outputs: ReportOutputs, max_rows: int = 12) -> str:
             "listed apart, not ranked:"
         )
         lines += [f"    {p}" for p in outputs.partial["results_file"]]
+    if len(outputs.not_run):
+        lines.append(
+            f"  {len(outputs.not_run)} suite runs have no results (listed under 'Not run'):"
+        )
+        lines += [f"    {r['run']}: {r['reason']}" for r in outputs.not_run.to_dict("records")]
     drawn = sum(p.drawn for p in outputs.plots)
     lines.append(f"  plots: {drawn} drawn, {len(outputs.plots) - drawn} not drawn")
     board = outputs.main

@@ -92,8 +92,13 @@ STRING_COLUMNS: tuple[str, ...] = tuple(
 
 #: Keys of a metrics row (list-valued ``metrics``) that describe the configuration, not a number.
 _ROW_CONFIG_KEYS = ("component", "batch_size", "dtype", "compile")
-#: Side files written beside results files (per-instance rows, raw segmentations): never results.
-_SIDE_SUFFIXES = (".rows.json", ".rows.jsonl", ".rows.csv", ".segm.json")
+#: The ledger ``esam suite run`` keeps in a results folder (see :func:`load_not_run`).
+LEDGER_SUFFIX = ".ledger.json"
+#: Side files written beside results files (per-instance rows, raw segmentations, a suite's
+#: ledger): never results.
+_SIDE_SUFFIXES = (".rows.json", ".rows.jsonl", ".rows.csv", ".segm.json", LEDGER_SUFFIX)
+#: Columns of :func:`load_not_run`.
+NOT_RUN_COLUMNS = ("run", "task", "model", "dataset", "status", "reason", "ledger")
 #: Accepted values of ``units.percent_metrics`` and the factor that brings them to 0-100.
 PERCENT_UNITS: dict[str, float] = {"percent": 1.0, "fraction": 100.0}
 #: Model-block keys that may say the weights are placeholders (checked in this order).
@@ -185,6 +190,32 @@ def discover(dirs: Iterable[str | Path]) -> list[Path]:
             if path.is_file():
                 found[path.resolve()] = None
     return sorted(found)
+
+
+def load_not_run(dirs: Iterable[str | Path]) -> pd.DataFrame:
+    """The runs a benchmark suite did not run, from the ``not_run`` lists of its ledgers.
+
+    ``esam suite run`` writes ``<suite>.ledger.json`` into its results folder; each entry of its
+    ``not_run`` list names the run, task, model, dataset, status (``not run`` or ``failed``)
+    and the reason. Unreadable ledgers are ignored. Columns: :data:`NOT_RUN_COLUMNS`.
+    """
+    rows: list[dict[str, Any]] = []
+    for d in dirs:
+        root = Path(d)
+        ledgers = [root] if root.is_file() else sorted(root.rglob("*" + LEDGER_SUFFIX))
+        for path in ledgers:
+            if not path.name.endswith(LEDGER_SUFFIX):
+                continue
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            entries = data.get("not_run") if isinstance(data, dict) else None
+            for e in entries if isinstance(entries, list) else []:
+                if isinstance(e, dict):
+                    row = {k: _text(e.get(k)) for k in NOT_RUN_COLUMNS[:-1]}
+                    rows.append({**row, "ledger": display_path(path)})
+    return pd.DataFrame(rows, columns=list(NOT_RUN_COLUMNS))
 
 
 def display_path(path: Path) -> str:

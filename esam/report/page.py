@@ -274,6 +274,25 @@ def render_partial(partial: pd.DataFrame, max_skipped_images: float | None) -> s
     )
 
 
+def render_not_run(not_run: pd.DataFrame) -> str:
+    """The "Not run" section: suite runs without results (see :func:`esam.report.load.load_not_run`)."""
+    rows = "\n".join(
+        "<tr>"
+        + "".join(f"<td>{_e(r[k])}</td>" for k in ("run", "task", "model", "status"))
+        + f"<td>{_e(r['reason'])}</td></tr>"
+        for r in not_run.to_dict("records")
+    )
+    head = "".join(
+        f'<th data-type="text">{h}</th>' for h in ("run", "task", "model", "status", "reason")
+    )
+    return (
+        '<section id="not-run"><h2>Not run</h2><p class="desc">Runs of a benchmark suite '
+        "(<code>esam suite run</code>) with no results: an input was missing, esam has no harness "
+        'for the task, or the run failed.</p><div class="table-wrap"><table class="not-run sortable">'
+        f"<thead><tr>{head}</tr></thead><tbody>\n{rows}\n</tbody></table></div></section>"
+    )
+
+
 def render_page(
     info: PageInfo,
     boards: dict[str, list[Leaderboard]],
@@ -281,11 +300,13 @@ def render_page(
     skipped: Sequence[SkippedFile],
     partial: pd.DataFrame | None = None,
     max_skipped_images: float | None = DEFAULT_MAX_SKIPPED_IMAGES,
+    not_run: pd.DataFrame | None = None,
 ) -> str:
     """The full HTML document.
 
     ``partial`` lists the runs left out of the leaderboards for skipped images
-    (:func:`esam.report.tables.partial_runs`); its section appears when it is given.
+    (:func:`esam.report.tables.partial_runs`); its section appears when it is given. ``not_run``
+    lists a suite's runs without results; its section appears when it has rows.
     """
     nav = []
     sections = []
@@ -309,6 +330,9 @@ def render_page(
     if partial is not None:
         nav.append(f'<a href="#partial">Partial runs ({len(partial)})</a>')
         sections.append(render_partial(partial, max_skipped_images))
+    if not_run is not None and len(not_run):
+        nav.append(f'<a href="#not-run">Not run ({len(not_run)})</a>')
+        sections.append(render_not_run(not_run))
     nav.append('<a href="#plots">Plots</a>')
     nav.append(f'<a href="#skipped">Skipped files ({len(skipped)})</a>')
 

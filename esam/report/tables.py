@@ -607,3 +607,22 @@ def task_markdown(boards: list[Leaderboard]) -> str:
             parts.append(f"### {board.title}\n")
         parts.append(to_markdown(board))
     return "\n".join(parts)
+
+
+def not_run_markdown(not_run: pd.DataFrame) -> str:
+    """The "Not run" section of ``report.md``: suite runs that were not run or failed, and why."""
+    parts = [
+        "## Not run\n",
+        "Runs of a benchmark suite (`esam suite run`) with no results: an input was missing, "
+        "esam has no harness for the task, or the run failed.\n",
+    ]
+    if not_run.empty:
+        parts.append("None.\n")
+        return "\n".join(parts)
+    lines = ["| run | task | model | status | reason |", "| :--- | :--- | :--- | :--- | :--- |"]
+    for r in not_run.to_dict("records"):
+        cells = [
+            str(r[k]).replace("|", "\\|") for k in ("run", "task", "model", "status", "reason")
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(parts + lines) + "\n"
