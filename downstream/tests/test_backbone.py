@@ -1,0 +1,208 @@
+"""The esam ViT backbone, its windowed attention, the pyramid and layer decay (no mm* needed)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_ARCH, tiny_vit
+from esam_downstream.backbone import (
+    BackboneConfigError,
+    EsamViTBackbone,
+    InputSizeError,
+    default_global_blocks,
+    window_partition,
+    window_unpartition,
+)
+from esam_downstream.layer_decay import layer_decay_param_groups
+from esam_downstream.pyramid import SimpleFeaturePyramid
+
+import esam
+from esam.build import build_backbone
+from esam.checkpoint import CheckpointError, save_backbone
+
+
+def test_import_esam_pulls_in_no_mm_package() -> None:
+    assert esam.__version__
+    loaded = [m for m in sys.modules if m.split(".")[0] in ("mmcv", "mmdet", "mmseg", "mmengine")]
+    assert loaded == [], "esam and the plain-PyTorch parts must not import mm* packages"
+
+
+def test_all_global_equals_esam_vit_exactly(
+    tiny_backbone_ckpt: tuple[Path, torch.nn.Module],
+) -> None:
+    """window_size=0: the backbone is esam's ViT, same weights, bit-identical features."""
+    path, _ = tiny_backbone_ckpt
+    reference = build_backbone(path, img_size=128).eval()
+    backbone = EsamViTBackbone(checkpoint=path, img_size=128, window_size=0).eval()
+    x = torch.randn(2, 3, 128, 96)  # non-square: the position embedding is resized to 8x6
+    with torch.no_grad():
+        (ours,) = backbone(x)
+        theirs = reference.forward_features(x)
+    assert ours.shape == (2, 32, 8, 6)
+    assert torch.equal(ours, theirs)
+    assert backbone.backbone_info["format"] == "esam-backbone"
+
+
+def test_efficientsam_checkpoint_is_a_backbone(tmp_path: Path) -> None:
+    """An EfficientSAM checkpoint's image-encoder trunk loads; features equal the encoder's."""
+    model = esam.build_model("efficientsam_vitt", img_size=128, encoder_depth=2)
+    path = tmp_path / "esam_vitt.pt"
+    esam.save_checkpoint(model, path, model_name="efficientsam_vitt", config=model.config.to_dict())
+    backbone = EsamViTBackbone(checkpoint=path, img_size=128, window_size=0).eval()
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        assert torch.equal(backbone(x)[0], model.image_encoder.forward_features(x))
+    assert backbone.backbone_info["backbone_of"] == "image_encoder"
+
+
+def _reference_windowed_block(blk: torch.nn.Module, x: torch.Tensor, window: int) -> torch.Tensor:
+    """A windowed block as full attention over the zero-padded grid with a same-window mask.
+
+    x: BxHxWxC. A different computation from partitioning: every token's scores against every
+    padded token are formed, and pairs in different windows get -inf before the softmax.
+    """
+    b, h, w, c = x.shape
+    heads = blk.attn.num_heads
+    hp, wp = -(-h // window) * window, -(-w // window) * window
+    n = torch.zeros(b, hp, wp, c, dtype=x.dtype)
+    n[:, :h, :w] = blk.norm1(x)
+    tokens = n.reshape(b, hp * wp, c)
+    q, k, v = blk.attn.qkv(tokens).reshape(b, hp * wp, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+    rows = torch.arange(hp).repeat_interleave(wp) // window
+    cols = torch.arange(wp).repeat(hp) // window
+    win = rows * (wp // window) + cols
+    same = win[:, None] == win[None, :]
+    scores = (q @ k.transpose(-2, -1)) / (c // heads) ** 0.5
+    scores = scores.masked_fill(~same, float("-inf"))
+    out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, hp, wp, c)[:, :h, :w]
+    y = x + blk.attn.proj(out)
+    return y + blk.mlp(blk.norm2(y))
+
+
+@pytest.mark.parametrize("grid", [(8, 8), (8, 6), (7, 5)])
+def test_windowed_and_global_blocks_equal_reference(grid: tuple[int, int]) -> None:
+    """Block 0 windowed (3x3 windows, padded), block 1 global, vs. a masked full attention."""
+    window = 3
+    backbone = EsamViTBackbone(
+        arch=None, img_size=128, window_size=window, global_blocks=[1], **TINY_ARCH
+    )
+    backbone.vit.load_state_dict(tiny_vit(seed=1).state_dict())
+    backbone = backbone.double().eval()
+    x = torch.randn(2, 3, grid[0] * 16, grid[1] * 16, dtype=torch.float64)
+    with torch.no_grad():
+        (ours,) = backbone(x)
+        tokens, (h, w) = backbone.vit.embed(x)
+        ref = _reference_windowed_block(backbone.vit.blocks[0], tokens.view(2, h, w, -1), window)
+        ref = backbone.vit.blocks[1](ref.reshape(2, h * w, -1))
+        ref = ref.transpose(1, 2).reshape(2, -1, h, w)
+    # float64 rounding: each output passes through 2 blocks whose longest reductions are the
+    # MLP's hidden width and the padded token count; allow eps per summed term, times 2 blocks.
+    eps = torch.finfo(torch.float64).eps
+    hidden = int(TINY_ARCH["embed_dim"] * TINY_ARCH["mlp_ratio"])
+    n_padded = -(-h // window) * window * (-(-w // window) * window)
+    tol = eps * (hidden + n_padded) * 2 * float(ref.abs().max())
+    assert (ours - ref).abs().max().item() <= tol
+    # and the windows change the result (block 0 is not global)
+    full = EsamViTBackbone(arch=None, img_size=128, window_size=0, **TINY_ARCH).double().eval()
+    full.vit.load_state_dict(backbone.vit.state_dict())
+    with torch.no_grad():
+        assert (full(x)[0] - ours).abs().max() > 1e3 * tol
+
+
+def test_window_partition_round_trip() -> None:
+    x = torch.randn(2, 7, 5, 4)
+    windows, padded = window_partition(x, 3)
+    assert padded == (9, 6) and windows.shape == (2 * 3 * 2, 9, 4)
+    assert torch.equal(window_unpartition(windows, 3, padded, (7, 5)), x)
+    assert torch.equal(windows[0, :3], x[0, 0, :3])  # the first window's first row
+
+
+def test_default_global_blocks_are_vitdets() -> None:
+    assert default_global_blocks(12) == (2, 5, 8, 11)
+    with pytest.raises(BackboneConfigError):
+        default_global_blocks(10)
+
+
+def test_pyramid_strides_and_shapes() -> None:
+    """Strides 4/8/16/32 (plus an extra stride-64 level) from a stride-16 map."""
+    pyramid = SimpleFeaturePyramid(in_channels=32, out_channels=24, extra_levels=1)
+    feats = pyramid((torch.randn(2, 32, 8, 6),))
+    sizes = [(128 // s, 96 // s) for s in (4, 8, 16, 32)] + [(2, 2)]
+    assert [tuple(f.shape) for f in feats] == [(2, 24, *hw) for hw in sizes]
+    with pytest.raises(esam.errors.InputError):
+        SimpleFeaturePyramid(32, scales=(1.0, 2.0))
+
+
+def _corrupt(path: Path, tmp_path: Path, edit: str) -> Path:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    state = obj["model"]
+    if edit == "missing":
+        del state["blocks.1.norm1.bias"]
+    elif edit == "unexpected":
+        state["blocks.1.extra_scale"] = torch.ones(32)
+    else:
+        state["blocks.0.mlp.fc1.weight"] = torch.zeros(64, 32)
+    return save_backbone(tmp_path / f"{edit}.pt", state, obj["arch"])
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        ("missing", "missing keys (1): blocks.1.norm1.bias"),
+        ("unexpected", "unexpected keys (1): blocks.1.extra_scale"),
+        ("shape", "blocks.0.mlp.fc1.weight: given (64, 32) vs model (128, 32)"),
+    ],
+)
+def test_strict_loading_names_keys(
+    tiny_backbone_ckpt: tuple[Path, torch.nn.Module], tmp_path: Path, edit: str, named: str
+) -> None:
+    bad = _corrupt(tiny_backbone_ckpt[0], tmp_path, edit)
+    with pytest.raises(CheckpointError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        EsamViTBackbone(checkpoint=bad, img_size=128, window_size=4, global_blocks=[1])
+
+
+def test_backbone_of_another_size_is_named(
+    tiny_backbone_ckpt: tuple[Path, torch.nn.Module],
+) -> None:
+    with pytest.raises(BackboneConfigError, match="embed_dim: config 192 vs checkpoint 32"):
+        EsamViTBackbone(checkpoint=tiny_backbone_ckpt[0], arch="tiny")
+
+
+def test_image_not_divisible_by_patch_is_named() -> None:
+    backbone = EsamViTBackbone(arch=None, img_size=128, window_size=0, **TINY_ARCH)
+    with pytest.raises(InputSizeError, match="120x128 px is not a multiple of the patch size 16"):
+        backbone(torch.randn(1, 3, 120, 128))
+
+
+def test_loaded_trunk_survives_init_weights(
+    tiny_backbone_ckpt: tuple[Path, torch.nn.Module],
+) -> None:
+    """mmengine runners call init_weights before training; loaded weights must stay."""
+    path, vit = tiny_backbone_ckpt
+    backbone = EsamViTBackbone(checkpoint=path, img_size=128, window_size=0)
+    backbone.init_weights()
+    for k, v in vit.state_dict().items():
+        assert torch.equal(backbone.vit.state_dict()[k], v), k
+
+
+def test_layer_decay_groups() -> None:
+    """lr = base * rate^(depth + 1 - layer); no decay on 1-D params and pos_embed."""
+    model = torch.nn.ModuleDict(
+        {
+            "backbone": EsamViTBackbone(arch=None, img_size=128, window_size=0, **TINY_ARCH),
+            "head": torch.nn.Linear(32, 2),
+        }
+    )
+    groups = layer_decay_param_groups(model, lr=1.0, weight_decay=0.1, decay_rate=0.5)
+    by_name = {n: g for g in groups for n in g["param_names"]}
+    assert len(by_name) == sum(1 for _ in model.parameters())
+    depth = TINY_ARCH["depth"]
+    assert by_name["backbone.vit.patch_embed.proj.weight"]["lr"] == 0.5 ** (depth + 1)
+    assert by_name["backbone.vit.pos_embed"]["weight_decay"] == 0.0
+    assert by_name["backbone.vit.blocks.0.attn.qkv.weight"]["lr"] == 0.5**depth
+    assert by_name["backbone.vit.blocks.1.norm1.weight"]["weight_decay"] == 0.0
+    assert by_name["backbone.vit.blocks.1.mlp.fc1.weight"]["lr"] == 0.5 ** (depth - 1)
+    assert by_name["head.weight"]["lr"] == 1.0 and by_name["head.weight"]["weight_decay"] == 0.1
