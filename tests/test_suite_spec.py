@@ -1,0 +1,84 @@
+"""Suite files: validation (every problem at once) and the paper suite's dry run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from esam.cli.main import main
+from esam.cli.suite import task_options
+from esam.suite import SuiteError, load_suite, suite_names
+
+
+def test_shipped_suites_validate() -> None:
+    assert {"smoke", "paper", "zeroshot-peers"} <= set(suite_names())
+    roots = {"data_root": "/DATA", "weights_root": "/W"}
+    for name in suite_names():
+        suite = load_suite(name, task_options(), roots, environ={})
+        assert suite.runs
+
+
+def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "datasets:\n"
+        "  d: {format: coco, annotations: '${nowhere}/a.json', images: x}\n"
+        "runs:\n"
+        "  - {task: zeroshoot, model: box_fill}\n"
+        "  - {task: zeroshot, model: box_fill, dataset: d, protocol: efficientsam,\n"
+        "     overrides: {limit_imgs: 2}}\n"
+        "  - {task: instseg, model: box_fill, dataset: d, protocol: no-such-preset}\n"
+        "  - {task: zeroshot, model: box_fill, dataset: d, matrix: {prompt: [box, point9]}}\n"
+    )
+    with pytest.raises(SuiteError) as e:
+        load_suite(bad, task_options(), {}, environ={})
+    text = "\n".join(e.value.problems)
+    assert "unknown task 'zeroshoot'" in text
+    assert "unknown setting 'limit_imgs' (did you mean 'limit_images'?)" in text
+    assert "unknown protocol preset 'no-such-preset'" in text
+    assert "'point9' is not one of" in text
+    assert "undefined variable ${nowhere}" in text
+    assert len(e.value.problems) == 5
+
+
+def test_variables_from_command_line_win_over_environment(tmp_path: Path) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text(
+        "vars: {root: suite}\n"
+        "datasets:\n  d: {format: coco, annotations: '${root}/a.json', images: '${root}'}\n"
+        "runs:\n  - {task: zeroshot, model: box_fill, dataset: d}\n"
+    )
+    opts = task_options()
+    assert load_suite(f, opts, environ={}).runs[0].inputs["images"] == "suite"
+    env = {"ESAM_ROOT": "env"}
+    assert load_suite(f, opts, environ=env).runs[0].inputs["images"] == "env"
+    assert load_suite(f, opts, {"root": "cli"}, environ=env).runs[0].inputs["images"] == "cli"
+
+
+def test_paper_dry_run_prints_one_command_per_cell(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(
+        ["suite", "run", "paper", "--out", "OUT", "--dry-run",
+         "--data-root", "/DATA", "--weights-root", "/WEIGHTS"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0
+    commands = [ln for ln in out.splitlines() if ln.startswith("python -m esam.cli.main")]
+    labels = [ln[2:] for ln in out.splitlines() if ln.startswith("# Table")]
+    # Table 1: 6 backbones; Table 4: 4 models x 3 prompts; Table 5: 4 models; Table 8: 3 models
+    assert len(commands) == len(labels) == 6 + 12 + 4 + 3
+    assert sum(lab.startswith("Table 4") for lab in labels) == 12
+    assert all("/WEIGHTS/" in c and "/DATA/" in c for c in commands if "bench" not in c)
+    cannot = out.split("# cells this suite cannot produce (7):")[1]
+    assert cannot.count("Table 2:") == 3 and cannot.count("Table 3:") == 3
+    assert "Table 5: FastSAM: no adapter" in cannot
+
+
+def test_paper_without_roots_names_the_undefined_variables(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ESAM_DATA_ROOT", raising=False)
+    monkeypatch.delenv("ESAM_WEIGHTS_ROOT", raising=False)
+    assert main(["suite", "run", "paper", "--out", "OUT", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "--data-root DIR" in err and "--weights-root DIR" in err
