@@ -25,7 +25,7 @@ from esam.utils.meta import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE_ENVS = ("lint", "tests", "demo")
+CORE_ENVS = ("lint", "tests", "demo", "bench")
 
 
 def _tox_ini() -> configparser.ConfigParser:
