@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,9 +26,15 @@ from esam.checkpoint import CheckpointError, save_backbone
 
 
 def test_import_esam_pulls_in_no_mm_package() -> None:
-    assert esam.__version__
-    loaded = [m for m in sys.modules if m.split(".")[0] in ("mmcv", "mmdet", "mmseg", "mmengine")]
-    assert loaded == [], "esam and the plain-PyTorch parts must not import mm* packages"
+    """In a fresh interpreter: esam and the plain-PyTorch parts load no mm* package."""
+    code = (
+        "import sys, esam, esam_downstream.backbone, esam_downstream.pyramid, "
+        "esam_downstream.layer_decay, esam_downstream.synth\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('mmcv', 'mmdet', 'mmseg', 'mmengine')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_all_global_equals_esam_vit_exactly(
