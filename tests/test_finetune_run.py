@@ -104,7 +104,7 @@ def test_two_gloo_processes_match_one(sa1b: Path, tmp_path: Path) -> None:
 
 
 def test_from_an_official_layout_checkpoint_and_back_into_the_predictor(
-    sa1b: Path, tmp_path: Path
+    sa1b: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ti = esam.build_model("efficientsam_vitt")
     load_standin_weights(ti)
@@ -114,10 +114,15 @@ def test_from_an_official_layout_checkpoint_and_back_into_the_predictor(
     argv = [
         "finetune", "--config", "tiny", "--data", str(sa1b), "--output", str(out),
         "--init-checkpoint", str(official), "model.img_size=1024", "model.encoder_depth=12",
-        "model.encoder_embed_dim=192", "data.max_masks=2", "train.batch_size=1",
+        "model.encoder_embed_dim=192", "model.overrides={}", "data.max_masks=2",
+        "train.batch_size=1",
         "train.epochs=1", "train.max_steps=1", "train.progress=false",
         "train.schedule.warmup_steps=0", "prompts.corrective_rounds=0",
     ]  # fmt: skip
+    # the tiny config's narrowed decoder does not fit a full-size file: a named error says how
+    narrowed = [a for a in argv if a != "model.overrides={}"]
+    assert main(narrowed) == 2
+    assert "pass model.overrides={}" in capsys.readouterr().err
     assert main(argv) == 0
     trained = esam.build_model("efficientsam", out / "model.pt")
     moved = [k for k, v in ti.state_dict().items() if not torch.equal(v, trained.state_dict()[k])]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from esam.build import GENERIC_NAME, MODEL_CONFIGS, build_from_config, load_backbone_into
-from esam.checkpoint import load_state, read_checkpoint, save_checkpoint
+from esam.checkpoint import CheckpointError, load_state, read_checkpoint, save_checkpoint
 from esam.errors import InputError
 from esam.finetune.config import FinetuneConfig
 from esam.modeling import EfficientSam
@@ -54,11 +54,19 @@ def build_finetune_model(cfg: FinetuneConfig) -> tuple[EfficientSam, dict[str, A
     if cfg.model.init_checkpoint is not None:
         state, info = read_checkpoint(cfg.model.init_checkpoint)
         stored = info.get("config")
-        if isinstance(stored, dict):
+        try:
             # an esam file may hold a reduced model: it must be this run's architecture
-            load_state(model, state, info, cfg.model.init_checkpoint)
-        else:
-            load_state(model, state, {}, cfg.model.init_checkpoint)
+            load_state(
+                model, state, info if isinstance(stored, dict) else {}, cfg.model.init_checkpoint
+            )
+        except CheckpointError as e:
+            if not cfg.model.overrides:
+                raise
+            raise CheckpointError(
+                f"{e}\n  (the config changes the architecture with model.overrides="
+                f"{cfg.model.overrides}; pass model.overrides={{}} to start from a full-size "
+                "checkpoint)"
+            ) from e
         origin = {"init": "checkpoint", "init_checkpoint": cfg.model.init_checkpoint}
     if cfg.model.backbone is not None:
         load_backbone_into(model.image_encoder, cfg.model.backbone)
