@@ -81,7 +81,8 @@ def allow_mmengine_checkpoints() -> None:
     from mmengine.logging.history_buffer import HistoryBuffer
 
     core = np._core if hasattr(np, "_core") else np.core
-    allowed = frozenset(HistoryBuffer._statistics_methods)
+    # the class fills its statistics table (min, max, current, mean, ...) on first instantiation
+    allowed = frozenset(HistoryBuffer()._statistics_methods)
 
     def history_buffer_method(owner: Any, name: str) -> Any:
         if owner is HistoryBuffer and name in allowed:

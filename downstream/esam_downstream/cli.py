@@ -1,0 +1,172 @@
+"""``python -m esam_downstream train|test``: the two downstream tasks on an esam backbone.
+
+``test`` writes ``WORK_DIR/results.json`` in esam's results schema (:mod:`esam.utils.results`):
+task ``coco-maskrcnn`` (bbox_mAP, segm_mAP and their _s/_m/_l, in percent) or
+``ade20k-mask2former`` (mIoU, aAcc, in percent), with the backbone's sha256 and the resolved
+config. Multi-GPU runs go through torchrun (``--launcher pytorch``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from esam.errors import InputError, UserError
+
+#: task -> (default config per arch, dataset name, data-root keys, metric renames)
+TASKS: dict[str, dict[str, Any]] = {
+    "coco-maskrcnn": {
+        "config": "mask-rcnn_esam-vit-{arch}_lsj-100e_coco",
+        "dataset": "coco",
+        "evaluator_ann": "annotations/instances_val2017.json",
+        "metrics": {
+            f"coco/{kind}_mAP{suffix}": f"{kind}_mAP{suffix}"
+            for kind in ("bbox", "segm")
+            for suffix in ("", "_s", "_m", "_l")
+        },
+        "scale": 100.0,  # mmdet reports fractions
+    },
+    "ade20k-mask2former": {
+        "config": "mask2former_esam-vit-{arch}_160k_ade20k-512x512",
+        "dataset": "ade20k",
+        "evaluator_ann": None,
+        "metrics": {"mIoU": "mIoU", "aAcc": "aAcc"},
+        "scale": 1.0,  # mmseg reports percentages
+    },
+}
+
+
+def parse_cfg_options(items: list[str]) -> dict[str, Any]:
+    """``key=value`` strings -> dict; values parsed as JSON when they parse, else kept as text."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--cfg-options expects key=value, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _options(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    from esam_downstream.runtime import config_path
+
+    spec = TASKS[args.task]
+    config = (
+        Path(args.config) if args.config else config_path(spec["config"].format(arch=args.arch))
+    )
+    opts: dict[str, Any] = {}
+    if args.data_root:
+        root = str(Path(args.data_root)) + "/"
+        for split in ("train", "val", "test"):
+            opts[f"{split}_dataloader.dataset.data_root"] = root
+        if spec["evaluator_ann"]:
+            for split in ("val", "test"):
+                opts[f"{split}_evaluator.ann_file"] = root + spec["evaluator_ann"]
+    if args.launcher != "none":
+        opts["launcher"] = args.launcher
+    opts.update(parse_cfg_options(args.cfg_options))
+    return config, opts
+
+
+def run(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Run ``train`` or ``test``; ``test`` returns (and writes) the results object."""
+    from esam.utils.meta import run_metadata, utc_now
+    from esam.utils.results import make_results
+    from esam_downstream.runtime import build_runner
+
+    if args.backbone and not Path(args.backbone).is_file():
+        raise FileNotFoundError(f"backbone checkpoint not found: {args.backbone}")
+    config, opts = _options(args)
+    if args.command == "test" and args.checkpoint:
+        opts["load_from"] = str(args.checkpoint)
+    start = utc_now()
+    runner = build_runner(config, args.work_dir, opts, backbone=args.backbone)
+    if args.command == "train":
+        runner.train()
+        return None
+    raw = runner.test()
+    spec = TASKS[args.task]
+    # mmdet writes -1 for a size bucket without ground truth: the schema's "no value" is null
+    metrics = {
+        new: float(raw[old]) * spec["scale"]
+        if raw.get(old) is not None and float(raw[old]) >= 0
+        else None
+        for old, new in spec["metrics"].items()
+    }
+    if runner.rank != 0:
+        return None
+    backbone = Path(args.backbone) if args.backbone else None
+    results = make_results(
+        task=args.task,
+        model={
+            "name": f"esam-vit-{args.arch}" if not args.config else Path(args.config).stem,
+            "checkpoint": str(backbone) if backbone else None,
+            "checkpoint_sha256": sha256_file(backbone) if backbone else None,
+            "detector_checkpoint": str(args.checkpoint) if args.checkpoint else None,
+        },
+        config={
+            "config_file": str(config),
+            "cfg_options": opts,
+            "resolved": runner.cfg.pretty_text,
+        },
+        metrics=metrics,
+        meta=run_metadata(
+            "cuda" if runner.model is not None and _on_cuda(runner) else "cpu", start_time=start
+        ),
+        dataset={"name": spec["dataset"], "root": args.data_root},
+        units={"percent_metrics": "percent"},
+    )
+    out = Path(args.work_dir) / "results.json"
+    out.write_text(json.dumps(results, indent=2, allow_nan=False))
+    return results
+
+
+def _on_cuda(runner: Any) -> bool:
+    return any(p.is_cuda for p in runner.model.parameters())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m esam_downstream", description=__doc__)
+    parser.add_argument("command", choices=("train", "test"))
+    parser.add_argument("--task", choices=sorted(TASKS), required=True)
+    parser.add_argument(
+        "--arch", choices=("t", "s", "b"), default="t", help="ViT size of the shipped config"
+    )
+    parser.add_argument(
+        "--backbone", help="esam backbone checkpoint (SAMI export, EfficientSAM file)"
+    )
+    parser.add_argument("--checkpoint", help="test: a trained detector/segmenter (mmengine .pth)")
+    parser.add_argument(
+        "--data-root", help="COCO root (annotations/, train2017/, val2017/) or ADEChallengeData2016"
+    )
+    parser.add_argument("--work-dir", required=True)
+    parser.add_argument("--config", help="config file instead of the shipped one for --arch")
+    parser.add_argument("--cfg-options", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--launcher", choices=("none", "pytorch", "slurm", "mpi"), default="none")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (UserError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
