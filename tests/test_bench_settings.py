@@ -102,3 +102,19 @@ def test_settings_that_make_two_runs_incomparable() -> None:
         "device: 'cuda' vs 'cuda:1'",
         "prompts_per_image: 1 vs 8",
     ]
+
+
+def test_command_line_defaults_are_the_settings_defaults() -> None:
+    """``esam bench throughput`` with only the required flags builds the default sweep: its
+    flags read their defaults from SweepSettings instead of repeating them."""
+    import argparse
+
+    from esam.bench.settings import SweepSettings
+    from esam.cli import bench
+
+    parser = argparse.ArgumentParser()
+    bench.register(parser.add_subparsers())
+    args = parser.parse_args(
+        ["bench", "throughput", "--model", "efficientsam_vitt", "--output", "o.json"]
+    )
+    assert bench.settings_from_args(args) == SweepSettings(model="efficientsam_vitt")

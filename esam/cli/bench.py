@@ -16,14 +16,39 @@ unaffected, and the accuracy column then measures agreement with the model's own
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from typing import Any
 
 from esam.errors import InputError
 
 
+def _sweep_defaults() -> dict[str, str]:
+    """:class:`~esam.bench.settings.SweepSettings`' defaults as the flags spell them, so the
+    command line has no second copy of them."""
+    from esam.bench.settings import SweepSettings
+
+    d = SweepSettings(model="-")
+    return {
+        "device": d.device,
+        "batch_sizes": ",".join(str(b) for b in d.batch_sizes),
+        "dtypes": ",".join(d.dtypes),
+        "compile": "both" if len(d.compile) > 1 else ("on" if d.compile[0] else "off"),
+        "compile_mode": d.compile_mode,
+        "components": ",".join(d.components),
+    }
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``esam bench`` with its ``throughput``, ``compare`` and ``models`` subcommands."""
+    """Add ``esam bench`` with its ``throughput``, ``compare`` and ``models`` subcommands.
+
+    The flags of ``throughput`` spell the fields of :class:`~esam.bench.settings.SweepSettings`
+    (lists as comma-separated strings); their defaults are read from it.
+    """
+    from esam.bench.settings import SweepSettings
+
+    sd = _sweep_defaults()
+    fields = {f.name: f.default for f in dataclasses.fields(SweepSettings)}
     p = sub.add_parser(
         "bench",
         help="throughput, latency, memory, size and accuracy-at-precision benchmarks",
@@ -41,47 +66,67 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--checkpoint", help="weights file (default: untrained weights; never downloaded)"
     )
-    t.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     t.add_argument(
-        "--batch-sizes", default="1", help="comma-separated images per call (default: 1)"
+        "--device", default=sd["device"], help=f"cpu or cuda[:N] (default: {sd['device']})"
+    )
+    t.add_argument(
+        "--batch-sizes",
+        default=sd["batch_sizes"],
+        help=f"comma-separated images per call (default: {sd['batch_sizes']})",
     )
     t.add_argument(
         "--dtypes",
-        default="fp32",
-        help="comma-separated from fp32, tf32 (CUDA), bf16, fp16 (default: fp32)",
+        default=sd["dtypes"],
+        help=f"comma-separated from fp32, tf32 (CUDA), bf16, fp16 (default: {sd['dtypes']})",
     )
     t.add_argument(
         "--compile",
         nargs="?",
         const="on",
-        default="off",
+        default=sd["compile"],
         metavar="on|off|both",
         help="torch.compile the encoder and decoder; 'both' runs each setting eager and compiled",
     )
     t.add_argument(
-        "--compile-mode", default="default", help="torch.compile mode (default: default)"
+        "--compile-mode",
+        default=sd["compile_mode"],
+        help=f"torch.compile mode (default: {sd['compile_mode']})",
     )
     t.add_argument(
-        "--prompts-per-image", type=int, default=1, help="box prompts per image (default: 1)"
+        "--prompts-per-image",
+        type=int,
+        default=fields["prompts_per_image"],
+        help=f"box prompts per image (default: {fields['prompts_per_image']})",
     )
-    t.add_argument("--warmup", type=int, default=3, help="untimed calls per component (default: 3)")
-    t.add_argument("--iters", type=int, default=10, help="timed calls per component (default: 10)")
+    t.add_argument(
+        "--warmup",
+        type=int,
+        default=fields["warmup"],
+        help=f"untimed calls per component (default: {fields['warmup']})",
+    )
+    t.add_argument(
+        "--iters",
+        type=int,
+        default=fields["iters"],
+        help=f"timed calls per component (default: {fields['iters']})",
+    )
     t.add_argument(
         "--accuracy-images",
         type=int,
-        default=8,
-        help="images of the fixed synthetic accuracy set; 0 skips accuracy (default: 8)",
+        default=fields["accuracy_images"],
+        help="images of the fixed synthetic accuracy set; 0 skips accuracy "
+        f"(default: {fields['accuracy_images']})",
     )
     t.add_argument(
         "--seed",
         type=int,
-        default=0,
-        help="seed of the accuracy set and untrained weights (default: 0)",
+        default=fields["seed"],
+        help=f"seed of the accuracy set and untrained weights (default: {fields['seed']})",
     )
     t.add_argument(
         "--components",
-        default="image_encoder,decoder,end_to_end",
-        help="comma-separated subset of image_encoder,decoder,end_to_end (default: all)",
+        default=sd["components"],
+        help=f"comma-separated subset of {sd['components']} (default: all)",
     )
     t.add_argument(
         "--override",
@@ -93,7 +138,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--threads",
         type=int,
-        default=0,
+        default=fields["threads"],
         help="torch CPU threads per worker (default: torch's choice)",
     )
     t.add_argument(
