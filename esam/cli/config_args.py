@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args, get_origin
 
 from esam.config import (
@@ -162,20 +162,40 @@ def explicit_flags(args: argparse.Namespace) -> dict[str, Any]:
     return {key: getattr(args, dest) for dest, key in spec.items() if hasattr(args, dest)}
 
 
-def config_from_args(cls: type, args: argparse.Namespace, **kwargs: Any) -> Any:
+def config_from_args(
+    cls: type,
+    args: argparse.Namespace,
+    *,
+    aliases: Mapping[str, str] | None = None,
+    extra_flags: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
     """The config of ``cls`` resolved from parsed arguments (see the module's precedence).
 
-    ``kwargs`` go to :func:`esam.config.load_config` (e.g. ``kind``, ``root``).
+    Args:
+        cls: the config dataclass.
+        args: parsed arguments of a parser with :func:`add_config_arguments`.
+        aliases: hand-written flag dest -> dotted key (``{"data": "data.path"}``), applied
+            when the flag was given, as if the generated flag had been.
+        extra_flags: further dotted key -> value set at flag precedence (e.g.
+            ``{"train.resume": "auto"}`` for ``--resume``).
+        kwargs: go to :func:`esam.config.load_config` (e.g. ``kind``, ``root``).
 
     Raises:
         esam.config.ConfigError: every problem of the resolved values.
     """
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
+    flags = explicit_flags(args)
+    for dest, key in (aliases or {}).items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            flags[key] = value
+    flags.update(extra_flags or {})
     return load_config(
         cls,
         getattr(args, CONFIG_DEST, None),
         list(getattr(args, OVERRIDES_DEST, []) or []),
-        flags=explicit_flags(args),
+        flags=flags,
         **kwargs,
     )

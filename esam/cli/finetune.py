@@ -16,7 +16,6 @@ Run under ``torchrun --nproc_per_node N -m esam.cli.main finetune ...`` for one 
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 #: Short flags and the config fields they set.
 _ALIASES = {
@@ -63,25 +62,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    from esam.cli.config_args import CONFIG_DEST, OVERRIDES_DEST, explicit_flags
-    from esam.config import load_config
+    from esam.cli.config_args import config_from_args
     from esam.finetune.config import FinetuneConfig
     from esam.finetune.run import run_finetune
 
     parsed = parser().parse_intermixed_args(list(args.argv))
-    flags: dict[str, Any] = explicit_flags(parsed)
-    for dest, key in _ALIASES.items():
-        value = getattr(parsed, dest, None)
-        if value is not None:
-            flags[key] = value
-    if parsed.resume:
-        flags["train.resume"] = "auto"
-    cfg = load_config(
-        FinetuneConfig,
-        getattr(parsed, CONFIG_DEST, None),
-        list(getattr(parsed, OVERRIDES_DEST, []) or []),
-        flags=flags,
-    )
+    resume = {"train.resume": "auto"} if parsed.resume else None
+    cfg = config_from_args(FinetuneConfig, parsed, aliases=_ALIASES, extra_flags=resume)
     result = run_finetune(cfg)
     if result.results is not None:
         m = result.results["metrics"]

@@ -80,23 +80,10 @@ def resolve_config(args: argparse.Namespace) -> Any:
         esam.config.ConfigError: every problem of the resolved values.
     """
     from esam.classify.config import ClassifyConfig
-    from esam.cli.config_args import CONFIG_DEST, OVERRIDES_DEST, explicit_flags
-    from esam.config import load_config
+    from esam.cli.config_args import config_from_args
 
-    flags: dict[str, Any] = explicit_flags(args)
-    for dest, key in _ALIASES.items():
-        value = getattr(args, dest, None)
-        if value is not None:
-            flags[key] = value
-    if args.resume:
-        flags["train.resume"] = "auto"
-        flags["linear.train.resume"] = "auto"
-    return load_config(
-        ClassifyConfig,
-        getattr(args, CONFIG_DEST, None),
-        list(getattr(args, OVERRIDES_DEST, []) or []),
-        flags=flags,
-    )
+    resume = {"train.resume": "auto", "linear.train.resume": "auto"} if args.resume else None
+    return config_from_args(ClassifyConfig, args, aliases=_ALIASES, extra_flags=resume)
 
 
 def run_imagenet_cli(args: argparse.Namespace) -> int:

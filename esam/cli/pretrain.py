@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 _SUBCOMMANDS = ("cache-teacher", "export")
 
@@ -88,24 +87,12 @@ def train_parser() -> argparse.ArgumentParser:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from esam.cli.config_args import CONFIG_DEST, OVERRIDES_DEST, explicit_flags
-    from esam.config import load_config
+    from esam.cli.config_args import config_from_args
     from esam.sami.config import SamiConfig
     from esam.sami.pretrain import run_pretrain
 
-    flags: dict[str, Any] = explicit_flags(args)
-    for dest, key in _ALIASES.items():
-        value = getattr(args, dest, None)
-        if value is not None:
-            flags[key] = value
-    if args.resume:
-        flags["train.resume"] = "auto"
-    cfg = load_config(
-        SamiConfig,
-        getattr(args, CONFIG_DEST, None),
-        list(getattr(args, OVERRIDES_DEST, []) or []),
-        flags=flags,
-    )
+    resume = {"train.resume": "auto"} if args.resume else None
+    cfg = config_from_args(SamiConfig, args, aliases=_ALIASES, extra_flags=resume)
     result = run_pretrain(cfg)
     if result.results is not None:
         m = result.results["metrics"]
