@@ -13,6 +13,7 @@ import logging
 import time
 from pathlib import Path
 
+from esam.cli.model_args import add_model_arguments, build_cli_model, check_weights_given
 from esam.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -40,19 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="segment everything in an image (automatic mask generation)",
         description=__doc__,
     )
-    p.add_argument(
-        "--model", default="efficientsam_vitt", help="registry name (default: efficientsam_vitt)"
-    )
-    p.add_argument(
-        "--checkpoint",
-        type=Path,
-        help="weights file (official .pt/.pt.zip, esam .pt or .safetensors)",
-    )
-    p.add_argument(
-        "--standin-weights",
-        action="store_true",
-        help="use deterministic stand-in weights instead of a checkpoint (demos and tests only: masks are not meaningful)",
-    )
+    add_model_arguments(p)
     p.add_argument("--image", type=Path, required=True, help="input image (any format PIL reads)")
     for flag, kind, default, text in _SETTINGS:
         p.add_argument(flag, type=kind, default=default, help=text)
@@ -67,15 +56,10 @@ def run(args: argparse.Namespace) -> int:
     import esam
     from esam.everything.image import as_rgb_uint8, read_image_file
     from esam.everything.overlay import overlay_masks
-    from esam.standin import load_standin_weights
     from esam.utils.deps import require
     from esam.utils.io import check_writable_file, write_bytes_atomic, write_json_atomic
 
-    if args.checkpoint is None and not args.standin_weights:
-        raise InputError(
-            "no weights: pass --checkpoint PATH (official weights: efficient_sam_vitt.pt / "
-            "efficient_sam_vits.pt.zip from github.com/yformer/EfficientSAM) or --standin-weights for a demo"
-        )
+    check_weights_given(args)
     if args.checkpoint is not None and args.standin_weights:
         raise InputError("pass either --checkpoint or --standin-weights, not both")
     check_writable_file(args.out, "--out")
@@ -84,9 +68,7 @@ def run(args: argparse.Namespace) -> int:
     image = as_rgb_uint8(read_image_file(args.image), str(args.image))
     mask_utils = require("pycocotools.mask", extra="eval")
 
-    model = esam.build_model(args.model, args.checkpoint)
-    if args.checkpoint is None:
-        load_standin_weights(model)
+    model = build_cli_model(args)
     settings = {
         flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
         for flag, *_ in _SETTINGS

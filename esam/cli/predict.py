@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from esam.cli.model_args import add_model_arguments, build_cli_model, check_weights_given
 from esam.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -36,19 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict", help="segment one object from a box or points", description=__doc__
     )
-    p.add_argument(
-        "--model", default="efficientsam_vitt", help="registry name (default: efficientsam_vitt)"
-    )
-    p.add_argument(
-        "--checkpoint",
-        type=Path,
-        help="weights file (official .pt/.pt.zip, esam .pt or .safetensors)",
-    )
-    p.add_argument(
-        "--standin-weights",
-        action="store_true",
-        help="use deterministic stand-in weights instead of a checkpoint (demos and tests only: masks are not meaningful)",
-    )
+    add_model_arguments(p)
     p.add_argument("--image", type=Path, required=True, help="input image (any format PIL reads)")
     prompt = p.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--box", help="x0,y0,x1,y1 in image pixels")
@@ -71,15 +60,10 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
     import esam
-    from esam.standin import load_standin_weights
     from esam.utils.io import write_bytes_atomic
     from esam.visualize import overlay_mask
 
-    if args.checkpoint is None and not args.standin_weights:
-        raise InputError(
-            "no weights: pass --checkpoint PATH (official weights: efficient_sam_vitt.pt / "
-            "efficient_sam_vits.pt.zip from github.com/yformer/EfficientSAM) or --standin-weights for a demo"
-        )
+    check_weights_given(args)
     if not args.image.is_file():
         raise FileNotFoundError(f"image not found: {args.image}")
     try:
@@ -87,9 +71,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise InputError(f"{args.image}: cannot be read as an image: {e}") from e
 
-    model = esam.build_model(args.model, args.checkpoint)
-    if args.checkpoint is None:
-        load_standin_weights(model)
+    model = build_cli_model(args)
     predictor = esam.EfficientSamPredictor(model.to(args.device))
     predictor.set_image(image)
 
