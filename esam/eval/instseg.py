@@ -296,7 +296,31 @@ def evaluate_detections(
     return out
 
 
-def _check_gt_masks(skips: Counter[str], annotations: str) -> None:
+def load_mask_ground_truth(
+    dataset: str, annotations: str, images: str, limit_images: int | None, metric: str
+) -> AnnotationSet:
+    """Every ground-truth instance (crowd included, any size), for a metric over masks.
+
+    Args:
+        dataset: ``coco``, ``lvis`` or ``sa1b``.
+        annotations, images: as :func:`esam.data.coco.load_annotation_set` takes them.
+        limit_images: evaluate only the first N images (None: all).
+        metric: named in the error (``segm AP``, ``mask recall``).
+
+    Raises:
+        InputError: an instance whose segmentation cannot be evaluated as a mask (missing,
+            too short or bad polygon, bad RLE): counts by reason.
+    """
+    aset = load_annotation_set(
+        dataset,
+        annotations,
+        images,
+        include_crowd=True,
+        limit_images=limit_images,
+        need_bbox=False,
+        min_area=-math.inf,
+    )
+    skips = aset.skips
     bad = {
         k: skips[k]
         for k in (SKIP_NO_SEGMENTATION, SKIP_SHORT_POLYGON, SKIP_BAD_POLYGON, SKIP_BAD_RLE)
@@ -305,8 +329,9 @@ def _check_gt_masks(skips: Counter[str], annotations: str) -> None:
     if bad:
         raise InputError(
             f"{annotations}: ground-truth annotations that cannot be evaluated as masks: {bad}; "
-            "segm AP needs every ground-truth instance to have a valid segmentation"
+            f"{metric} needs every ground-truth instance to have a valid segmentation"
         )
+    return aset
 
 
 def _image_rows(
@@ -400,16 +425,9 @@ def _run_local(
 ) -> _LocalRun:
     """Load annotations and detections, build the model, segment this process's images."""
     dist_utils.check_device(device)
-    aset = load_annotation_set(
-        cfg.dataset,
-        cfg.annotations,
-        cfg.images,
-        include_crowd=True,
-        limit_images=cfg.limit_images,
-        need_bbox=False,
-        min_area=-math.inf,
+    aset = load_mask_ground_truth(
+        cfg.dataset, cfg.annotations, cfg.images, cfg.limit_images, "segm AP"
     )
-    _check_gt_masks(aset.skips, cfg.annotations)
     assert cfg.max_dets is not None
     detections = load_detections(cfg.detections)
     evaluated = {s.image_id for s in aset.images}

@@ -31,19 +31,16 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from esam.data.coco import AnnotationSet, ImageSpec, handle_missing_images, load_annotation_set
+from esam.data.coco import AnnotationSet, ImageSpec, handle_missing_images
 from esam.data.masks import decode_mask, encode_mask
 from esam.data.skips import (
-    SKIP_BAD_POLYGON,
-    SKIP_BAD_RLE,
     SKIP_IMAGE_MISSING,
     SKIP_IN_SKIPPED_IMAGE,
-    SKIP_NO_SEGMENTATION,
-    SKIP_SHORT_POLYGON,
     n_images_skipped,
 )
 from esam.errors import InputError
 from esam.eval.config import ProposalsConfig
+from esam.eval.instseg import load_mask_ground_truth
 from esam.eval.loader import ImageTaskDataset, LoadedImage, make_loader
 from esam.eval.outputs import assemble_and_write
 from esam.eval.zeroshot import EvalRun, _dataset_block
@@ -293,19 +290,6 @@ class PrepareGroundTruth:
         return np.stack(masks) if masks else np.zeros((0, spec.height, spec.width), bool)
 
 
-def _check_gt_masks(skips: Counter[str], annotations: str) -> None:
-    bad = {
-        k: skips[k]
-        for k in (SKIP_NO_SEGMENTATION, SKIP_SHORT_POLYGON, SKIP_BAD_POLYGON, SKIP_BAD_RLE)
-        if skips[k]
-    }
-    if bad:
-        raise InputError(
-            f"{annotations}: ground-truth annotations that cannot be evaluated as masks: {bad}; "
-            "mask recall needs every ground-truth instance to have a valid segmentation"
-        )
-
-
 def image_proposals(
     source: ProposalSource, item: LoadedImage, max_proposals: int
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -374,16 +358,9 @@ def _run_local(
     device: str,
 ) -> _LocalRun:
     dist_utils.check_device(device)
-    aset = load_annotation_set(
-        cfg.dataset,
-        cfg.annotations,
-        cfg.images,
-        include_crowd=True,
-        limit_images=cfg.limit_images,
-        need_bbox=False,
-        min_area=-np.inf,
+    aset = load_mask_ground_truth(
+        cfg.dataset, cfg.annotations, cfg.images, cfg.limit_images, "mask recall"
     )
-    _check_gt_masks(aset.skips, cfg.annotations)
     base_skips: Counter[str] = Counter(aset.skips)
     images = handle_missing_images(aset.images, base_skips, cfg.skip_bad_images)
     if source is None:
