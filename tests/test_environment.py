@@ -139,6 +139,18 @@ def test_ci_installs_the_locked_tox() -> None:
     assert requires.specifier.contains(pins["tox"])
 
 
+def test_ci_runs_the_readme_test_commands() -> None:
+    """.ci/run runs `tox`, then `tox -e downstream` with 2 compile jobs; the README shows both."""
+    lines = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines()]
+    commands = [ln for ln in lines if ln and not ln.startswith("#")]
+    assert commands[-2:] == ["tox", 'MAX_JOBS="${MAX_JOBS:-2}" tox -e downstream']
+    readme = (ROOT / "README.md").read_text()
+    quickstart = readme[readme.index("## Quickstart") : readme.index("## Using the models")]
+    shown = [ln.split("#")[0].strip() for ln in quickstart.splitlines() if ln.startswith("tox")]
+    assert {"tox", "tox -e downstream"} <= set(shown)
+    assert "MAX_JOBS" in _env_value(_tox_ini(), "downstream", "passenv")
+
+
 def test_parse_lock_reads_pins_and_rejects_the_rest() -> None:
     text = (
         "# header\n--index-url https://example.invalid/simple\n"
