@@ -8,13 +8,21 @@ RLEs and crop boxes mean exactly what they mean there. What differs is where mem
 * each crop is encoded once, and its grid is decoded ``points_per_batch`` points at a time;
 * the predicted-IoU filter runs before anything is upsampled: it depends on the IoU head only,
   so applying it first is exact;
-* the stability score, the box and the RLE need full-resolution logits (thresholding does not
-  commute with bicubic upsampling), so only the masks that passed the IoU filter are upsampled,
-  ``upsample_batch`` at a time, and each is reduced to an RLE before the next chunk.
+* the stability score and the box need full-resolution logits (thresholding does not commute
+  with bicubic upsampling), so only the masks that passed the IoU filter are upsampled,
+  ``upsample_batch`` at a time, and each chunk is reduced to candidates before the next one;
+* a candidate (a mask that passed every filter) keeps its mask as a packed bitmap of its box
+  (``np.packbits``, one bit per pixel: at most ``ceil(h * w / 8)`` bytes for a crop of h x w,
+  whatever the mask looks like), not as an RLE, whose size grows with the mask's complexity (a
+  noisy mask's run lengths as Python ints take tens of bytes per pixel);
+* RLEs are encoded only for the masks that survive box NMS within and across crops, one at a
+  time.
 
-Peak memory is therefore one decoder batch of 256x256 logits plus ``upsample_batch``
-full-resolution masks, whatever the number of grid points. segment-anything upsamples every
-mask of a decoder batch (``points_per_batch`` x 3) at once.
+Peak memory is therefore one decoder batch of 256x256 logits, plus ``upsample_batch``
+full-resolution masks, plus at most ``ceil(H * W / 8)`` + :data:`CANDIDATE_OVERHEAD_BYTES`
+bytes per candidate (270,000 + 300 for a 1200x1800 image), plus the output; nothing else grows
+with the number of grid points. segment-anything upsamples every mask of a decoder batch
+(``points_per_batch`` x 3) at once and keeps every candidate as an RLE until NMS.
 
 segment-anything (the ``sam`` extra) and, for ``output_mode="coco_rle"``, pycocotools (the
 ``eval`` extra) are imported when the generator is constructed, not when ``esam`` is.
@@ -46,6 +54,41 @@ RECORD_KEYS = (
     "stability_score",
     "crop_box",
 )
+
+#: Bytes a candidate takes besides its packed mask, at most: the NumPy array object holding the
+#: bits, its slot in a list, and its rows of predicted IoU, point, stability score, box and crop
+#: box (checked by ``tests/test_everything.py``).
+CANDIDATE_OVERHEAD_BYTES = 300
+
+
+def pack_masks(masks: torch.Tensor, boxes: torch.Tensor) -> list[np.ndarray]:
+    """Each mask's pixels inside its box as a packed bitmap (``np.packbits``, row-major).
+
+    Args:
+        masks: KxHxW bool masks.
+        boxes: Kx4 (x0, y0, x1, y1) boxes of the masks, inclusive, as
+            ``segment_anything.utils.amg.batched_mask_to_box`` gives them (an empty mask's box
+            is (0, 0, 0, 0)).
+
+    Returns:
+        K uint8 arrays of ``ceil((y1 - y0 + 1) * (x1 - x0 + 1) / 8)`` bytes, never more than
+        ``ceil(H * W / 8)``; :func:`unpack_mask` inverts it.
+    """
+    packed = []
+    for mask, (x0, y0, x1, y1) in zip(masks, boxes.tolist(), strict=True):
+        inside = mask[y0 : y1 + 1, x0 : x1 + 1].cpu().numpy()
+        packed.append(np.packbits(inside.ravel()))
+    return packed
+
+
+def unpack_mask(packed: np.ndarray, box: list[int], size: tuple[int, int]) -> torch.Tensor:
+    """The HxW bool mask whose box ``box`` (x0, y0, x1, y1, inclusive) ``packed`` holds."""
+    x0, y0, x1, y1 = box
+    h, w = y1 - y0 + 1, x1 - x0 + 1
+    mask = torch.zeros(size, dtype=torch.bool)
+    bits = np.unpackbits(packed, count=h * w).reshape(h, w)
+    mask[y0 : y1 + 1, x0 : x1 + 1] = torch.from_numpy(bits.view(np.bool_))
+    return mask
 
 
 def _check_range(name: str, value: float, lo: float, hi: float) -> None:
@@ -242,7 +285,11 @@ class EfficientSamAutomaticMaskGenerator:
         return records
 
     def _generate_masks(self, image: np.ndarray) -> Any:
-        """All crops' masks, duplicates across crops removed; a ``MaskData`` of numpy arrays."""
+        """All crops' masks, duplicates across crops removed; a ``MaskData`` of numpy arrays.
+
+        Candidates hold packed bitmaps (:func:`pack_masks`) until the NMS within and across
+        crops has run; the returned masks are RLEs in image size (``rles``).
+        """
         amg = self._amg
         orig_size = (int(image.shape[0]), int(image.shape[1]))
         crop_boxes, layer_idxs = amg.generate_crop_boxes(
@@ -255,7 +302,7 @@ class EfficientSamAutomaticMaskGenerator:
                 for crop_box, layer_idx in zip(crop_boxes, layer_idxs, strict=True)
             ],
         )
-        if len(crop_boxes) > 1 and len(data["rles"]) > 0:
+        if len(crop_boxes) > 1 and len(data["packed"]) > 0:
             # prefer masks from smaller crops
             boxes = data["boxes"].float()
             scores = 1 / self._ops.box_area(data["crop_boxes"].float()).to(boxes.device)
@@ -263,6 +310,13 @@ class EfficientSamAutomaticMaskGenerator:
                 boxes, scores, torch.zeros_like(scores), iou_threshold=self.crop_nms_thresh
             )
             data.filter(keep)
+        # only now, for the survivors, the RLEs (one mask at a time, its bits freed after it)
+        packed, rles = data["packed"], []
+        for i, box in enumerate(data["boxes"].tolist()):
+            rles += amg.mask_to_rle_pytorch(unpack_mask(packed[i], box, orig_size)[None])
+            packed[i] = None
+        del data["packed"]
+        data["rles"] = rles
         data.to_numpy()
         return data
 
@@ -273,7 +327,12 @@ class EfficientSamAutomaticMaskGenerator:
         layer_idx: int,
         orig_size: tuple[int, int],
     ) -> Any:
-        """Masks of one crop in image coordinates, duplicates within the crop removed."""
+        """Masks of one crop in image coordinates, duplicates within the crop removed.
+
+        Returns:
+            ``MaskData`` as :meth:`_process_batch`'s, with ``boxes`` and ``points`` in image
+            pixels and ``crop_boxes`` (Kx4, xyxy) added.
+        """
         amg = self._amg
         x0, y0, x1, y1 = crop_box
         crop = image[y0:y1, x0:x1]
@@ -293,7 +352,7 @@ class EfficientSamAutomaticMaskGenerator:
         )
         del embedding
 
-        if len(data["rles"]) > 0:
+        if len(data["packed"]) > 0:
             keep = self._ops.batched_nms(
                 data["boxes"].float(),
                 data["iou_preds"],
@@ -303,7 +362,9 @@ class EfficientSamAutomaticMaskGenerator:
             data.filter(keep)
         data["boxes"] = amg.uncrop_boxes_xyxy(data["boxes"], crop_box)
         data["points"] = amg.uncrop_points(data["points"], crop_box)
-        data["crop_boxes"] = torch.tensor(crop_box, dtype=torch.int64).repeat(len(data["rles"]), 1)
+        data["crop_boxes"] = torch.tensor(crop_box, dtype=torch.int64).repeat(
+            len(data["packed"]), 1
+        )
         return data
 
     def _process_batch(
@@ -325,8 +386,9 @@ class EfficientSamAutomaticMaskGenerator:
 
         Returns:
             ``MaskData`` with ``iou_preds`` K, ``points`` Kx2 (crop pixels), ``stability_score``
-            K, ``boxes`` Kx4 (crop pixels, xyxy) and ``rles`` (K uncompressed RLEs in image
-            size), rows in point-major, mask-minor order as segment-anything's.
+            K, ``boxes`` Kx4 (crop pixels, xyxy, inclusive) and ``packed`` (K masks as
+            :func:`pack_masks` packs them, each at most ``ceil(h * w / 8)`` bytes), rows in
+            point-major, mask-minor order as segment-anything's.
         """
         amg = self._amg
         h, w = crop_size
@@ -349,7 +411,7 @@ class EfficientSamAutomaticMaskGenerator:
                 points=point_rows[:0],
                 stability_score=iou[:0],
                 boxes=torch.zeros((0, 4), dtype=torch.int64, device=dev),
-                rles=[],
+                packed=[],
             )
         ]
         threshold = self.model.mask_threshold
@@ -375,9 +437,7 @@ class EfficientSamAutomaticMaskGenerator:
             if not torch.all(keep):
                 chunk.filter(keep)
                 masks = masks[keep]
-            chunk["rles"] = amg.mask_to_rle_pytorch(
-                amg.uncrop_masks(masks, crop_box, orig_h, orig_w)
-            )
+            chunk["packed"] = pack_masks(masks, chunk["boxes"])
             del masks
             parts.append(chunk)
         return concat_mask_data(amg, parts)
