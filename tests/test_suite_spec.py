@@ -82,3 +82,47 @@ def test_paper_without_roots_names_the_undefined_variables(
     assert main(["suite", "run", "paper", "--out", "OUT", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "--data-root DIR" in err and "--weights-root DIR" in err
+
+
+def test_a_suite_extends_another_with_its_runs_first(tmp_path: Path) -> None:
+    opts = task_options()
+    smoke = load_suite("smoke", opts, environ={})
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(
+        "name: mine\n"
+        "extends: smoke\n"
+        "vars: {limit: '2'}\n"
+        "models:\n  ti: {model: efficientsam_vitt, checkpoint: '${weights_root}/ti.pt'}\n"
+        "runs:\n"
+        "  - {task: zeroshot, model: ti, dataset: sample, overrides: {limit_images: '${limit}'}}\n"
+        "cannot:\n  - {table: T, cell: c, why: no adapter}\n"
+    )
+    suite = load_suite(mine, opts, {"weights_root": "/W"}, environ={})
+    assert suite.name == "mine" and suite.source == str(mine)
+    assert [r.id for r in suite.runs] == [r.id for r in smoke.runs] + ["zeroshot/ti/sample"]
+    own = suite.runs[-1]
+    assert own.checkpoint == "/W/ti.pt" and own.inputs == smoke.runs[0].inputs  # smoke's dataset
+    assert own.overrides == {"workers": 0, "progress": False, "limit_images": "2"}  # + defaults
+    assert [c.cell for c in suite.cannot] == ["c"]
+
+    deeper = tmp_path / "sub" / "deeper.yaml"  # a relative path is read from the file's folder
+    deeper.parent.mkdir()
+    deeper.write_text("extends: ../mine.yaml\ndefaults: {workers: 1}\n")
+    runs = load_suite(deeper, opts, {"weights_root": "/W"}, environ={}).runs
+    assert len(runs) == len(suite.runs) and all(r.overrides["workers"] == 1 for r in runs[:3])
+
+
+def test_extends_problems_are_listed(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("extends: b.yaml\nruns: []\n")
+    b.write_text("extends: a.yaml\nbogus: 1\nruns:\n  - {task: zeroshot, model: x, dataset: nope}\n")
+    with pytest.raises(SuiteError) as e:
+        load_suite(a, task_options(), environ={})
+    text = "\n".join(e.value.problems)
+    assert "extends 'a.yaml' makes a cycle (a -> b -> a)" in text
+    assert "b: unknown top-level key 'bogus'" in text
+    assert "b run 1 (zeroshot): unknown dataset 'nope'" in text
+    c = tmp_path / "c.yaml"
+    c.write_text("extends: no-such-suite\nruns: []\n")
+    with pytest.raises(SuiteError, match="extends: unknown suite 'no-such-suite'"):
+        load_suite(c, task_options(), environ={})

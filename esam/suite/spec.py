@@ -4,6 +4,7 @@ A suite file::
 
     name: smoke
     description: one line
+    extends: other               # optional: a suite (shipped name or YAML path) this one adds to
     vars:                        # defaults of ${var}s (the command line and environment win)
       device: cpu
     models:                      # optional names for an adapter + its weights
@@ -23,6 +24,11 @@ A suite file::
         cell: "{model}, {prompt}"
     cannot:                      # cells of the paper no run can fill, and why
       - {table: Table 5, cell: FastSAM, why: no adapter}
+
+A suite that ``extends`` another runs the other's runs first, then its own; its ``vars``,
+``models``, ``datasets`` and ``defaults`` entries are added to the other's (an entry of the same
+name replaces the other's) and its ``cannot`` cells are added to the other's. A relative path
+is read from the extending file's folder.
 
 ``${name}`` is filled, in increasing precedence, from built-in variables (``sample_root``: the
 shipped sample), the suite's ``vars``, the environment (``ESAM_<NAME>``, e.g. ``ESAM_DATA_ROOT``)
@@ -71,7 +77,19 @@ _RUN_KEYS = (
     "cell",
     "nproc",
 )
-_TOP_KEYS = ("name", "description", "vars", "models", "datasets", "defaults", "runs", "cannot")
+_TOP_KEYS = (
+    "name",
+    "description",
+    "extends",
+    "vars",
+    "models",
+    "datasets",
+    "defaults",
+    "runs",
+    "cannot",
+)
+#: Top-level mappings whose entries an extending suite adds to (or replaces in) its base's.
+_MERGED_KEYS = ("vars", "models", "datasets", "defaults")
 
 
 class SuiteError(ConfigError):
@@ -315,11 +333,8 @@ def load_suite(
         SuiteError: every problem of the suite at once.
     """
     path = suite_path(source)
-    data = read_yaml(path)
     problems: list[str] = []
-    for k in data:
-        if k not in _TOP_KEYS:
-            problems.append(f"unknown top-level key {k!r}; expected one of {', '.join(_TOP_KEYS)}")
+    data, runs_raw = _read_suite(path, problems)
     suite_vars = data.get("vars") or {}
     if not isinstance(suite_vars, dict):
         problems.append("vars must be a mapping of name: value")
@@ -333,15 +348,10 @@ def load_suite(
     models = _mapping(data, "models", problems)
     datasets = _mapping(data, "datasets", problems)
     defaults = _mapping(data, "defaults", problems)
-    runs_raw = data.get("runs") or []
-    if not isinstance(runs_raw, list):
-        problems.append("runs must be a list")
-        runs_raw = []
 
     runs: list[ResolvedRun] = []
     used_defaults: set[str] = set()
-    for i, raw in enumerate(runs_raw, 1):
-        where = f"run {i}"
+    for where, raw in runs_raw:
         if not isinstance(raw, dict):
             problems.append(f"{where}: expected a mapping, got {type(raw).__name__}")
             continue
@@ -359,7 +369,11 @@ def load_suite(
             problems.append(f"{n} runs resolve to the same id {rid!r}; give them distinct names")
 
     cannot: list[CannotCell] = []
-    for j, c in enumerate(data.get("cannot") or [], 1):
+    cannot_raw = data.get("cannot") or []
+    if not isinstance(cannot_raw, list):
+        problems.append("cannot must be a list")
+        cannot_raw = []
+    for j, c in enumerate(cannot_raw, 1):
         if not isinstance(c, dict) or not all(
             isinstance(c.get(k), str) for k in ("table", "cell", "why")
         ):
@@ -377,6 +391,62 @@ def load_suite(
         runs=runs,
         cannot=cannot,
     )
+
+
+def _read_suite(
+    path: Path, problems: list[str], chain: tuple[Path, ...] = ()
+) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    """A suite file's mapping with the suite it ``extends`` merged in, and every run (base
+    runs first) with the place it is reported under (``run 2``, ``smoke run 1``)."""
+    data = read_yaml(path)
+    where = f"{path.stem}: " if chain else ""
+    for k in data:
+        if k not in _TOP_KEYS:
+            problems.append(
+                f"{where}unknown top-level key {k!r}; expected one of {', '.join(_TOP_KEYS)}"
+            )
+    own = data.get("runs") or []
+    if not isinstance(own, list):
+        problems.append(f"{where}runs must be a list")
+        own = []
+    runs = [(f"{path.stem} run {i}" if chain else f"run {i}", raw) for i, raw in enumerate(own, 1)]
+    base = data.get("extends")
+    if base is None:
+        return data, runs
+    if not isinstance(base, str) or not base:
+        problems.append(f"{where}extends must name a suite (a shipped suite or a YAML path)")
+        return data, runs
+    chain = (*chain, path.resolve())
+    try:
+        base_path = suite_path(_relative_to(base, path.parent))
+    except SuiteError as e:
+        problems += [f"{where}extends: {p}" for p in e.problems]
+        return data, runs
+    if base_path.resolve() in chain:
+        cycle = " -> ".join(p.stem for p in (*chain, base_path))
+        problems.append(f"{where}extends {base!r} makes a cycle ({cycle})")
+        return data, runs
+    base_data, base_runs = _read_suite(base_path, problems, chain)
+    merged = dict(data)
+    for key in _MERGED_KEYS:
+        inherited, own_value = base_data.get(key) or {}, data.get(key) or {}
+        if not isinstance(inherited, dict):
+            problems.append(f"{base_path.stem}: {key} must be a mapping")
+        elif isinstance(own_value, dict):  # else the checks of the merged suite report it
+            merged[key] = {**inherited, **own_value}
+    base_cannot, own_cannot = base_data.get("cannot") or [], data.get("cannot") or []
+    if not isinstance(base_cannot, list):
+        problems.append(f"{base_path.stem}: cannot must be a list")
+    elif isinstance(own_cannot, list):
+        merged["cannot"] = [*base_cannot, *own_cannot]
+    return merged, [*base_runs, *runs]
+
+
+def _relative_to(source: str, folder: Path) -> str:
+    """A relative suite path read from ``folder``; a shipped suite's name unchanged."""
+    p = Path(source)
+    is_path = p.suffix in (".yaml", ".yml") or "/" in source or os.sep in source
+    return str(folder / p) if is_path and not p.is_absolute() else source
 
 
 def _mapping(data: Mapping[str, Any], key: str, problems: list[str]) -> dict[str, Any]:
