@@ -313,3 +313,73 @@ def test_mask_data_parts_join_as_segment_anything_cat_joins_them():
     assert torch.equal(joined["iou_preds"], expected["iou_preds"])
     assert np.array_equal(joined["points"], expected["points"])
     assert joined["rles"] == expected["rles"] and len(joined["rles"]) == 5
+
+
+def test_packed_masks_are_bounded_whatever_the_mask_and_unpack_exactly() -> None:
+    from esam.everything.generator import pack_masks, unpack_mask
+
+    amg = pytest.importorskip("segment_anything.utils.amg")
+    h, w = 37, 53
+    rng = np.random.default_rng(0)
+    masks = torch.zeros((4, h, w), dtype=torch.bool)
+    masks[0] = torch.from_numpy(rng.uniform(size=(h, w)) < 0.5)  # noise: the worst RLE
+    masks[1, 5:9, 40:52] = True  # a small box
+    masks[2, 36, 0] = True  # one pixel in a corner
+    boxes = amg.batched_mask_to_box(masks)  # masks[3] is empty: box (0, 0, 0, 0)
+    packed = pack_masks(masks, boxes)
+    bound = -(-h * w // 8)
+    assert [p.dtype for p in packed] == [np.uint8] * 4
+    assert [p.nbytes for p in packed] == [bound, -(-4 * 12 // 8), 1, 1]
+    # the noise mask's uncompressed RLE holds about one run per two pixels
+    assert len(amg.mask_to_rle_pytorch(masks[:1])[0]["counts"]) > h * w // 4
+    for mask, p, box in zip(masks, packed, boxes.tolist(), strict=True):
+        assert torch.equal(unpack_mask(p, box, (h, w)), mask)
+
+
+def test_candidate_storage_is_bounded_and_only_survivors_are_encoded(
+    tiny_model: nn.Module, rgb_image: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    amg = pytest.importorskip("segment_anything.utils.amg")
+    from esam.everything import EfficientSamAutomaticMaskGenerator
+    from esam.everything.generator import CANDIDATE_OVERHEAD_BYTES
+
+    kw = dict(points_per_side=6, points_per_batch=10, output_mode="uncompressed_rle")
+    gen = EfficientSamAutomaticMaskGenerator(tiny_model, **{**kw, **LOOSE, "box_nms_thresh": 0.7})
+    batches: list[Any] = []
+    process_batch = gen._process_batch
+
+    def spy_batch(*args: Any) -> Any:
+        data = process_batch(*args)
+        batches.append(data)
+        return data
+
+    encoded: list[int] = []
+    mask_to_rle = amg.mask_to_rle_pytorch
+
+    def spy_rle(masks: torch.Tensor) -> list[dict[str, Any]]:
+        encoded.append(masks.shape[0])
+        return mask_to_rle(masks)
+
+    monkeypatch.setattr(gen, "_process_batch", spy_batch)
+    monkeypatch.setattr(amg, "mask_to_rle_pytorch", spy_rle)
+    records = gen.generate(rgb_image)
+
+    h, w = rgb_image.shape[:2]
+    assert len(batches) == 4  # 36 points, 10 per batch
+    n = 0
+    for data in batches:
+        assert "rles" not in dict(data.items())
+        assert len(data["packed"]) == len(data["iou_preds"])
+        for i, p in enumerate(data["packed"]):
+            assert isinstance(p, np.ndarray) and p.dtype == np.uint8
+            assert p.nbytes <= -(-h * w // 8)
+            rows = sum(v[i].nbytes for v in dict(data.items()).values() if torch.is_tensor(v))
+            crop_box_row = 4 * 8  # int64 xyxy, added per crop
+            overhead = sys.getsizeof(p) - p.nbytes + 8 + rows + crop_box_row
+            assert overhead <= CANDIDATE_OVERHEAD_BYTES  # array object, list slot, rows
+        n += len(data["packed"])
+    # the NMS removed candidates, and only the survivors were run-length encoded
+    assert 0 < len(records) < n
+    assert sum(encoded) == len(records) and max(encoded) == 1

@@ -13,8 +13,8 @@ RLEs and crop boxes mean exactly what they mean there. What differs is where mem
   ``upsample_batch`` at a time, and each chunk is reduced to candidates before the next one;
 * a candidate (a mask that passed every filter) keeps its mask as a packed bitmap of its box
   (``np.packbits``, one bit per pixel: at most ``ceil(h * w / 8)`` bytes for a crop of h x w,
-  whatever the mask looks like), not as an RLE, whose size grows with the mask's complexity (a
-  noisy mask's run lengths as Python ints take tens of bytes per pixel);
+  whatever the mask looks like), not as an RLE, whose size grows with the number of runs (up
+  to one Python list entry, 8 bytes or more, per pixel for a noisy mask);
 * RLEs are encoded only for the masks that survive box NMS within and across crops, one at a
   time.
 
@@ -152,6 +152,11 @@ class EfficientSamAutomaticMaskGenerator:
         output_mode: ``binary_mask`` (HxW bool arrays), ``uncompressed_rle`` or ``coco_rle``.
         upsample_batch: masks upsampled to full resolution at once (esam only; bounds memory
             at about ``upsample_batch x H x W x 6`` bytes).
+
+    Memory: one decoder batch, ``upsample_batch`` full-resolution masks, and per candidate (a
+    mask that passed the filters, held until NMS) at most ``ceil(h * w / 8)`` bytes of packed
+    mask for a crop of h x w plus :data:`CANDIDATE_OVERHEAD_BYTES`; RLEs and binary masks are
+    made only for the masks that survive NMS.
 
     Raises:
         InputError: a setting out of range (named in the message).
