@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from esam.cli.downstream import add_arguments
 from esam.errors import InputError, UserError
 
 #: task -> (default config per arch, dataset name, data-root keys, metric renames)
@@ -63,6 +64,28 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+#: ViT width -> ``--arch`` of the shipped configs.
+ARCH_OF_WIDTH = {192: "t", 384: "s", 768: "b"}
+
+
+def backbone_arch(path: Path) -> str:
+    """The shipped configs' ``--arch`` for a backbone checkpoint (by its ViT width).
+
+    Raises:
+        InputError: a width no shipped config has (give ``--config``).
+    """
+    from esam.checkpoint import read_backbone
+
+    _, arch, _ = read_backbone(path)
+    width = int(arch["embed_dim"])
+    if width not in ARCH_OF_WIDTH:
+        raise InputError(
+            f"{path}: a ViT of width {width} has no shipped config (widths "
+            f"{sorted(ARCH_OF_WIDTH)}); give --config"
+        )
+    return ARCH_OF_WIDTH[width]
+
+
 def _options(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     from esam_downstream.runtime import config_path
 
@@ -92,6 +115,8 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
 
     if args.backbone and not Path(args.backbone).is_file():
         raise FileNotFoundError(f"backbone checkpoint not found: {args.backbone}")
+    if args.arch is None:
+        args.arch = backbone_arch(Path(args.backbone)) if args.backbone and not args.config else "t"
     config, opts = _options(args)
     if args.command == "test" and args.checkpoint:
         opts["load_from"] = str(args.checkpoint)
@@ -115,12 +140,14 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
     results = make_results(
         task=args.task,
         model={
-            "name": f"esam-vit-{args.arch}" if not args.config else Path(args.config).stem,
+            "name": args.model
+            or (f"esam-vit-{args.arch}" if not args.config else Path(args.config).stem),
             "checkpoint": str(backbone) if backbone else None,
             "checkpoint_sha256": sha256_file(backbone) if backbone else None,
             "detector_checkpoint": str(args.checkpoint) if args.checkpoint else None,
         },
         config={
+            **recipe_keys(args.task, runner.cfg),
             "config_file": str(config),
             "cfg_options": opts,
             "resolved": runner.cfg.pretty_text,
@@ -137,29 +164,38 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
     return results
 
 
+def _side(size: Any) -> str | None:
+    """``1024`` for a square (1024, 1024), ``HxW`` otherwise; None when not set."""
+    if size is None:
+        return None
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    return str(h) if h == w else f"{h}x{w}"
+
+
+def recipe_keys(task: str, cfg: Any) -> dict[str, Any]:
+    """The recipe settings the report tells runs apart by (its ``variant_keys`` per task).
+
+    ``coco-maskrcnn``: ``img_size`` (the LSJ canvas) and ``schedule`` (training iterations);
+    ``ade20k-mask2former``: ``crop_size`` and ``iters``. For ``test`` they describe the config
+    the detector was trained with (the same config is what ``test`` is given).
+    """
+    iters = cfg.get("train_cfg", {}).get("max_iters")
+    if task == "coco-maskrcnn":
+        return {
+            "img_size": _side(cfg.get("image_size")),
+            "schedule": f"{iters} iters" if iters else None,
+        }
+    return {"crop_size": _side(cfg.get("crop_size")), "iters": iters}
+
+
 def _on_cuda(runner: Any) -> bool:
     return any(p.is_cuda for p in runner.model.parameters())
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``esam downstream`` (:func:`esam.cli.downstream.add_arguments`)."""
     parser = argparse.ArgumentParser(prog="python -m esam_downstream", description=__doc__)
-    parser.add_argument("command", choices=("train", "test"))
-    parser.add_argument("--task", choices=sorted(TASKS), required=True)
-    parser.add_argument(
-        "--arch", choices=("t", "s", "b"), default="t", help="ViT size of the shipped config"
-    )
-    parser.add_argument(
-        "--backbone", help="esam backbone checkpoint (SAMI export, EfficientSAM file)"
-    )
-    parser.add_argument("--checkpoint", help="test: a trained detector/segmenter (mmengine .pth)")
-    parser.add_argument(
-        "--data-root", help="COCO root (annotations/, train2017/, val2017/) or ADEChallengeData2016"
-    )
-    parser.add_argument("--work-dir", required=True)
-    parser.add_argument("--config", help="config file instead of the shipped one for --arch")
-    parser.add_argument("--cfg-options", nargs="*", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--launcher", choices=("none", "pytorch", "slurm", "mpi"), default="none")
-    return parser
+    return add_arguments(parser)
 
 
 def main(argv: list[str] | None = None) -> int:

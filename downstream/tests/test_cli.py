@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 
 pytest.importorskip("mmcv")
+from conftest import TINY_ARCH, tiny_vit  # noqa: E402
 from esam_downstream.cli import main  # noqa: E402
 from esam_downstream.runtime import config_path  # noqa: E402
 from esam_downstream.synth import write_ade20k, write_coco_instances  # noqa: E402
 
+from esam.errors import InputError  # noqa: E402
 from esam.utils.results import validate_results  # noqa: E402
 
 
@@ -73,3 +75,40 @@ def test_missing_backbone_is_a_named_error(
     )  # fmt: skip
     assert code == 2
     assert "backbone checkpoint not found" in capsys.readouterr().err
+
+
+def test_esam_downstream_forwards_here(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`esam downstream ...` runs this package's command line (installed here)."""
+    from esam.cli.main import main as esam_main
+
+    code = esam_main(
+        ["downstream", "test", "--task", "coco-maskrcnn", "--backbone", str(tmp_path / "no.pt"),
+         "--work-dir", str(tmp_path)]
+    )  # fmt: skip
+    assert code == 2
+    assert "backbone checkpoint not found" in capsys.readouterr().err
+
+
+def test_esam_declares_this_command_line() -> None:
+    """esam.cli.downstream (read by esam suite) lists exactly the tasks this package runs."""
+    from esam_downstream.cli import TASKS
+
+    from esam.cli.downstream import DOWNSTREAM_TASKS
+
+    assert sorted(DOWNSTREAM_TASKS) == sorted(TASKS)
+
+
+def test_arch_comes_from_the_backbone(tmp_path: Path) -> None:
+    """Without --arch, the shipped config of the backbone's width; other widths: --config."""
+    from esam_downstream.cli import backbone_arch
+
+    from esam.checkpoint import save_backbone
+    from esam.modeling.vit import ViT
+
+    arch = {"embed_dim": 384, "depth": 1, "num_heads": 6, "patch_size": 16, "mlp_ratio": 4.0,
+            "pretrain_img_size": 32, "pos_embed_cls_slot": True}  # fmt: skip
+    path = save_backbone(tmp_path / "s.pt", ViT(img_size=32, **arch).state_dict(), arch)
+    assert backbone_arch(Path(path)) == "s"
+    tiny = save_backbone(tmp_path / "t.pt", tiny_vit().state_dict(), TINY_ARCH)
+    with pytest.raises(InputError, match="width 32 has no shipped config"):
+        backbone_arch(Path(tiny))

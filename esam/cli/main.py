@@ -26,6 +26,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "esam.cli.data",
     "esam.cli.report",
     "esam.cli.suite",
+    "esam.cli.downstream",
     "esam.cli.demo",
 )
 
