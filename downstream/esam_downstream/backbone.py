@@ -13,7 +13,13 @@ change esam's numerics:
   sees differs. With ``window_size=0`` (or every block global) the output equals
   ``ViT.forward_features`` exactly.
 * the absolute position embedding is resized to each input's grid by esam (``ViT.embed``).
-  esam checkpoints carry no relative position tables, so none are added here.
+* decomposed relative position (ViTDet; SAM's image encoder): per block, tables
+  ``blocks.<i>.attn.rel_pos_h`` / ``rel_pos_w`` ((2*S-1) x head_dim for an attention extent of
+  S tokens) add ``q . R_h[i - i'] + q . R_w[j - j']`` to the attention logits between query
+  (i, j) and key (i', j'); tables are linearly resized when the extent differs (a window, or an
+  input of another size). Used when the checkpoint has such tables (``rel_pos="auto"``) or
+  when asked (``rel_pos=True``: zero-initialised tables, as ViTDet trains them, which leave the
+  output unchanged until trained). esam's own checkpoints have none.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from esam.checkpoint import BACKBONE_ARCH_KEYS, load_trunk_state, read_backbone
+from esam.checkpoint import BACKBONE_ARCH_KEYS, CheckpointError, load_trunk_state, read_backbone
 from esam.errors import InputError
 from esam.modeling.vit import Block, ViT
 
@@ -90,6 +96,67 @@ def window_unpartition(
     return x[:, :h, :w].contiguous()
 
 
+#: Names of the relative position tables on each block's ``attn`` module.
+REL_POS_KEYS = ("rel_pos_h", "rel_pos_w")
+
+
+def rel_pos_table(table: torch.Tensor, q_size: int, k_size: int) -> torch.Tensor:
+    """Relative position embeddings for every (query, key) pair along one axis.
+
+    Args:
+        table: Lxd table, row ``r`` holding offset ``r - (L - 1) / 2``; linearly resized to
+            ``2 * max(q_size, k_size) - 1`` rows when L differs.
+        q_size: query positions along the axis.
+        k_size: key positions along the axis.
+
+    Returns:
+        q_size x k_size x d: the embedding of query i and key j (offsets scaled to the longer
+        side when the sizes differ, as SAM and ViTDet do).
+    """
+    length = 2 * max(q_size, k_size) - 1
+    if table.shape[0] != length:
+        table = F.interpolate(table.t()[None], size=length, mode="linear")[0].t()
+    q_coords = torch.arange(q_size, device=table.device)[:, None] * max(k_size / q_size, 1.0)
+    k_coords = torch.arange(k_size, device=table.device)[None, :] * max(q_size / k_size, 1.0)
+    offsets = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
+    return table[offsets.long()]
+
+
+def rel_pos_attention(attn: nn.Module, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """esam's :class:`~esam.modeling.vit.Attention` plus decomposed relative position.
+
+    Args:
+        attn: an Attention module carrying ``rel_pos_h`` and ``rel_pos_w`` parameters.
+        x: BxNxC tokens of an HxW grid (row-major, N = H*W).
+        grid: (H, W).
+
+    Returns:
+        BxNxC: ``proj(softmax(q k^T / sqrt(d) + B_rel) v)`` with
+        ``B_rel[(i, j), (i', j')] = q_(i,j) . (R_h[i, i'] + R_w[j, j'])`` (q unscaled).
+    """
+    b, n, c = x.shape
+    heads = attn.num_heads
+    h, w = grid
+    qkv = attn.qkv(x).reshape(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]  # B x heads x N x d
+    r_h = rel_pos_table(attn.rel_pos_h, h, h)  # H x H x d
+    r_w = rel_pos_table(attn.rel_pos_w, w, w)  # W x W x d
+    qg = q.reshape(b, heads, h, w, -1)
+    bias_h = torch.einsum("bnhwd,hkd->bnhwk", qg, r_h)  # over key rows
+    bias_w = torch.einsum("bnhwd,wkd->bnhwk", qg, r_w)  # over key columns
+    bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(b, heads, n, n)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+    return attn.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+def block_attention(blk: Block, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """A block's attention on BxNxC tokens of a ``grid``: with relative position if it has any."""
+    if hasattr(blk.attn, "rel_pos_h"):
+        return rel_pos_attention(blk.attn, x, grid)
+    out: torch.Tensor = blk.attn(x)
+    return out
+
+
 def windowed_block(blk: Block, x: torch.Tensor, window: int) -> torch.Tensor:
     """One esam :class:`~esam.modeling.vit.Block` with attention restricted to windows.
 
@@ -106,9 +173,29 @@ def windowed_block(blk: Block, x: torch.Tensor, window: int) -> torch.Tensor:
     """
     h, w = x.shape[1], x.shape[2]
     windows, padded = window_partition(blk.norm1(x), window)
-    y = window_unpartition(blk.attn(windows), window, padded, (h, w))
+    y = block_attention(blk, windows, (window, window))
+    y = window_unpartition(y, window, padded, (h, w))
     x = x + blk.drop_path(y)
     return x + blk.drop_path(blk.mlp(blk.norm2(x)))
+
+
+def global_block(blk: Block, x: torch.Tensor) -> torch.Tensor:
+    """One block with global attention on a BxHxWxC grid (``Block.forward`` without rel pos)."""
+    b, h, w, c = x.shape
+    if not hasattr(blk.attn, "rel_pos_h"):
+        return blk(x.reshape(b, h * w, c)).view_as(x)
+    tokens = x.reshape(b, h * w, c)
+    tokens = tokens + blk.drop_path(rel_pos_attention(blk.attn, blk.norm1(tokens), (h, w)))
+    tokens = tokens + blk.drop_path(blk.mlp(blk.norm2(tokens)))
+    return tokens.view_as(x)
+
+
+def split_rel_pos(
+    state: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(trunk state without relative position tables, the tables ``blocks.<i>.attn.rel_pos_*``)."""
+    rel = {k: v for k, v in state.items() if k.rsplit(".", 1)[-1] in REL_POS_KEYS}
+    return {k: v for k, v in state.items() if k not in rel}, rel
 
 
 def default_global_blocks(depth: int, count: int = 4) -> tuple[int, ...]:
@@ -136,6 +223,10 @@ class EsamViTBackbone(nn.Module):
         global_blocks: indices of the blocks with global attention; ``None`` gives
             :func:`default_global_blocks` (four, evenly spaced) when ``window_size > 0``.
         drop_path_rate: stochastic depth of the last block (linear in the block index).
+        rel_pos: decomposed relative position in every block: ``"auto"`` when the checkpoint
+            has the tables (``blocks.<i>.attn.rel_pos_h`` / ``_w``), ``True`` always (tables
+            from the checkpoint, else zero-initialised), ``False`` never (a checkpoint with
+            tables is then refused, naming them).
         frozen: freeze the trunk (``requires_grad=False``, kept in eval mode).
         arch_overrides: trunk fields (``embed_dim``, ``depth``, ``num_heads``, ``patch_size``,
             ``mlp_ratio``, ``pretrain_img_size``, ``pos_embed_cls_slot``) for tiny test models,
@@ -153,6 +244,7 @@ class EsamViTBackbone(nn.Module):
         global_blocks: Sequence[int] | None = None,
         drop_path_rate: float = 0.0,
         frozen: bool = False,
+        rel_pos: bool | str = "auto",
         **arch_overrides: Any,
     ) -> None:
         super().__init__()
@@ -195,11 +287,61 @@ class EsamViTBackbone(nn.Module):
         self.window_size = int(window_size)
         self.global_blocks = frozenset(range(depth)) if not window_size else frozenset(blocks)
         self.from_checkpoint = state is not None
+        if rel_pos not in ("auto", True, False):
+            raise BackboneConfigError(f"rel_pos must be 'auto', True or False, got {rel_pos!r}")
+        rel_state: dict[str, torch.Tensor] = {}
         if state is not None:
+            if rel_pos is not False:  # else the tables stay in and are named as unexpected
+                state, rel_state = split_rel_pos(state)
             load_trunk_state(self.vit, state, str(checkpoint))
+        self.rel_pos = bool(rel_state) if rel_pos == "auto" else bool(rel_pos)
+        if self.rel_pos:
+            self._add_rel_pos(rel_state, str(checkpoint) if checkpoint is not None else "")
         self.frozen = frozen
         if frozen:
             self.vit.requires_grad_(False)
+
+    def _add_rel_pos(self, tables: dict[str, torch.Tensor], source: str) -> None:
+        """Give every block's attention ``rel_pos_h`` / ``rel_pos_w``: from ``tables`` if any.
+
+        A new table spans the block's attention extent: the window, or the grid at
+        ``img_size`` for a global block. Tables from a checkpoint keep their length (resized to
+        each extent at run time) but must exist for every block and have the head width.
+
+        Raises:
+            CheckpointError: tables missing for some blocks, or of the wrong width or rank.
+        """
+        head_dim = self.vit.embed_dim // self.vit.blocks[0].attn.num_heads
+        grid = self.vit.img_size // self.vit.patch_size
+        wanted = {
+            f"blocks.{i}.attn.{name}" for i in range(len(self.vit.blocks)) for name in REL_POS_KEYS
+        }
+        problems = []
+        if tables:
+            missing = sorted(wanted - set(tables))
+            unexpected = sorted(set(tables) - wanted)
+            bad = sorted(
+                f"{k}: given {tuple(v.shape)} vs (L, {head_dim})"
+                for k, v in tables.items()
+                if k in wanted and (v.ndim != 2 or v.shape[1] != head_dim)
+            )
+            for title, items in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("shape mismatches", bad),
+            ):
+                if items:
+                    problems.append(f"{title} ({len(items)}): {', '.join(items[:10])}")
+        if problems:
+            raise CheckpointError(
+                f"{source}: relative position tables do not match the trunk; " + "; ".join(problems)
+            )
+        for i, blk in enumerate(self.vit.blocks):
+            side = grid if i in self.global_blocks else self.window_size
+            for name in REL_POS_KEYS:
+                key = f"blocks.{i}.attn.{name}"
+                value = tables[key].float() if tables else torch.zeros(2 * side - 1, head_dim)
+                blk.attn.register_parameter(name, nn.Parameter(value.clone()))
 
     @property
     def embed_dim(self) -> int:
@@ -243,7 +385,7 @@ class EsamViTBackbone(nn.Module):
         grid = tokens.view(tokens.shape[0], h, w, -1)
         for i, blk in enumerate(self.vit.blocks):
             if i in self.global_blocks:
-                grid = blk(grid.reshape(grid.shape[0], h * w, -1)).view_as(grid)
+                grid = global_block(blk, grid)
             else:
                 grid = windowed_block(blk, grid, self.window_size)
         return (grid.permute(0, 3, 1, 2).contiguous(),)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -26,10 +28,14 @@ from esam.checkpoint import CheckpointError, save_backbone
 
 
 def test_import_esam_pulls_in_no_mm_package() -> None:
-    """In a fresh interpreter: esam and the plain-PyTorch parts load no mm* package."""
+    """In a fresh interpreter: esam (with its whole command line, `esam downstream` included)
+    and the plain-PyTorch parts load no mm* package, though mm* is installed here."""
     code = (
         "import sys, esam, esam_downstream.backbone, esam_downstream.pyramid, "
         "esam_downstream.layer_decay, esam_downstream.synth\n"
+        "from esam.cli.main import build_parser\n"
+        "from esam.cli.suite import task_options\n"
+        "build_parser(); task_options()\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('mmcv', 'mmdet', 'mmseg', 'mmengine')))"
     )
@@ -213,3 +219,121 @@ def test_layer_decay_groups() -> None:
     assert by_name["backbone.vit.blocks.1.norm1.weight"]["weight_decay"] == 0.0
     assert by_name["backbone.vit.blocks.1.mlp.fc1.weight"]["lr"] == 0.5 ** (depth - 1)
     assert by_name["head.weight"]["lr"] == 1.0 and by_name["head.weight"]["weight_decay"] == 0.1
+
+
+def _rel_tables(depth: int, lengths: Sequence[int], head_dim: int, seed: int = 2) -> dict:
+    """Random tables ``blocks.<i>.attn.rel_pos_h|w`` of the given length per block."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        f"blocks.{i}.attn.{name}": torch.randn(lengths[i], head_dim, generator=g)
+        for i in range(depth)
+        for name in ("rel_pos_h", "rel_pos_w")
+    }
+
+
+def _reference_rel_pos_block(blk: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One block with decomposed relative position, every logit formed one pair at a time.
+
+    x: BxHxWxC whose H and W match the tables' 2*S-1 rows (no resizing). The logit between
+    query (i, j) and key (k, l) is q.k/sqrt(d) + q.R_h[i - k + H - 1] + q.R_w[j - l + W - 1].
+    """
+    b, h, w, c = x.shape
+    heads, d = blk.attn.num_heads, c // blk.attn.num_heads
+    tokens = x.reshape(b, h * w, c)
+    q, k, v = blk.attn.qkv(blk.norm1(tokens)).reshape(b, h * w, 3, heads, d).permute(2, 0, 3, 1, 4)
+    logits = torch.empty(b, heads, h * w, h * w, dtype=x.dtype)
+    for p in range(h * w):
+        i, j = divmod(p, w)
+        for r in range(h * w):
+            kk, ll = divmod(r, w)
+            rel = blk.attn.rel_pos_h[i - kk + h - 1] + blk.attn.rel_pos_w[j - ll + w - 1]
+            logits[:, :, p, r] = (q[:, :, p] * k[:, :, r]).sum(-1) / d**0.5 + (
+                q[:, :, p] * rel
+            ).sum(-1)
+    out = (logits.softmax(-1) @ v).transpose(1, 2).reshape(b, h * w, c)
+    y = tokens + blk.attn.proj(out)
+    return (y + blk.mlp(blk.norm2(y))).view(b, h, w, c)
+
+
+def test_rel_pos_from_checkpoint_equals_reference(tmp_path: Path) -> None:
+    """Tables in the checkpoint switch relative position on ("auto"); a 4x4 grid, 2x2 windows.
+
+    Block 0 is windowed (tables of 2*2-1 rows), block 1 global (2*4-1 rows), so no resizing:
+    the backbone must equal the pair-by-pair reference in float64.
+    """
+    vit = tiny_vit(seed=3)
+    head_dim = TINY_ARCH["embed_dim"] // TINY_ARCH["num_heads"]
+    tables = _rel_tables(2, [3, 7], head_dim)
+    path = save_backbone(tmp_path / "rel.pt", {**vit.state_dict(), **tables}, TINY_ARCH)
+    backbone = EsamViTBackbone(checkpoint=path, img_size=64, window_size=2, global_blocks=[1])
+    assert backbone.rel_pos
+    state = backbone.vit.state_dict()
+    for key, value in tables.items():
+        assert torch.equal(state[key], value), key
+    backbone = backbone.double().eval()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        (ours,) = backbone(x)
+        tokens, (h, w) = backbone.vit.embed(x)
+        grid = tokens.view(2, h, w, -1)
+        windows, padded = window_partition(grid, 2)  # block 0: each 2x2 window on its own
+        windows = windows.view(-1, 2, 2, grid.shape[-1])
+        ref = _reference_rel_pos_block(backbone.vit.blocks[0], windows)
+        ref = window_unpartition(ref.reshape(-1, 4, grid.shape[-1]), 2, padded, (h, w))
+        ref = _reference_rel_pos_block(backbone.vit.blocks[1], ref).permute(0, 3, 1, 2)
+    assert (ours - ref).abs().max().item() < 1e-10
+    # and the tables matter: without them the output differs
+    plain = EsamViTBackbone(arch=None, img_size=64, window_size=2, global_blocks=[1], **TINY_ARCH)
+    plain.vit.load_state_dict(vit.state_dict())
+    with torch.no_grad():
+        assert (plain.double().eval()(x)[0] - ours).abs().max() > 1e-3
+
+
+def test_rel_pos_zero_init_leaves_features_unchanged(
+    tiny_backbone_ckpt: tuple[Path, torch.nn.Module],
+) -> None:
+    """rel_pos=True on a checkpoint without tables: zero tables sized to each block's extent."""
+    path, _ = tiny_backbone_ckpt
+    with_rel = EsamViTBackbone(checkpoint=path, img_size=128, window_size=4, global_blocks=[1],
+                               rel_pos=True).eval()  # fmt: skip
+    without = EsamViTBackbone(checkpoint=path, img_size=128, window_size=4, global_blocks=[1])
+    assert with_rel.rel_pos and not without.rel_pos
+    assert with_rel.vit.blocks[0].attn.rel_pos_h.shape == (2 * 4 - 1, 16)  # the 4x4 window
+    assert with_rel.vit.blocks[1].attn.rel_pos_w.shape == (2 * 8 - 1, 16)  # the 8x8 grid
+    x = torch.randn(1, 3, 128, 96)  # non-square: the global tables are resized to 8 and 6
+    with torch.no_grad():
+        torch.testing.assert_close(with_rel(x)[0], without.eval()(x)[0], rtol=1e-5, atol=1e-5)
+    groups = layer_decay_param_groups(torch.nn.ModuleDict({"backbone": with_rel}), 1.0, 0.1, 0.5)
+    by_name = {n: g for g in groups for n in g["param_names"]}
+    assert by_name["backbone.vit.blocks.1.attn.rel_pos_h"]["lr"] == 0.5 ** (2 - 1)
+
+
+def test_rel_pos_tables_are_resized_linearly() -> None:
+    from esam_downstream.backbone import rel_pos_table
+
+    table = torch.arange(7, dtype=torch.float64)[:, None]  # offsets -3..3 as values 0..6
+    same = rel_pos_table(table, 4, 4)
+    assert same[:, :, 0].tolist()[0] == [3.0, 2.0, 1.0, 0.0]  # query 0 vs keys 0..3
+    bigger = rel_pos_table(table, 6, 6)  # 11 rows interpolated from 7: ends kept
+    assert bigger.shape == (6, 6, 1)
+    assert bigger[0, 0, 0] == pytest.approx(3.0, abs=0.35) and bigger[-1, 0, 0] == 6.0
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        ("missing", "missing keys (1): blocks.1.attn.rel_pos_w"),
+        ("width", "blocks.0.attn.rel_pos_h: given (3, 8) vs (L, 16)"),
+        ("refused", "unexpected keys (4): blocks.0.attn.rel_pos_h"),
+    ],
+)
+def test_rel_pos_tables_are_checked(tmp_path: Path, edit: str, named: str) -> None:
+    tables = _rel_tables(2, [3, 7], 16)
+    if edit == "missing":
+        del tables["blocks.1.attn.rel_pos_w"]
+    elif edit == "width":
+        tables["blocks.0.attn.rel_pos_h"] = torch.zeros(3, 8)
+    path = save_backbone(tmp_path / "t.pt", {**tiny_vit().state_dict(), **tables}, TINY_ARCH)
+    with pytest.raises(CheckpointError, match=re.escape(named)):
+        EsamViTBackbone(checkpoint=path, img_size=64, window_size=2, global_blocks=[1],
+                        rel_pos=False if edit == "refused" else "auto")  # fmt: skip
