@@ -2,13 +2,18 @@
 
 Runs a compact version of every stage esam has, on data the project ships (a small synthetic
 COCO-format sample with detector-style boxes) or generates (scenes for pretraining) and with
-deterministic stand-in weights (no trained weights can be shipped): single-image prediction,
-zero-shot box/click mIoU against the ``box_fill`` and ``oracle`` references, instance
-segmentation AP from boxes, a CPU throughput run of the fast path against the official-style
-reference, SAMI pretraining of a small ViT with its loss curve, fine-tuning, segment everything,
-ImageNet-style classification (fine-tuning and a linear probe) on generated shape/colour
-classes, and finally the leaderboard report.
-Each stage is a call of the ``esam`` command line, so the demo also shows how to use it.
+deterministic stand-in weights (no trained weights can be shipped): single-image prediction;
+the benchmarks, as one benchmark suite (docs/suites.md): the ``smoke`` suite (zero-shot
+box mIoU of the ``box_fill`` and ``oracle`` references, instance segmentation AP from boxes,
+object proposals of ``oracle`` and ``box_grid``, CPU throughput of an untrained 256 px
+EfficientSAM-Ti) extended with EfficientSAM-Ti's stand-in weights (box and 1-click mIoU,
+instance segmentation AP, proposals, CPU throughput of the fast path against the
+official-style reference); SAMI pretraining of a small ViT with its loss curve, fine-tuning,
+segment everything, ImageNet-style classification (fine-tuning and a linear probe) on
+generated shape/colour classes, and finally the leaderboard report.
+Each stage is a call of the ``esam`` command line, so the demo also shows how to use it; the
+benchmarks are ``esam suite run``, each run in a fresh process, recorded in the suite's ledger
+(``results/demo.ledger.json``).
 """
 
 from __future__ import annotations
@@ -19,10 +24,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 DEMO_MODEL = "efficientsam_vitt"
+#: Stand-in checkpoints the demo writes into ``OUT/weights/``.
+STANDIN_FILE = f"{DEMO_MODEL}_standin.safetensors"
+STANDIN_256PX_FILE = f"{DEMO_MODEL}_standin_256px.pt"
+#: Name of the demo's benchmark suite: its ledger is ``results/demo.ledger.json``.
+DEMO_SUITE = "demo"
 
 
 @dataclass
@@ -33,8 +44,24 @@ class DemoPlan:
     quick: bool = False
 
     @property
+    def weights_root(self) -> Path:
+        """Folder of the stand-in checkpoints: the demo suite's ``${weights_root}``."""
+        return self.out / "weights"
+
+    @property
     def weights(self) -> Path:
-        return self.out / "weights" / f"{DEMO_MODEL}_standin.safetensors"
+        """EfficientSAM-Ti's stand-in weights at full size (1024 px, 12 blocks)."""
+        return self.weights_root / STANDIN_FILE
+
+    @property
+    def weights_256px(self) -> Path:
+        """Stand-in weights of a 256 px, 2-block EfficientSAM-Ti (fast on one CPU core)."""
+        return self.weights_root / STANDIN_256PX_FILE
+
+    @property
+    def suite(self) -> Path:
+        """The demo's benchmark suite file (see :func:`demo_suite`)."""
+        return self.out / "demo_suite.yaml"
 
     @property
     def results(self) -> Path:
@@ -51,14 +78,17 @@ def _cli(args: list[str]) -> None:
 
 
 def stage_weights(plan: DemoPlan) -> None:
-    """Write stand-in weights as an esam checkpoint (exercises the checkpoint round trip)."""
+    """Write stand-in weights as esam checkpoints (exercises the checkpoint round trip): the
+    full-size EfficientSAM-Ti and a 256 px, 2-block one for segment everything and proposals."""
     import esam
     from esam.standin import load_standin_weights
 
-    model = esam.build_model(DEMO_MODEL)
-    load_standin_weights(model)
-    esam.save_checkpoint(model, plan.weights, DEMO_MODEL, model.config.to_dict(), weights="standin")
-    print(f"  stand-in weights: {plan.weights}")
+    sizes: dict[str, Any]
+    for path, sizes in ((plan.weights, {}), (plan.weights_256px, EVERYTHING_MODEL)):
+        model = esam.build_model(DEMO_MODEL, **sizes)
+        load_standin_weights(model)
+        esam.save_checkpoint(model, path, DEMO_MODEL, model.config.to_dict(), weights="standin")
+        print(f"  stand-in weights: {path}")
 
 
 def _first_box(annotations: Path) -> tuple[str, list[float]]:
@@ -88,62 +118,115 @@ def stage_predict(plan: DemoPlan) -> None:
     )  # fmt: skip
 
 
-def stage_zeroshot(plan: DemoPlan) -> None:
-    """Box and 1-click mIoU of the model and of the two weightless references."""
-    from esam.data.synthetic import sample_paths
-
-    annotations, images = sample_paths()
-    limit = ["--limit-images", "2"] if plan.quick else []
-    runs = [
-        (DEMO_MODEL, ["--checkpoint", str(plan.weights)], "box"),
-        (DEMO_MODEL, ["--checkpoint", str(plan.weights)], "point1"),
-        ("box_fill", [], "box"),
-        ("oracle", [], "box"),
-    ]
-    for model, extra, prompt in runs:
-        _cli(
-            [
-                "eval", "zeroshot", "--model", model, *extra, "--dataset", "coco",
-                "--annotations", str(annotations), "--images", str(images), "--prompt", prompt,
-                "--workers", "0", "--no-progress", *limit,
-                "--output", str(plan.results / "zeroshot" / f"sample_{prompt}_{model}.json"),
-            ]
-        )  # fmt: skip
+#: The smoke suite's throughput settings (one image, fp32, one warm-up step); the full demo
+#: times three steps instead of two.
+THROUGHPUT_SETTINGS = {
+    "device": "cpu",
+    "batch_sizes": 1,
+    "dtypes": "fp32",
+    "warmup": 1,
+    "accuracy_images": 2,
+    "no_progress": True,
+}
 
 
-def stage_instseg(plan: DemoPlan) -> None:
-    """Instance segmentation AP from the sample's detector-style boxes."""
-    from esam.data.synthetic import SAMPLE_DIR, sample_paths
+def demo_suite(quick: bool) -> dict[str, Any]:
+    """The demo's benchmark suite: ``smoke`` plus EfficientSAM-Ti with stand-in weights.
 
-    annotations, images = sample_paths()
-    for model, extra in ((DEMO_MODEL, ["--checkpoint", str(plan.weights)]), ("box_fill", [])):
-        _cli(
-            [
-                "eval", "instseg", "--model", model, *extra, "--dataset", "coco",
-                "--annotations", str(annotations), "--images", str(images),
-                "--detections", str(SAMPLE_DIR / "detections.json"), "--workers", "0", "--no-progress",
-                "--output", str(plan.results / "instseg" / f"sample_{model}.json"),
-            ]
-        )  # fmt: skip
+    Its runs are the smoke suite's, then the stand-in model's: zero-shot box and 1-click mIoU
+    and instance segmentation AP with the full-size weights, object proposals with the 256 px
+    ones (segment-everything settings of :data:`EVERYTHING_SETTINGS`), and CPU throughput of
+    the fast path against the official-style reference at the same settings. The weights are
+    found under ``${weights_root}``. ``quick`` scores 2 images with the stand-in model and
+    times the reference at the smoke suite's 256 px, 2-block size (untrained weights), beside
+    the smoke suite's run of the fast path.
+    """
+    limit = {"limit_images": 2} if quick else {}
+    standin = "${weights_root}/" + STANDIN_FILE
+    if quick:
+        throughput = {
+            "task": "throughput",
+            "model": f"{DEMO_MODEL}:reference",
+            "overrides": {
+                "override": [f"{k}={v}" for k, v in EVERYTHING_MODEL.items()],
+                **THROUGHPUT_SETTINGS,
+                "iters": 2,
+            },
+        }
+    else:
+        throughput = {
+            "task": "throughput",
+            "model": ["efficientsam_ti_standin", "efficientsam_ti_standin_reference"],
+            "overrides": {**THROUGHPUT_SETTINGS, "iters": 3},
+        }
+    generator = {
+        "points_per_side": 8,
+        "pred_iou_thresh": 0,
+        "stability_score_thresh": 0,
+    }
+    return {
+        "name": DEMO_SUITE,
+        "description": "the smoke suite plus EfficientSAM-Ti with the demo's stand-in weights",
+        "extends": "smoke",
+        "models": {
+            "efficientsam_ti_standin": {"model": DEMO_MODEL, "checkpoint": standin},
+            "efficientsam_ti_standin_reference": {
+                "model": f"{DEMO_MODEL}:reference",
+                "checkpoint": standin,
+            },
+            # proposals name the model by its checkpoint's architecture: "efficientsam"
+            "efficientsam_standin_256px": {
+                "model": "efficientsam",
+                "checkpoint": "${weights_root}/" + STANDIN_256PX_FILE,
+            },
+        },
+        "runs": [
+            {
+                "task": "zeroshot",
+                "model": "efficientsam_ti_standin",
+                "dataset": "sample",
+                "protocol": "efficientsam",
+                "matrix": {"prompt": ["box", "point1"]},
+                "overrides": limit,
+            },
+            {
+                "task": "instseg",
+                "model": "efficientsam_ti_standin",
+                "dataset": "sample",
+                "protocol": "efficientsam",
+                "overrides": limit,
+            },
+            {
+                "task": "proposals",
+                "model": "efficientsam_standin_256px",
+                "dataset": "sample",
+                "overrides": {**generator, **limit},
+            },
+            throughput,
+        ],
+    }
 
 
-def stage_throughput(plan: DemoPlan) -> None:
-    """CPU throughput of the fast path and the official-style reference, same settings."""
-    iters = ["--warmup", "1", "--iters", "2" if plan.quick else "3"]
-    # quick: a 256 px, 2-block model with untrained weights (the stand-in checkpoint is 1024 px)
-    weights = (
-        ["--override", "img_size=256", "--override", "encoder_depth=2"]
-        if plan.quick
-        else ["--checkpoint", str(plan.weights)]
+def stage_benchmarks(plan: DemoPlan) -> None:
+    """The benchmarks as one suite: ``smoke`` plus the stand-in EfficientSAM-Ti's runs.
+
+    Writes the suite (:func:`demo_suite`) to ``OUT/demo_suite.yaml`` and runs it with ``esam
+    suite run`` into the results folder the report stage renders: one fresh process per run,
+    results named by a hash of their inputs, and the ledger ``results/demo.ledger.json``. A
+    second demo into the same folder reruns only the runs whose inputs changed.
+    """
+    import yaml
+
+    header = (
+        "# The demo's benchmarks, written by `esam demo`: the smoke suite plus EfficientSAM-Ti\n"
+        "# with the demo's stand-in weights. Run again with\n"
+        f"#   esam suite run {plan.suite} --weights-root {plan.weights_root} --out {plan.results}\n"
     )
-    for model in (DEMO_MODEL, f"{DEMO_MODEL}:reference"):
-        _cli(
-            [
-                "bench", "throughput", "--model", model, *weights, "--device", "cpu",
-                "--batch-sizes", "1", "--dtypes", "fp32", *iters, "--accuracy-images", "2",
-                "--no-progress", "--output", str(plan.results / "throughput" / f"cpu_{model.replace(':', '_')}.json"),
-            ]
-        )  # fmt: skip
+    plan.suite.write_text(header + yaml.safe_dump(demo_suite(plan.quick), sort_keys=False))
+    _cli(
+        ["suite", "run", str(plan.suite), "--weights-root", str(plan.weights_root),
+         "--out", str(plan.results)]
+    )  # fmt: skip
 
 
 def stage_pretrain(plan: DemoPlan) -> None:
@@ -243,49 +326,34 @@ def stage_finetune(plan: DemoPlan) -> None:
     )  # fmt: skip
 
 
-#: Settings of the demo's segment-everything stage: a 256 px, 2-block EfficientSAM-Ti with
-#: stand-in weights (fast on one CPU core), and filters lifted because stand-in masks never
-#: pass segment-anything's defaults (0.88 / 0.95).
+#: Size of the demo's segment-everything and proposals model: a 256 px, 2-block
+#: EfficientSAM-Ti (fast on one CPU core; :attr:`DemoPlan.weights_256px`).
+EVERYTHING_MODEL: dict[str, Any] = {"img_size": 256, "encoder_depth": 2}
+#: Filters of the demo's segment-everything stage, lifted because stand-in masks never pass
+#: segment-anything's defaults (0.88 / 0.95).
 EVERYTHING_SETTINGS = ("--pred-iou-thresh", "0", "--stability-score-thresh", "0")
 
 
 def stage_everything(plan: DemoPlan) -> None:
-    """Segment everything in a shipped sample image, then score object proposals.
+    """Segment everything in a shipped sample image.
 
     ``esam everything`` writes COCO-RLE records (``everything/masks.json``) and a coloured
-    overlay (``everything/overlay.png``); ``esam eval proposals`` scores the weightless
-    references (``oracle``: AR = 100; ``box_grid``) and the generator on the shipped
-    COCO-format sample, for the report's object-proposal table. With stand-in weights the
-    generator's masks and recall are not meaningful.
+    overlay (``everything/overlay.png``) with the 256 px stand-in weights, so the masks are not
+    meaningful. The same generator is scored as object proposals in the benchmark stage.
     """
-    import esam
     from esam.data.synthetic import sample_paths
-    from esam.standin import load_standin_weights
 
-    annotations, images = sample_paths()
+    _, images = sample_paths()
     root = plan.out / "everything"
-    weights = root / "standin_256px.pt"
-    model = esam.build_model(DEMO_MODEL, img_size=256, encoder_depth=2)
-    load_standin_weights(model)
-    esam.save_checkpoint(model, weights, DEMO_MODEL, model.config.to_dict(), weights="standin")
-    generator = ["--model", "efficientsam", "--checkpoint", str(weights), *EVERYTHING_SETTINGS]
+    generator = [
+        "--model", "efficientsam", "--checkpoint", str(plan.weights_256px), *EVERYTHING_SETTINGS
+    ]  # fmt: skip
     image = images / min(p.name for p in images.glob("*.png"))
     _cli(
         ["everything", *generator, "--image", str(image),
          "--points-per-side", "8" if plan.quick else "16",
          "--out", str(root / "masks.json"), "--overlay", str(root / "overlay.png")]
     )  # fmt: skip
-    limit = ["--limit-images", "2"] if plan.quick else []
-    for name, extra in (
-        ("oracle", ["--model", "oracle"]),
-        ("box_grid", ["--model", "box_grid"]),
-        ("efficientsam_standin_256px", [*generator, "--points-per-side", "8"]),
-    ):
-        _cli(
-            ["eval", "proposals", *extra, "--dataset", "coco", "--annotations", str(annotations),
-             "--images", str(images), "--workers", "0", "--no-progress", *limit,
-             "--output", str(plan.results / "proposals" / f"sample_{name}.json")]
-        )  # fmt: skip
 
 
 #: The demo's generated classification set: (classes, train / val images per class, side in
@@ -351,9 +419,7 @@ def stage_report(plan: DemoPlan) -> None:
 STAGES: list[tuple[str, Callable[[DemoPlan], None]]] = [
     ("stand-in weights", stage_weights),
     ("predict one object", stage_predict),
-    ("zero-shot mIoU", stage_zeroshot),
-    ("instance segmentation AP", stage_instseg),
-    ("CPU throughput", stage_throughput),
+    ("benchmark suite: smoke + stand-in EfficientSAM-Ti", stage_benchmarks),
     ("SAMI pretraining", stage_pretrain),
     ("EfficientSAM fine-tuning", stage_finetune),
     ("segment everything", stage_everything),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import pytest
 
+from esam.cli.suite import task_options
 from esam.demo import IMAGENET_DATASET, run_demo
+from esam.suite import load_suite
 from esam.utils.results import validate_results
 
 
@@ -15,7 +18,7 @@ from esam.utils.results import validate_results
 def test_demo_quick_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = run_demo(tmp_path / "demo", quick=True)
     out = capsys.readouterr().out
-    assert "[10/10] report: done" in out
+    assert "[8/8] report: done" in out
     assert (tmp_path / "demo" / "predict" / "overlay.png").stat().st_size > 1000
     files = sorted((tmp_path / "demo" / "results").rglob("*.json"))
     results = [json.loads(p.read_text()) for p in files if not p.name.endswith(".segm.json")]
@@ -49,3 +52,28 @@ def test_demo_quick_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "oracle" in html and "box_fill" in html
     assert "Zero-shot object proposals" in html and "59.3" in html  # SAM ViT-H, published
     assert "<svg" in html or "<img" in html
+
+    # the benchmarks ran as one suite, the smoke suite's runs first, into the results folder
+    results = tmp_path / "demo" / "results"
+    suite_file = tmp_path / "demo" / "demo_suite.yaml"
+    assert "extends: smoke" in suite_file.read_text()
+    ledger = json.loads((results / "demo.ledger.json").read_text())
+    smoke = [r.id for r in load_suite("smoke", task_options(), environ={}).runs]
+    assert list(ledger["runs"])[: len(smoke)] == smoke
+    assert len(ledger["runs"]) == len(smoke) + 5  # stand-in: box, 1 click, AP, proposals, reference
+    assert {e["status"] for e in ledger["runs"].values()} == {"ok"} and ledger["not_run"] == []
+    outputs = {Path(e["output"]) for e in ledger["runs"].values()}
+    assert all(p.parent.parent == results and p.is_file() for p in outputs)
+    assert all(Path(e["log"]).is_file() for e in ledger["runs"].values())
+    ran = [json.loads(p.read_text()) for p in outputs]
+    standin = {
+        (r["task"], r["config"].get("prompt")) for r in ran if r["model"]["weights"] == "standin"
+    }
+    assert standin == {("zeroshot", "box"), ("zeroshot", "point1"), ("instseg", "detector_box"),
+                       ("proposals", "point_grid")}  # fmt: skip
+    timed = {r["model"]["name"] for r in ran if r["task"] == "throughput"}
+    assert timed == {"efficientsam_vitt", "efficientsam_vitt:reference"}
+    # the report rendered every file the suite wrote
+    with (report / "results.csv").open() as f:
+        shown = {Path(row["results_file"]).resolve() for row in csv.DictReader(f)}
+    assert {p.resolve() for p in outputs} <= shown
