@@ -29,8 +29,8 @@ def _ledger(out: Path, name: str = "t") -> dict:
     return json.loads((out / f"{name}.ledger.json").read_text())
 
 
-def _statuses(out: Path) -> dict[str, str]:
-    return {rid: e["status"] for rid, e in _ledger(out)["runs"].items()}
+def _statuses(out: Path, name: str = "t") -> dict[str, str]:
+    return {rid: e["status"] for rid, e in _ledger(out, name)["runs"].items()}
 
 
 def test_suite_runs_resumes_and_reruns_exactly_the_changed_runs(tmp_path: Path) -> None:
@@ -105,7 +105,10 @@ def test_missing_inputs_and_failures_are_recorded_and_reported(
     assert failed["status"] == "failed"
     assert "no_such_model" in failed["reason"] and "\n" not in failed["reason"]
     assert Path(failed["log"]).is_file()
-    assert by_model["sami_vit_tiny"]["reason"].startswith("not run: esam has no Mask R-CNN")
+    # this Python (the suite's default downstream_python) has no esam_downstream
+    assert by_model["sami_vit_tiny"]["reason"].startswith(
+        "not run: esam_downstream is not installed for "
+    )
     assert len(_ledger(out, "bad")["not_run"]) == 4
 
     pytest.importorskip("pandas")
@@ -128,3 +131,111 @@ def test_smoke_suite_is_weightless_and_uses_the_shipped_sample() -> None:
     for run in suite.runs:
         assert run.checkpoint is None
         assert all(Path(p).exists() and str(SAMPLE_DIR) in p for p in run.inputs.values())
+
+
+CHEAP = """
+name: cheap
+datasets:
+  s: {format: coco, annotations: "${sample_root}/annotations/instances.json",
+      images: "${sample_root}/images", detections: "${sample_root}/detections.json"}
+defaults: {workers: 0, progress: false, limit_images: 2}
+runs:
+  - {task: zeroshot, model: [box_fill, oracle], dataset: s, protocol: efficientsam}
+  - {task: instseg, model: box_fill, dataset: s}
+  - {task: proposals, model: box_grid, dataset: s}
+"""
+
+
+def _measured(out: Path, name: str) -> dict[str, dict]:
+    """Each run's metrics and per-sample rows, by run id."""
+    got = {}
+    for rid, entry in _ledger(out, name)["runs"].items():
+        results = Path(entry["output"])
+        rows = results.with_name(results.stem + ".rows.jsonl")
+        got[rid] = {
+            "metrics": json.loads(results.read_text())["metrics"],
+            "rows": rows.read_text() if rows.is_file() else None,
+        }
+    return got
+
+
+def test_jobs_run_at_once_and_give_the_results_of_one_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import threading
+    import time
+
+    suite = tmp_path / "cheap.yaml"
+    suite.write_text(CHEAP)
+    real_run = subprocess.run
+    spans: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def timed_run(*args, **kwargs):  # the real process, with its start and end times
+        t0 = time.perf_counter()
+        try:
+            return real_run(*args, **kwargs)
+        finally:
+            with lock:
+                spans.append((t0, time.perf_counter()))
+
+    monkeypatch.setattr(subprocess, "run", timed_run)
+    outs = {}
+    for jobs in (1, 2):
+        spans.clear()
+        outs[jobs] = tmp_path / f"jobs{jobs}"
+        assert (
+            main(["suite", "run", str(suite), "--out", str(outs[jobs]), "--jobs", str(jobs)]) == 0
+        )
+        assert len(spans) == 4  # one fresh process per run
+        first, second = sorted(spans)[:2]
+        overlapped = second[0] < first[1]
+        assert overlapped == (jobs == 2)
+    one, two = _measured(outs[1], "cheap"), _measured(outs[2], "cheap")
+    assert list(two) == list(one) and len(one) == 4  # every run recorded, in suite order
+    assert two == one
+    assert all(m["rows"] for rid, m in one.items() if not rid.startswith("proposals"))
+    for out in outs.values():
+        assert set(_statuses(out, "cheap").values()) == {"ok"}
+    # the same key names the same inputs, whatever the number of jobs
+    names = [
+        {Path(e["output"]).name for e in _ledger(o, "cheap")["runs"].values()}
+        for o in outs.values()
+    ]
+    assert names[0] == names[1]
+
+
+def test_a_run_with_several_processes_runs_under_torchrun(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite = tmp_path / "dist.yaml"
+    suite.write_text(
+        "name: dist\n"
+        "datasets:\n"
+        "  s: {format: coco, annotations: '${sample_root}/annotations/instances.json',\n"
+        "      images: '${sample_root}/images'}\n"
+        "defaults: {workers: 0, progress: false}\n"
+        "runs:\n"
+        "  - {name: one, task: zeroshot, model: box_fill, dataset: s, overrides: {prompt: box}}\n"
+        "  - {name: two, task: zeroshot, model: box_fill, dataset: s, overrides: {prompt: box},\n"
+        "     nproc: 2}\n"
+    )
+    out = tmp_path / "results"
+    assert main(["suite", "run", str(suite), "--out", str(out), "--dry-run"]) == 0
+    printed = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("python")]
+    assert printed[0].startswith("python -m esam.cli.main eval zeroshot ")
+    assert printed[1].startswith(
+        "python -m torch.distributed.run --standalone --nproc_per_node=2 -m esam.cli.main "
+        "eval zeroshot "
+    )
+
+    assert main(["suite", "run", str(suite), "--out", str(out)]) == 0
+    runs = _ledger(out, "dist")["runs"]
+    assert " -m torch.distributed.run --standalone --nproc_per_node=2 " in runs["two"]["command"]
+    assert "torch.distributed.run" not in runs["one"]["command"]
+    one, two = (json.loads(Path(runs[r]["output"]).read_text()) for r in ("one", "two"))
+    assert one["config"]["world_size"] == 1 and two["config"]["world_size"] == 2
+    assert two["metrics"] == one["metrics"] and one["metrics"]["n_instances"] > 0
+    measured = _measured(out, "dist")
+    assert measured["two"]["rows"] == measured["one"]["rows"]

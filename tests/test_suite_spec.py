@@ -63,15 +63,40 @@ def test_paper_dry_run_prints_one_command_per_cell(capsys: pytest.CaptureFixture
     )  # fmt: skip
     out = capsys.readouterr().out
     assert rc == 0
-    commands = [ln for ln in out.splitlines() if ln.startswith("python -m esam.cli.main")]
+    commands = [ln for ln in out.splitlines() if ln.startswith("python -m esam")]
     labels = [ln[2:] for ln in out.splitlines() if ln.startswith("# Table")]
-    # Table 1: 6 backbones; Table 4: 4 models x 3 prompts; Table 5: 4 models; Table 8: 3 models
-    assert len(commands) == len(labels) == 6 + 12 + 4 + 3
+    # Table 1: 6 backbones; Tables 2 and 3: 3 each; Table 4: 4 models x 3 prompts; Table 5:
+    # 4 models; Table 8: 3 models
+    assert len(commands) == len(labels) == 6 + 3 + 3 + 12 + 4 + 3
     assert sum(lab.startswith("Table 4") for lab in labels) == 12
     assert all("/WEIGHTS/" in c and "/DATA/" in c for c in commands if "bench" not in c)
-    cannot = out.split("# cells this suite cannot produce (7):")[1]
-    assert cannot.count("Table 2:") == 3 and cannot.count("Table 3:") == 3
+    downstream = [c for c in commands if c.startswith("python -m esam_downstream test")]
+    assert [c.split("--task ")[1].split()[0] for c in downstream] == 3 * ["coco-maskrcnn"] + 3 * [
+        "ade20k-mask2former"
+    ]
+    assert all("--backbone /WEIGHTS/sami_vit_" in c and "--work-dir OUT/" in c for c in downstream)
+    assert (
+        "--data-root /DATA/coco --checkpoint /WEIGHTS/mask-rcnn_sami_vit_tiny_coco.pth"
+        in (downstream[0])
+    )
+    cannot = out.split("# cells this suite cannot produce (1):")[1]
     assert "Table 5: FastSAM: no adapter" in cannot
+
+
+def test_downstream_runs_use_the_downstream_python(capsys: pytest.CaptureFixture[str]) -> None:
+    """--var downstream_python: the Python (of another environment) that runs Tables 2 and 3."""
+    rc = main(
+        ["suite", "run", "paper", "--out", "OUT", "--dry-run", "--only", "ade20k",
+         "--data-root", "/DATA", "--weights-root", "/WEIGHTS",
+         "--var", "downstream_python=/nowhere/python"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0
+    commands = [
+        ln for ln in out.splitlines() if ln.startswith("/nowhere/python -m esam_downstream")
+    ]
+    assert len(commands) == 3
+    assert "not run here: Python /nowhere/python (downstream_python) not found" in out
 
 
 def test_paper_without_roots_names_the_undefined_variables(
@@ -115,7 +140,9 @@ def test_a_suite_extends_another_with_its_runs_first(tmp_path: Path) -> None:
 def test_extends_problems_are_listed(tmp_path: Path) -> None:
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text("extends: b.yaml\nruns: []\n")
-    b.write_text("extends: a.yaml\nbogus: 1\nruns:\n  - {task: zeroshot, model: x, dataset: nope}\n")
+    b.write_text(
+        "extends: a.yaml\nbogus: 1\nruns:\n  - {task: zeroshot, model: x, dataset: nope}\n"
+    )
     with pytest.raises(SuiteError) as e:
         load_suite(a, task_options(), environ={})
     text = "\n".join(e.value.problems)

@@ -93,13 +93,15 @@ def parser_options(parser: argparse.ArgumentParser) -> TaskOptions:
         if not longs:
             continue
         flag = longs[0]
-        kind: Literal["value", "bool", "switch", "append"]
+        kind: Literal["value", "bool", "switch", "append", "list"]
         if isinstance(action, argparse.BooleanOptionalAction):
             kind = "bool"
         elif isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
             kind = "switch"
         elif isinstance(action, argparse._AppendAction):
             kind = "append"
+        elif action.nargs in ("*", "+"):
+            kind = "list"
         else:
             kind = "value"
         choices = tuple(str(c) for c in action.choices) if action.choices else None
@@ -109,9 +111,10 @@ def parser_options(parser: argparse.ArgumentParser) -> TaskOptions:
 
 def task_options() -> dict[str, TaskOptions]:
     """Each runnable task's options, read from the ``esam`` parser (imagenet: its own parser)."""
+    from esam.cli.downstream import parser as downstream_parser
     from esam.cli.imagenet import parser as imagenet_parser
     from esam.cli.main import build_parser
-    from esam.suite.spec import TASKS
+    from esam.suite.spec import DOWNSTREAM_MODULE, TASKS
 
     root = build_parser()
     out: dict[str, TaskOptions] = {}
@@ -120,6 +123,9 @@ def task_options() -> dict[str, TaskOptions]:
             continue
         if tdef.command == ("eval", "imagenet"):
             out[name] = parser_options(imagenet_parser())
+            continue
+        if tdef.module == DOWNSTREAM_MODULE:  # esam_downstream's parser, defined in esam
+            out[name] = parser_options(downstream_parser())
             continue
         p = root
         for word in tdef.command:
@@ -148,7 +154,7 @@ def _variables(args: argparse.Namespace) -> dict[str, str]:
 
 def run_cli(args: argparse.Namespace) -> int:
     from esam.suite import load_suite, run_suite
-    from esam.suite.runner import build_argv, command_of, output_path
+    from esam.suite.runner import build_argv, command_of, missing_package, output_path
 
     if args.jobs < 1:
         raise InputError(f"--jobs must be >= 1, got {args.jobs}")
@@ -168,8 +174,12 @@ def run_cli(args: argparse.Namespace) -> int:
                 continue
             output = output_path(out, run, "KEY")
             cmd = command_of(run, build_argv(run, opts[run.task], output))
-            cmd[0] = "python"
+            if cmd[0] == sys.executable:
+                cmd[0] = "python"
             print(f"# {label}\n{shlex.join(cmd)}")
+            why = missing_package(run)
+            if why:
+                print(f"#   not run here: {why}")
         cannot += [(f"{c.table}: {c.cell}", c.why) for c in suite.cannot]
         if cannot:
             print(f"\n# cells this suite cannot produce ({len(cannot)}):")

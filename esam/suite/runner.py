@@ -11,8 +11,9 @@ Every run ends in one of these states, kept in the suite's ledger
 (``<out>/<suite>.ledger.json``, rewritten atomically after each run):
 
 * ``ok``: ran now and wrote its results; ``done``: skipped, the results were already there;
-* ``not run``: an input is missing (``not run: missing checkpoint /w/x.pt``), or esam has no
-  harness for the task;
+* ``not run``: an input is missing (``not run: missing checkpoint /w/x.pt``), esam has no
+  harness for the task, or the Python meant to run it lacks its package (a downstream task
+  whose ``${downstream_python}`` has no ``esam_downstream``);
 * ``failed``: the process failed; the reason is its one-line error (its full output is kept in
   ``<out>/logs/``).
 
@@ -170,6 +171,10 @@ def _value_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
 def build_argv(run: ResolvedRun, opts: TaskOptions, output: Path) -> list[str]:
     """The ``esam`` arguments of a run (without the program)."""
     tdef = run.definition
@@ -198,26 +203,64 @@ def build_argv(run: ResolvedRun, opts: TaskOptions, output: Path) -> list[str]:
         elif info.kind == "append":
             for item in value if isinstance(value, list) else [value]:
                 argv += [info.flag, _value_text(item)]
+        elif info.kind == "list":
+            argv += [info.flag, *(_value_text(v) for v in _as_list(value))]
         else:
             argv += [info.flag, _value_text(value)]
-    argv += ["--output", str(output)]
+    argv += [tdef.output_flag, str(output)]
     return argv + tail
 
 
 def command_of(run: ResolvedRun, argv: Sequence[str]) -> list[str]:
-    """The full command line: ``python -m esam.cli.main ...``, under torchrun for nproc > 1."""
+    """The full command line: ``python -m <module> ...`` (``esam.cli.main`` for esam's own
+    tasks), under torchrun for nproc > 1; a downstream task's Python is ``run.python``."""
+    tdef = run.definition
+    python = run.python or sys.executable
     if run.nproc > 1:
         return [
-            sys.executable,
+            python,
             "-m",
             "torch.distributed.run",
             "--standalone",
             f"--nproc_per_node={run.nproc}",
             "-m",
-            "esam.cli.main",
+            tdef.module,
             *argv,
+            *tdef.launcher,
         ]
-    return [sys.executable, "-m", "esam.cli.main", *argv]
+    return [python, "-m", tdef.module, *argv]
+
+
+_HAS_MODULE: dict[tuple[str, str], str] = {}
+
+
+def missing_package(run: ResolvedRun) -> str:
+    """Why ``run.python`` cannot run the task's module (``""`` when it can).
+
+    Checked once per (Python, module) in a subprocess that only looks the module up
+    (``importlib.util.find_spec``), so nothing of it is imported here.
+    """
+    tdef = run.definition
+    if run.python is None or tdef.module == "esam.cli.main":
+        return ""
+    key = (run.python, tdef.module)
+    if key not in _HAS_MODULE:
+        if shutil.which(run.python) is None and not Path(run.python).is_file():
+            _HAS_MODULE[key] = f"Python {run.python} ({tdef.python_var}) not found"
+        else:
+            probe = (
+                "import importlib.util, sys; "
+                f"sys.exit(importlib.util.find_spec({tdef.module!r}) is None)"
+            )
+            rc = subprocess.run([run.python, "-c", probe], capture_output=True, check=False)
+            _HAS_MODULE[key] = (
+                ""
+                if rc.returncode == 0
+                else f"{tdef.module} is not installed for {run.python}: install downstream/ "
+                f"there, or pass --var {tdef.python_var}=PYTHON of an environment that has it "
+                "(tox -e downstream builds .tox/downstream/bin/python)"
+            )
+    return _HAS_MODULE[key]
 
 
 def one_line_error(text: str) -> str:
@@ -255,6 +298,9 @@ def plan_run(
     tdef = run.definition
     if tdef.command is None or opts is None:
         return RunRecord(run, "not run", f"not run: {tdef.why_not}")
+    why = missing_package(run)
+    if why:
+        return RunRecord(run, "not run", f"not run: {why}")
     missing = missing_inputs(run)
     if missing:
         return RunRecord(run, "not run", f"not run: missing {'; '.join(missing)}")

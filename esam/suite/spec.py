@@ -43,6 +43,12 @@ package (``esam.eval``, ``esam.bench``, ``esam.classify``): the layer above pass
 in as data. :func:`load_suite` collects every problem (unknown task or key, undefined variable,
 unknown preset, bad value) and raises them together in one :class:`SuiteError`.
 
+The downstream tasks (``coco-maskrcnn``, ``ade20k-mask2former``: Tables 2 and 3) run
+``python -m esam_downstream test`` with the Python named by ``${downstream_python}`` (default:
+the one running the suite; ``--var downstream_python=.tox/downstream/bin/python`` for the
+``tox -e downstream`` environment); their settings come from :mod:`esam.cli.downstream`'s
+parser, which imports no mm* package.
+
 This module imports nothing heavy.
 """
 
@@ -96,18 +102,29 @@ class SuiteError(ConfigError):
     """A suite cannot be used; the message lists every problem found (``problems``)."""
 
 
+#: Settings the suite sets itself from a run's fields; overrides may not set them.
+RESERVED = ("model", "checkpoint", "backbone", "dataset", "protocol", "output")
+
+
 @dataclass(frozen=True)
 class TaskDef:
-    """A task a suite may name and the ``esam`` command that runs it.
+    """A task a suite may name and the command that runs it.
 
     Attributes:
         name: the task's name in suites.
-        command: ``esam`` subcommand words (``("eval", "zeroshot")``); ``None``: esam has no
-            harness for the task yet, and ``why_not`` says so.
-        output: ``file``: ``--output`` names the results JSON; ``dir``: a run folder holding
-            ``results.json``.
+        command: subcommand words of ``python -m <module>`` (``("eval", "zeroshot")``);
+            ``None``: esam has no harness for the task yet, and ``why_not`` says so.
+        output: ``file``: the output flag names the results JSON; ``dir``: a run folder
+            holding ``results.json``.
         checkpoint_flag: the harness's flag for the weights file.
         why_not: why a task without a command cannot run.
+        module: the module run with ``python -m``: ``esam.cli.main`` (esam's command line) or a
+            separately installed package's (``esam_downstream``).
+        python_var: the suite variable naming the Python that runs ``module`` (a package of
+            another environment); ``None``: the Python running the suite.
+        output_flag: the harness's flag for where results go.
+        reserved: settings the suite sets from the run's fields (overrides may not).
+        launcher: arguments added when the run has ``nproc > 1`` (under torchrun).
     """
 
     name: str
@@ -115,12 +132,32 @@ class TaskDef:
     output: Literal["file", "dir"] = "file"
     checkpoint_flag: str = "checkpoint"
     why_not: str = ""
+    module: str = "esam.cli.main"
+    python_var: str | None = None
+    output_flag: str = "--output"
+    reserved: tuple[str, ...] = RESERVED
+    launcher: tuple[str, ...] = ()
 
 
-_DOWNSTREAM = (
-    "esam has no {what} harness yet: the heads need the downstream/ mmcv stack, whose "
-    "environment is not defined (tox.ini)"
-)
+#: The package of the downstream tasks and the suite variable naming the Python that has it.
+DOWNSTREAM_MODULE = "esam_downstream"
+DOWNSTREAM_PYTHON_VAR = "downstream_python"
+
+
+def _downstream(task: str) -> TaskDef:
+    """``python -m esam_downstream test --task TASK`` in the downstream environment's Python."""
+    return TaskDef(
+        task,
+        ("test", "--task", task),
+        output="dir",
+        checkpoint_flag="backbone",
+        module=DOWNSTREAM_MODULE,
+        python_var=DOWNSTREAM_PYTHON_VAR,
+        output_flag="--work-dir",
+        reserved=("model", "backbone", "dataset", "protocol", "work_dir", "task"),
+        launcher=("--launcher", "pytorch"),
+    )
+
 
 #: Every task a suite may name.
 TASKS: dict[str, TaskDef] = {
@@ -131,21 +168,10 @@ TASKS: dict[str, TaskDef] = {
         TaskDef("proposals", ("eval", "proposals")),
         TaskDef("throughput", ("bench", "throughput")),
         TaskDef("imagenet", ("eval", "imagenet"), output="dir", checkpoint_flag="backbone"),
-        TaskDef(
-            "coco-maskrcnn",
-            None,
-            why_not=_DOWNSTREAM.format(what="Mask R-CNN (ViTDet) detection"),
-        ),
-        TaskDef(
-            "ade20k-mask2former",
-            None,
-            why_not=_DOWNSTREAM.format(what="Mask2Former semantic segmentation"),
-        ),
+        _downstream("coco-maskrcnn"),
+        _downstream("ade20k-mask2former"),
     )
 }
-
-#: Settings the suite sets itself from a run's fields; overrides may not set them.
-RESERVED = ("model", "checkpoint", "backbone", "dataset", "protocol", "output")
 
 
 @dataclass(frozen=True)
@@ -155,12 +181,13 @@ class OptionInfo:
     Attributes:
         flag: the option string (``--limit-images``).
         kind: ``value`` (``--flag V``), ``bool`` (``--flag`` / ``--no-flag``), ``switch``
-            (``--flag`` when true, nothing when false) or ``append`` (``--flag V`` per item).
+            (``--flag`` when true, nothing when false), ``append`` (``--flag V`` per item)
+            or ``list`` (``--flag V1 V2 ...``, an option taking several values).
         choices: the allowed values, when the parser restricts them.
     """
 
     flag: str
-    kind: Literal["value", "bool", "switch", "append"]
+    kind: Literal["value", "bool", "switch", "append", "list"]
     choices: tuple[str, ...] | None = None
 
 
@@ -192,6 +219,7 @@ class ResolvedRun:
     nproc: int = 1
     table: str | None = None
     cell: str | None = None
+    python: str | None = None
 
     @property
     def definition(self) -> TaskDef:
@@ -250,10 +278,14 @@ def suite_path(source: str | os.PathLike[str]) -> Path:
 
 
 def builtin_vars() -> dict[str, str]:
-    """Variables every suite may use: ``sample_root``, the shipped sample's folder."""
+    """Variables every suite may use: ``sample_root``, the shipped sample's folder, and
+    ``downstream_python``, the Python that runs the downstream tasks (default: this one; the
+    downstream environment's is ``.tox/downstream/bin/python``)."""
+    import sys
+
     from esam.data.synthetic import SAMPLE_DIR
 
-    return {"sample_root": str(SAMPLE_DIR)}
+    return {"sample_root": str(SAMPLE_DIR), DOWNSTREAM_PYTHON_VAR: sys.executable}
 
 
 def env_vars(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -503,7 +535,7 @@ def _expand_run(
         axes[f"overrides.{key}"] = _words(values)
     if opts is not None:
         for key in [*overrides, *matrix]:
-            _check_key(key, where, opts, problems)
+            _check_key(key, where, opts, problems, tdef.reserved)
         if any(v is not None for v in axes["protocol"]):
             proto = opts.options.get("protocol")
             if proto is None:
@@ -597,13 +629,20 @@ def _expand_run(
                 nproc=nproc,
                 table=str(raw["table"]) if raw.get("table") is not None else None,
                 cell=str(cell) if cell is not None else None,
+                python=(
+                    col.fill(f"${{{tdef.python_var}}}", run_where)
+                    if tdef.python_var is not None
+                    else None
+                ),
             )
         )
     return out
 
 
-def _check_key(key: str, where: str, opts: TaskOptions, problems: list[str]) -> None:
-    if key in RESERVED:
+def _check_key(
+    key: str, where: str, opts: TaskOptions, problems: list[str], reserved: tuple[str, ...]
+) -> None:
+    if key in reserved:
         problems.append(f"{where}: {key!r} is set from the run's own fields, not overrides")
     elif key not in opts.options and not (opts.key_value and "." in key):
         import difflib
