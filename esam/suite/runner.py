@@ -442,6 +442,8 @@ def _read_ledger(path: Path) -> dict[str, Any]:
 
 
 def _write_ledger(path: Path, suite: Suite, entries: dict[str, Any], hashes: _HashCache) -> None:
+    # in the suite's order, whatever order the runs finished in (--jobs)
+    entries = {r.id: entries[r.id] for r in suite.runs if r.id in entries}
     not_run = [
         {"run": rid, **{k: e.get(k) for k in ("task", "model", "dataset", "status", "reason")}}
         for rid, e in entries.items()
