@@ -383,3 +383,13 @@ def test_candidate_storage_is_bounded_and_only_survivors_are_encoded(
     # the NMS removed candidates, and only the survivors were run-length encoded
     assert 0 < len(records) < n
     assert sum(encoded) == len(records) and max(encoded) == 1
+
+
+def test_small_region_removal_equals_segment_anything(
+    tiny_model: nn.Module, rgb_image: np.ndarray
+) -> None:
+    pytest.importorskip("cv2")
+    kw = dict(points_per_side=4, points_per_batch=8, min_mask_region_area=30, **LOOSE)
+    ours = generate(tiny_model, rgb_image, **kw)
+    assert ours
+    assert_same_records(ours, reference(tiny_model, rgb_image, **kw))
