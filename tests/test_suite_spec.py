@@ -153,3 +153,28 @@ def test_extends_problems_are_listed(tmp_path: Path) -> None:
     c.write_text("extends: no-such-suite\nruns: []\n")
     with pytest.raises(SuiteError, match="extends: unknown suite 'no-such-suite'"):
         load_suite(c, task_options(), environ={})
+
+
+def test_downstream_head_checkpoint_is_an_input(tmp_path: Path) -> None:
+    """The trained-head checkpoint of a Table 2/3 run is checked like data: missing, the run is
+    not run (and says which file); present, its content names the results file."""
+    from esam.suite.runner import _HashCache, identity_key, missing_inputs, run_identity
+
+    head = tmp_path / "head.pth"
+    backbone = tmp_path / "backbone.pt"
+    backbone.write_bytes(b"backbone")
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        "runs:\n"
+        "  - {task: coco-maskrcnn, model: sami_vit_tiny, checkpoint: '${weights_root}/backbone.pt',\n"
+        "     overrides: {checkpoint: '${weights_root}/head.pth'}}\n"
+    )
+    (run,) = load_suite(suite, task_options(), {"weights_root": str(tmp_path)}, environ={}).runs
+    assert missing_inputs(run) == [f"checkpoint {head}"]
+    head.write_bytes(b"weights one")
+    assert missing_inputs(run) == []
+    hashes = _HashCache({})
+    first = identity_key(run_identity(run, hashes))
+    assert run_identity(run, hashes)["overrides"]["checkpoint"].startswith("sha256:")
+    head.write_bytes(b"weights two")
+    assert identity_key(run_identity(run, _HashCache({}))) != first

@@ -119,6 +119,10 @@ def missing_inputs(run: ResolvedRun) -> list[str]:
     for key, value in run.inputs.items():
         if not Path(value).exists():
             missing.append(f"{key} {value}")
+    for key in run.definition.file_options:
+        path = run.overrides.get(key)
+        if path is not None and not Path(str(path)).exists():
+            missing.append(f"{key} {path}")
     return missing
 
 
@@ -139,7 +143,10 @@ def run_identity(run: ResolvedRun, hashes: _HashCache) -> dict[str, Any]:
         "format": run.data_format,
         "inputs": {k: ident(v) for k, v in sorted(run.inputs.items())},
         "protocol": run.protocol,
-        "overrides": {k: run.overrides[k] for k in sorted(run.overrides)},
+        "overrides": {
+            k: ident(str(v)) if k in run.definition.file_options else v
+            for k, v in sorted(run.overrides.items())
+        },
         "nproc": run.nproc,
     }
 

@@ -125,6 +125,9 @@ class TaskDef:
         output_flag: the harness's flag for where results go.
         reserved: settings the suite sets from the run's fields (overrides may not).
         launcher: arguments added when the run has ``nproc > 1`` (under torchrun).
+        file_options: settings (overrides) that name a file the run reads, such as the
+            downstream tasks' trained-head ``checkpoint``: checked for existence before the run
+            (a missing one makes it ``not run``) and identified by content in its hash.
     """
 
     name: str
@@ -137,6 +140,7 @@ class TaskDef:
     output_flag: str = "--output"
     reserved: tuple[str, ...] = RESERVED
     launcher: tuple[str, ...] = ()
+    file_options: tuple[str, ...] = ()
 
 
 #: The package of the downstream tasks and the suite variable naming the Python that has it.
@@ -156,6 +160,7 @@ def _downstream(task: str) -> TaskDef:
         output_flag="--work-dir",
         reserved=("model", "backbone", "dataset", "protocol", "work_dir", "task"),
         launcher=("--launcher", "pytorch"),
+        file_options=("checkpoint",),
     )
 
 
