@@ -79,7 +79,12 @@ def _cli(args: list[str]) -> None:
 
 def stage_weights(plan: DemoPlan) -> None:
     """Write stand-in weights as esam checkpoints (exercises the checkpoint round trip): the
-    full-size EfficientSAM-Ti and a 256 px, 2-block one for segment everything and proposals."""
+    full-size EfficientSAM-Ti and a 256 px, 2-block one for segment everything and proposals.
+
+    A file already holding the same weights and config is kept: a safetensors file's bytes
+    differ from one write to the next (its metadata's order), and the benchmark suite knows
+    checkpoints by their SHA-256, so rewriting would redo every stand-in run of a second demo.
+    """
     import esam
     from esam.standin import load_standin_weights
 
@@ -87,8 +92,32 @@ def stage_weights(plan: DemoPlan) -> None:
     for path, sizes in ((plan.weights, {}), (plan.weights_256px, EVERYTHING_MODEL)):
         model = esam.build_model(DEMO_MODEL, **sizes)
         load_standin_weights(model)
+        if _holds(path, model):
+            print(f"  stand-in weights: {path} (unchanged)")
+            continue
         esam.save_checkpoint(model, path, DEMO_MODEL, model.config.to_dict(), weights="standin")
         print(f"  stand-in weights: {path}")
+
+
+def _holds(path: Path, model: Any) -> bool:
+    """Whether the checkpoint at ``path`` has exactly ``model``'s config and weights."""
+    import torch
+
+    from esam.checkpoint import CheckpointError, read_checkpoint
+
+    if not path.is_file():
+        return False
+    try:
+        state, info = read_checkpoint(path)
+    except (OSError, CheckpointError):
+        return False
+    ours = model.state_dict()
+    config = json.loads(json.dumps(model.config.to_dict()))
+    return (
+        info.get("config") == config
+        and state.keys() == ours.keys()
+        and all(torch.equal(state[k], ours[k]) for k in ours)
+    )
 
 
 def _first_box(annotations: Path) -> tuple[str, list[float]]:
@@ -442,6 +471,7 @@ def run_demo(out: Path, quick: bool = False) -> Path:
     print(f"\ndemo finished in {time.perf_counter() - t_all:.0f} s")
     print(f"  overlay: {plan.out / 'predict' / 'overlay.png'}")
     print(f"  results: {plan.results}")
+    print(f"  benchmark suite: {plan.suite} (ledger {plan.results / f'{DEMO_SUITE}.ledger.json'})")
     print(f"  report:  {report / 'index.html'}")
     pretrain = plan.results / "pretrain" / "sami_tiny_scenes.json"
     if pretrain.is_file():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from esam.cli.suite import task_options
-from esam.demo import IMAGENET_DATASET, run_demo
+from esam.demo import IMAGENET_DATASET, DemoPlan, run_demo, stage_benchmarks, stage_weights
 from esam.suite import load_suite
 from esam.utils.results import validate_results
 
@@ -77,3 +77,11 @@ def test_demo_quick_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureFixtu
     with (report / "results.csv").open() as f:
         shown = {Path(row["results_file"]).resolve() for row in csv.DictReader(f)}
     assert {p.resolve() for p in outputs} <= shown
+
+    # a second demo into the same folder keeps the stand-in weights and reruns no benchmark
+    plan = DemoPlan(tmp_path / "demo", quick=True)
+    stage_weights(plan)
+    stage_benchmarks(plan)
+    again = json.loads((results / "demo.ledger.json").read_text())["runs"]
+    assert {e["status"] for e in again.values()} == {"done"}
+    assert {Path(e["output"]) for e in again.values()} == outputs
