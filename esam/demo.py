@@ -147,16 +147,14 @@ def stage_predict(plan: DemoPlan) -> None:
     )  # fmt: skip
 
 
-#: The smoke suite's throughput settings (one image, fp32, one warm-up step); the full demo
-#: times three steps instead of two.
-THROUGHPUT_SETTINGS = {
-    "device": "cpu",
-    "batch_sizes": 1,
-    "dtypes": "fp32",
-    "warmup": 1,
-    "accuracy_images": 2,
-    "no_progress": True,
-}
+def _smoke_throughput() -> dict[str, Any]:
+    """The smoke suite's throughput run (a 256 px, 2-block EfficientSAM-Ti, untrained)."""
+    from esam.config import read_yaml
+    from esam.suite.spec import suite_path
+
+    runs = read_yaml(suite_path("smoke"))["runs"]
+    run: dict[str, Any] = next(r for r in runs if r["task"] == "throughput")
+    return run
 
 
 def demo_suite(quick: bool) -> dict[str, Any]:
@@ -164,7 +162,7 @@ def demo_suite(quick: bool) -> dict[str, Any]:
 
     Its runs are the smoke suite's, then the stand-in model's: zero-shot box and 1-click mIoU
     and instance segmentation AP with the full-size weights, object proposals with the 256 px
-    ones (segment-everything settings of :data:`EVERYTHING_SETTINGS`), and CPU throughput of
+    ones (the filters of :data:`EVERYTHING_FILTERS`, an 8 x 8 grid), and CPU throughput of
     the fast path against the official-style reference at the same settings. The weights are
     found under ``${weights_root}``. ``quick`` scores 2 images with the stand-in model and
     times the reference at the smoke suite's 256 px, 2-block size (untrained weights), beside
@@ -172,27 +170,16 @@ def demo_suite(quick: bool) -> dict[str, Any]:
     """
     limit = {"limit_images": 2} if quick else {}
     standin = "${weights_root}/" + STANDIN_FILE
+    smoke = _smoke_throughput()
     if quick:
-        throughput = {
-            "task": "throughput",
-            "model": f"{DEMO_MODEL}:reference",
-            "overrides": {
-                "override": [f"{k}={v}" for k, v in EVERYTHING_MODEL.items()],
-                **THROUGHPUT_SETTINGS,
-                "iters": 2,
-            },
-        }
-    else:
+        throughput = {**smoke, "model": f"{DEMO_MODEL}:reference"}
+    else:  # the smoke run's settings (CPU, one image, fp32), full size, one more timed step
+        settings = {k: v for k, v in smoke["overrides"].items() if k != "override"}
         throughput = {
             "task": "throughput",
             "model": ["efficientsam_ti_standin", "efficientsam_ti_standin_reference"],
-            "overrides": {**THROUGHPUT_SETTINGS, "iters": 3},
+            "overrides": {**settings, "iters": 3},
         }
-    generator = {
-        "points_per_side": 8,
-        "pred_iou_thresh": 0,
-        "stability_score_thresh": 0,
-    }
     return {
         "name": DEMO_SUITE,
         "description": "the smoke suite plus EfficientSAM-Ti with the demo's stand-in weights",
@@ -229,7 +216,7 @@ def demo_suite(quick: bool) -> dict[str, Any]:
                 "task": "proposals",
                 "model": "efficientsam_standin_256px",
                 "dataset": "sample",
-                "overrides": {**generator, **limit},
+                "overrides": {"points_per_side": 8, **EVERYTHING_FILTERS, **limit},
             },
             throughput,
         ],
@@ -358,9 +345,9 @@ def stage_finetune(plan: DemoPlan) -> None:
 #: Size of the demo's segment-everything and proposals model: a 256 px, 2-block
 #: EfficientSAM-Ti (fast on one CPU core; :attr:`DemoPlan.weights_256px`).
 EVERYTHING_MODEL: dict[str, Any] = {"img_size": 256, "encoder_depth": 2}
-#: Filters of the demo's segment-everything stage, lifted because stand-in masks never pass
-#: segment-anything's defaults (0.88 / 0.95).
-EVERYTHING_SETTINGS = ("--pred-iou-thresh", "0", "--stability-score-thresh", "0")
+#: Filters of the demo's segment-everything stage and proposals, lifted because stand-in
+#: masks never pass segment-anything's defaults (0.88 / 0.95).
+EVERYTHING_FILTERS = {"pred_iou_thresh": 0, "stability_score_thresh": 0}
 
 
 def stage_everything(plan: DemoPlan) -> None:
@@ -374,9 +361,10 @@ def stage_everything(plan: DemoPlan) -> None:
 
     _, images = sample_paths()
     root = plan.out / "everything"
-    generator = [
-        "--model", "efficientsam", "--checkpoint", str(plan.weights_256px), *EVERYTHING_SETTINGS
-    ]  # fmt: skip
+    filters = [
+        x for k, v in EVERYTHING_FILTERS.items() for x in ("--" + k.replace("_", "-"), str(v))
+    ]
+    generator = ["--model", "efficientsam", "--checkpoint", str(plan.weights_256px), *filters]
     image = images / min(p.name for p in images.glob("*.png"))
     _cli(
         ["everything", *generator, "--image", str(image),
