@@ -10,10 +10,12 @@ Usage::
 What is compared, side by side in one run:
 
 * esam: ``esam.EfficientSamAutomaticMaskGenerator`` (predicted-IoU filter before upsampling,
-  survivors upsampled ``upsample_batch`` at a time).
+  survivors upsampled ``upsample_batch`` at a time, candidates kept as packed bitmaps until NMS
+  and run-length encoded only if they survive it).
 * sam: segment-anything's ``SamAutomaticMaskGenerator``, unchanged, driving the same EfficientSAM
   model through ``esam.everything.sam_compat.SamPredictorShim`` (it upsamples every mask of a
-  decoder batch, ``points_per_batch`` x 3, to full resolution at once).
+  decoder batch, ``points_per_batch`` x 3, to full resolution at once, and keeps every
+  candidate as an RLE until NMS).
 
 * notebook: the official EfficientSAM notebook's method: every grid point in one decoder call
   and every mask (points x 3) upsampled to full resolution at once, then thresholded; run in a
