@@ -16,6 +16,12 @@ import pytest
 from esam.cli.main import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "downstream"
+#: The paper's names of the backbones, kept beside the alias in published rows.
+PAPER_NAME = {
+    "sami_vit_tiny": "SAMI ViT-Ti",
+    "sami_vit_small": "SAMI ViT-S",
+    "sami_vit_base": "SAMI ViT-B",
+}
 
 
 def _rows(section: str) -> dict[str, list[str]]:
@@ -49,13 +55,15 @@ def test_coco_maskrcnn_table_has_the_run_and_table_2(report: Path) -> None:
     run = rows["tiny test ViT"]
     assert run[cols.index("box AP ↑")].strip("*") == f"{measured['bbox_mAP']:.1f}"
     assert run[cols.index("mask AP ↑")].strip("*") == f"{measured['segm_mAP']:.1f}"
+    # published rows carry the name esam's suites give the backbones (reports/published.json
+    # aliases "SAMI ViT-Ti" to sami_vit_tiny), so a paper-suite run sits beside its row
     published = {
-        "SAMI ViT-Ti": (44.7, 40.0),
-        "SAMI ViT-S": (49.8, 44.2),
-        "SAMI ViT-B": (52.5, 46.5),
+        "sami_vit_tiny": (44.7, 40.0),
+        "sami_vit_small": (49.8, 44.2),
+        "sami_vit_base": (52.5, 46.5),
     }
     for model, (box, mask) in published.items():
-        row = rows[f"*{model}* (published)"]
+        row = rows[f"*{model}* ({PAPER_NAME[model]}, published)"]
         assert row[cols.index("box AP ↑")] == f"*{box}*"
         assert row[cols.index("mask AP ↑")] == f"*{mask}*"
         assert "EfficientSAM paper, Table 2" in row[-1]
@@ -71,7 +79,11 @@ def test_ade20k_mask2former_table_has_the_run_and_table_3(report: Path) -> None:
     run = rows["tiny test ViT"]
     assert run[cols.index("mIoU ↑")].strip("*") == f"{measured['mIoU']:.1f}"
     assert run[cols.index("pixel accuracy ↑")].strip("*") == f"{measured['aAcc']:.1f}"
-    for model, miou in {"SAMI ViT-Ti": 42.7, "SAMI ViT-S": 48.8, "SAMI ViT-B": 51.8}.items():
-        row = rows[f"*{model}* (published)"]
+    for model, miou in {
+        "sami_vit_tiny": 42.7,
+        "sami_vit_small": 48.8,
+        "sami_vit_base": 51.8,
+    }.items():
+        row = rows[f"*{model}* ({PAPER_NAME[model]}, published)"]
         assert row[cols.index("mIoU ↑")] == f"*{miou}*"
         assert "EfficientSAM paper, Table 3" in row[-1]
