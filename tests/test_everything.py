@@ -334,6 +334,14 @@ def test_packed_masks_are_bounded_whatever_the_mask_and_unpack_exactly() -> None
     assert len(amg.mask_to_rle_pytorch(masks[:1])[0]["counts"]) > h * w // 4
     for mask, p, box in zip(masks, packed, boxes.tolist(), strict=True):
         assert torch.equal(unpack_mask(p, box, (h, w)), mask)
+    # a decoder batch whose masks all fail a filter has float boxes (batched_mask_to_box of no
+    # masks), and joining it with the others makes every box float: same bits either way
+    empty = amg.batched_mask_to_box(masks[:0])
+    joined = torch.cat([empty, boxes])
+    assert joined.dtype.is_floating_point
+    assert [p.tobytes() for p in pack_masks(masks, joined)] == [p.tobytes() for p in packed]
+    for mask, p, box in zip(masks, packed, joined.tolist(), strict=True):
+        assert torch.equal(unpack_mask(p, box, (h, w)), mask)
 
 
 def test_candidate_storage_is_bounded_and_only_survivors_are_encoded(

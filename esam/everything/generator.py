@@ -75,15 +75,21 @@ def pack_masks(masks: torch.Tensor, boxes: torch.Tensor) -> list[np.ndarray]:
         ``ceil(H * W / 8)``; :func:`unpack_mask` inverts it.
     """
     packed = []
-    for mask, (x0, y0, x1, y1) in zip(masks, boxes.tolist(), strict=True):
+    for mask, box in zip(masks, boxes.tolist(), strict=True):
+        x0, y0, x1, y1 = (int(v) for v in box)
         inside = mask[y0 : y1 + 1, x0 : x1 + 1].cpu().numpy()
         packed.append(np.packbits(inside.ravel()))
     return packed
 
 
-def unpack_mask(packed: np.ndarray, box: list[int], size: tuple[int, int]) -> torch.Tensor:
-    """The HxW bool mask whose box ``box`` (x0, y0, x1, y1, inclusive) ``packed`` holds."""
-    x0, y0, x1, y1 = box
+def unpack_mask(packed: np.ndarray, box: list[float], size: tuple[int, int]) -> torch.Tensor:
+    """The HxW bool mask whose box ``box`` (x0, y0, x1, y1, inclusive) ``packed`` holds.
+
+    The box may hold floats of whole numbers: segment-anything's ``batched_mask_to_box`` gives
+    an empty batch float zeros, and joining it with the other batches' integer boxes makes
+    every box float.
+    """
+    x0, y0, x1, y1 = (int(v) for v in box)
     h, w = y1 - y0 + 1, x1 - x0 + 1
     mask = torch.zeros(size, dtype=torch.bool)
     bits = np.unpackbits(packed, count=h * w).reshape(h, w)
