@@ -55,6 +55,9 @@ def test_tiny_mask_rcnn_trains_and_evaluates(
             "train_cfg.max_iters": 12,
             "train_cfg.val_interval": 12,
             "optim_wrapper.optimizer.lr": 1e-3,
+            # seeded: unseeded, the sampling of proposals and points varies between runs, and
+            # 12 steps on 2 images are too few for the loss to fall on every draw
+            "randomness": {"seed": 0},
         },
         backbone=tiny_backbone_ckpt[0],
         extra_hooks=[recorder],
@@ -83,6 +86,9 @@ def test_tiny_mask2former_trains_and_evaluates(
             "train_cfg.max_iters": 12,
             "train_cfg.val_interval": 12,
             "optim_wrapper.optimizer.lr": 1e-3,
+            # seeded: unseeded, the sampling of proposals and points varies between runs, and
+            # 12 steps on 2 images are too few for the loss to fall on every draw
+            "randomness": {"seed": 0},
         },
         backbone=tiny_backbone_ckpt[0],
         extra_hooks=[recorder],
