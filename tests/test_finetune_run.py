@@ -38,7 +38,7 @@ def _args(data: Path, out: Path, *extra: str) -> list[str]:
         "finetune", "--config", "tiny", "--data", str(data), "--output", str(out),
         "model.img_size=128", "model.encoder_depth=1", "data.max_masks=4",
         "train.batch_size=2", "train.log_every=1", "train.progress=false",
-        "train.schedule.warmup_steps=0", *extra,
+        "train.schedule.warmup_steps=0", "prompts.corrective_rounds=1", *extra,
     ]  # fmt: skip
 
 
