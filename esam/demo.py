@@ -478,6 +478,19 @@ def run_demo(out: Path, quick: bool = False) -> Path:
                 f"{m['eval_mse']:.3f} against {m['eval_mean_feature_mse']:.3f} for the teacher's "
                 f"mean feature (ratio {m['eval_mse_ratio']:.2f})"
             )
+    finetune = plan.results / "finetune"
+    scored = {
+        name: finetune / f"synth_{name}.json"
+        for name in ("box_efficientsam_synth", "point1_efficientsam_synth", "box_box_fill")
+    }
+    if all(p.is_file() for p in scored.values()):
+        miou = {k: json.loads(p.read_text())["metrics"]["miou"] for k, p in scored.items()}
+        steps = json.loads((finetune / "train_tiny_synth.json").read_text())["metrics"]["steps"]
+        print(
+            f"  EfficientSAM fine-tuned from scratch ({steps} steps on generated images): held-out "
+            f"box mIoU {miou['box_efficientsam_synth']:.1f}% (box_fill "
+            f"{miou['box_box_fill']:.1f}%), 1-click {miou['point1_efficientsam_synth']:.1f}%"
+        )
     imagenet = {m: plan.results / "imagenet" / m / "results.json" for m in ("finetune", "linear")}
     if all(p.is_file() for p in imagenet.values()):
         top1 = {m: json.loads(p.read_text())["metrics"] for m, p in imagenet.items()}

@@ -19,6 +19,10 @@ def test_demo_quick_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureFixtu
     report = run_demo(tmp_path / "demo", quick=True)
     out = capsys.readouterr().out
     assert "[8/8] report: done" in out
+    # the closing summary states the fine-tuned model's held-out scores beside box_fill
+    box = json.loads((tmp_path / "demo" / "results" / "finetune"
+                      / "synth_box_efficientsam_synth.json").read_text())  # fmt: skip
+    assert f"box mIoU {box['metrics']['miou']:.1f}% (box_fill" in out
     assert (tmp_path / "demo" / "predict" / "overlay.png").stat().st_size > 1000
     files = sorted((tmp_path / "demo" / "results").rglob("*.json"))
     results = [json.loads(p.read_text()) for p in files if not p.name.endswith(".segm.json")]
