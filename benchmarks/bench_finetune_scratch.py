@@ -43,7 +43,14 @@ from typing import Any
 
 import torch
 
-from esam.demo import FINETUNE_SET, FINETUNE_SIZE, DemoPlan, _cli, stage_finetune
+from esam.demo import (
+    FINETUNE_RESULTS,
+    FINETUNE_SET,
+    FINETUNE_SIZE,
+    DemoPlan,
+    _cli,
+    stage_finetune,
+)
 from esam.utils.io import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,11 +84,11 @@ def training_seconds(results: dict[str, Any]) -> float:
 
 def summarise(folder: Path, coco: dict[str, Any] | None, budget_min: float) -> dict[str, Any]:
     """The summary of a finished stage whose results are in ``folder``."""
-    train = json.loads((folder / "train_tiny_synth.json").read_text())
-    box = metrics(folder / "synth_box_efficientsam_synth.json")
-    point = metrics(folder / "synth_point1_efficientsam_synth.json")
-    fill = metrics(folder / "synth_box_box_fill.json")
-    sample = metrics(folder / "coco_sample_box_efficientsam_synth.json")
+    train = json.loads((folder / FINETUNE_RESULTS["train"]).read_text())
+    box = metrics(folder / FINETUNE_RESULTS["box"])
+    point = metrics(folder / FINETUNE_RESULTS["point1"])
+    fill = metrics(folder / FINETUNE_RESULTS["box_fill"])
+    sample = metrics(folder / FINETUNE_RESULTS["coco_sample"])
     seconds = training_seconds(train)
     return {
         "train": {
@@ -141,7 +148,7 @@ def main() -> None:
         out = folder / "coco_real_box_efficientsam_synth.json"
         _cli(
             ["eval", "zeroshot", "--model", "efficientsam", "--checkpoint",
-             str(args.out / "finetune" / "run" / "model.pt"), "--dataset", "coco",
+             str(plan.finetune_run / "model.pt"), "--dataset", "coco",
              "--annotations", str(coco_dir / "annotations" / "instances_val2017.json"),
              "--images", str(coco_dir / "val2017"), "--workers", "0", "--no-progress",
              "--output", str(out)]

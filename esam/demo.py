@@ -67,6 +67,11 @@ class DemoPlan:
     def results(self) -> Path:
         return self.out / "results"
 
+    @property
+    def finetune_run(self) -> Path:
+        """The fine-tuning stage's run folder (its ``model.pt``)."""
+        return self.out / "finetune" / "run"
+
 
 def _cli(args: list[str]) -> None:
     from esam.cli.main import main
@@ -292,6 +297,14 @@ def stage_pretrain(plan: DemoPlan) -> None:
 FINETUNE_SET = {"full": (2000, 2), "quick": (16, 1)}
 FINETUNE_SIZE = 128
 FINETUNE_HELDOUT = {"full": 40, "quick": 8}
+#: The fine-tuning stage's results files, under ``results/finetune/``.
+FINETUNE_RESULTS = {
+    "train": "train_tiny_synth.json",
+    "box": "synth_box_efficientsam_synth.json",
+    "point1": "synth_point1_efficientsam_synth.json",
+    "box_fill": "synth_box_box_fill.json",
+    "coco_sample": "coco_sample_box_efficientsam_synth.json",
+}
 
 
 def stage_finetune(plan: DemoPlan) -> None:
@@ -315,7 +328,7 @@ def stage_finetune(plan: DemoPlan) -> None:
         if not folder.exists():
             _cli(["data", "synth-sa1b", "--out", str(folder), "--images", str(n),
                   "--seed", str(seed), "--size", str(FINETUNE_SIZE), "--no-progress"])  # fmt: skip
-    run = root / "run"
+    run = plan.finetune_run
     if run.exists():
         import shutil
 
@@ -331,22 +344,22 @@ def stage_finetune(plan: DemoPlan) -> None:
     model = ["--model", "efficientsam", "--checkpoint", str(run / "model.pt")]
     results = plan.results / "finetune"
     results.mkdir(parents=True, exist_ok=True)
-    (results / "train_tiny_synth.json").write_bytes((run / "results.json").read_bytes())
+    (results / FINETUNE_RESULTS["train"]).write_bytes((run / "results.json").read_bytes())
     data = ["--dataset", "sa1b", "--annotations", str(heldout), "--images", str(heldout)]
-    for name, extra, prompt in (
-        ("efficientsam_synth", model, "box"),
-        ("efficientsam_synth", model, "point1"),
+    for key, extra, prompt in (
+        ("box", model, "box"),
+        ("point1", model, "point1"),
         ("box_fill", ["--model", "box_fill"], "box"),
     ):
         _cli(
             ["eval", "zeroshot", *extra, *data, "--prompt", prompt, "--workers", "0",
-             "--no-progress", "--output", str(results / f"synth_{prompt}_{name}.json")]
+             "--no-progress", "--output", str(results / FINETUNE_RESULTS[key])]
         )  # fmt: skip
     annotations, images = sample_paths()
     _cli(
         ["eval", "zeroshot", *model, "--dataset", "coco", "--annotations", str(annotations),
          "--images", str(images), "--workers", "0", "--no-progress",
-         "--output", str(results / "coco_sample_box_efficientsam_synth.json")]
+         "--output", str(results / FINETUNE_RESULTS["coco_sample"])]
     )  # fmt: skip
 
 
@@ -478,18 +491,13 @@ def run_demo(out: Path, quick: bool = False) -> Path:
                 f"{m['eval_mse']:.3f} against {m['eval_mean_feature_mse']:.3f} for the teacher's "
                 f"mean feature (ratio {m['eval_mse_ratio']:.2f})"
             )
-    finetune = plan.results / "finetune"
-    scored = {
-        name: finetune / f"synth_{name}.json"
-        for name in ("box_efficientsam_synth", "point1_efficientsam_synth", "box_box_fill")
-    }
-    if all(p.is_file() for p in scored.values()):
-        miou = {k: json.loads(p.read_text())["metrics"]["miou"] for k, p in scored.items()}
-        steps = json.loads((finetune / "train_tiny_synth.json").read_text())["metrics"]["steps"]
+    finetune = {k: plan.results / "finetune" / name for k, name in FINETUNE_RESULTS.items()}
+    if all(p.is_file() for p in finetune.values()):
+        ft = {k: json.loads(p.read_text())["metrics"] for k, p in finetune.items()}
         print(
-            f"  EfficientSAM fine-tuned from scratch ({steps} steps on generated images): held-out "
-            f"box mIoU {miou['box_efficientsam_synth']:.1f}% (box_fill "
-            f"{miou['box_box_fill']:.1f}%), 1-click {miou['point1_efficientsam_synth']:.1f}%"
+            f"  EfficientSAM fine-tuned from scratch ({ft['train']['steps']} steps on generated "
+            f"images): held-out box mIoU {ft['box']['miou']:.1f}% (box_fill "
+            f"{ft['box_fill']['miou']:.1f}%), 1-click {ft['point1']['miou']:.1f}%"
         )
     imagenet = {m: plan.results / "imagenet" / m / "results.json" for m in ("finetune", "linear")}
     if all(p.is_file() for p in imagenet.values()):
