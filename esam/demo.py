@@ -466,6 +466,13 @@ STAGES: list[tuple[str, Callable[[DemoPlan], None]]] = [
 ]
 
 
+def _stage_metrics(files: dict[str, Path]) -> dict[str, dict[str, Any]] | None:
+    """The ``metrics`` of each results file of a stage, by key; None unless all were written."""
+    if not all(p.is_file() for p in files.values()):
+        return None
+    return {k: json.loads(p.read_text())["metrics"] for k, p in files.items()}
+
+
 def run_demo(out: Path, quick: bool = False) -> Path:
     """Run every stage into ``out``; returns the report folder."""
     plan = DemoPlan(Path(out), quick)
@@ -491,17 +498,19 @@ def run_demo(out: Path, quick: bool = False) -> Path:
                 f"{m['eval_mse']:.3f} against {m['eval_mean_feature_mse']:.3f} for the teacher's "
                 f"mean feature (ratio {m['eval_mse_ratio']:.2f})"
             )
-    finetune = {k: plan.results / "finetune" / name for k, name in FINETUNE_RESULTS.items()}
-    if all(p.is_file() for p in finetune.values()):
-        ft = {k: json.loads(p.read_text())["metrics"] for k, p in finetune.items()}
+    ft = _stage_metrics(
+        {k: plan.results / "finetune" / name for k, name in FINETUNE_RESULTS.items()}
+    )
+    if ft is not None:
         print(
             f"  EfficientSAM fine-tuned from scratch ({ft['train']['steps']} steps on generated "
             f"images): held-out box mIoU {ft['box']['miou']:.1f}% (box_fill "
             f"{ft['box_fill']['miou']:.1f}%), 1-click {ft['point1']['miou']:.1f}%"
         )
-    imagenet = {m: plan.results / "imagenet" / m / "results.json" for m in ("finetune", "linear")}
-    if all(p.is_file() for p in imagenet.values()):
-        top1 = {m: json.loads(p.read_text())["metrics"] for m, p in imagenet.items()}
+    top1 = _stage_metrics(
+        {m: plan.results / "imagenet" / m / "results.json" for m in ("finetune", "linear")}
+    )
+    if top1 is not None:
         print(
             f"  classification of {top1['finetune']['n_classes']} synthetic shape classes: "
             f"top-1 {top1['finetune']['top1']:.1f}% fine-tuned, {top1['linear']['top1']:.1f}% "
