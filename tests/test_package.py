@@ -58,6 +58,37 @@ def test_atomic_json_leaves_no_partial_file(tmp_path: Path) -> None:
     assert len(sha256_file(target)) == 64
 
 
+def test_atomic_writers_keep_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    """Checkpoints and tar shards go through the same atomic output as results files."""
+    import torch
+
+    from esam.data.tarshards import write_tar_atomic
+    from esam.train.checkpointing import save_atomic
+    from esam.utils.io import atomic_output
+
+    ckpt, shard, raw = tmp_path / "m.pt", tmp_path / "s.tar", tmp_path / "b.bin"
+    save_atomic({"w": torch.ones(2)}, ckpt)
+    write_tar_atomic(shard, [("a.json", b"{}")])
+    before = {p: p.read_bytes() for p in (ckpt, shard)}
+    raw.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="stop"), atomic_output(raw) as f:
+        f.write(b"new, half written")
+        raise RuntimeError("stop")
+    with pytest.raises(TypeError):
+        save_atomic({"w": object()}, ckpt)
+
+    def members():
+        yield "a.json", b"{}"
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        write_tar_atomic(shard, members())
+    assert raw.read_bytes() == b"old"
+    assert {p: p.read_bytes() for p in (ckpt, shard)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.bin", "m.pt", "s.tar"]
+    assert torch.load(ckpt, weights_only=True)["w"].tolist() == [1.0, 1.0]
+
+
 def test_results_schema_round_trip(tmp_path: Path) -> None:
     meta = run_metadata(device="cpu", dtype="fp32")
     assert meta["hardware"]["cpu_cores"] >= 1 and "torch" in meta["versions"]

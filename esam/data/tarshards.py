@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-import tempfile
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from esam.errors import InputError
+from esam.utils.io import atomic_output
 
 #: Separator between a shard path and a member name in one location string.
 MEMBER_SEP = "::"
@@ -260,28 +260,16 @@ def write_tar_atomic(path: str | os.PathLike[str], members: Iterable[tuple[str, 
     crash never leaves a partial shard under the final name. Metadata is fixed (mtime 0,
     uid/gid 0, mode 0644, no user names), so the same members give the same bytes.
     """
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            with tarfile.open(fileobj=f, mode="w", format=tarfile.GNU_FORMAT) as tf:
-                for name, data in members:
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    info.mtime = 0
-                    info.mode = 0o644
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    tf.addfile(info, io.BytesIO(data))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out
+    with (
+        atomic_output(path) as f,
+        tarfile.open(fileobj=f, mode="w", format=tarfile.GNU_FORMAT) as tf,
+    ):
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 0
+            info.mode = 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tf.addfile(info, io.BytesIO(data))
+    return Path(path)

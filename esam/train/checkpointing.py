@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from typing import Any
 import torch
 
 from esam.errors import InputError, UserError
-from esam.utils.io import write_text_atomic
+from esam.utils.io import atomic_output, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -90,23 +89,9 @@ def save_atomic(obj: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     and leaves any previous ``path`` untouched.
     """
     check_plain(dict(obj))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(obj), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_output(path) as f:
+        torch.save(dict(obj), f)
+    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

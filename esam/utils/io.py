@@ -10,22 +10,30 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
+@contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open a binary file that appears at ``path`` only once the ``with`` block succeeds.
+
+    The data goes to a temporary file in the same folder, which is flushed, fsynced and
+    renamed over ``path`` at the end of the block. A failure (disk full, an exception in the
+    block, an interrupt) removes the temporary file and leaves any previous ``path`` untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        # mkstemp creates 0600 files; give results the usual permissions (0666 minus umask)
+        # mkstemp creates 0600 files; give outputs the usual permissions (0666 minus umask)
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -33,7 +41,13 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    with atomic_output(path) as f:
+        f.write(data)
+    return Path(path)
 
 
 def check_writable_file(path: str | os.PathLike[str], what: str = "output file") -> Path:
