@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from esam.utils.io import write_bytes_atomic
+
 log = logging.getLogger(__name__)
 
 DEMO_MODEL = "efficientsam_vitt"
@@ -287,7 +289,7 @@ def stage_pretrain(plan: DemoPlan) -> None:
     _cli(["pretrain", "export", str(run), "--out", str(root / "backbone.pt")])
     results = plan.results / "pretrain"
     results.mkdir(parents=True, exist_ok=True)
-    (results / "sami_tiny_scenes.json").write_bytes((run / "results.json").read_bytes())
+    write_bytes_atomic(results / "sami_tiny_scenes.json", (run / "results.json").read_bytes())
 
 
 #: The fine-tuning stage's generated SA-1B-format set: default scenes (10-21 overlapping shapes,
@@ -344,7 +346,7 @@ def stage_finetune(plan: DemoPlan) -> None:
     model = ["--model", "efficientsam", "--checkpoint", str(run / "model.pt")]
     results = plan.results / "finetune"
     results.mkdir(parents=True, exist_ok=True)
-    (results / FINETUNE_RESULTS["train"]).write_bytes((run / "results.json").read_bytes())
+    write_bytes_atomic(results / FINETUNE_RESULTS["train"], (run / "results.json").read_bytes())
     data = ["--dataset", "sa1b", "--annotations", str(heldout), "--images", str(heldout)]
     for key, extra, prompt in (
         ("box", model, "box"),
@@ -440,7 +442,7 @@ def stage_imagenet(plan: DemoPlan) -> None:
         copy = results / mode
         copy.mkdir(parents=True, exist_ok=True)
         for name in ("results.json", "results.rows.jsonl"):
-            (copy / name).write_bytes((run / name).read_bytes())
+            write_bytes_atomic(copy / name, (run / name).read_bytes())
 
 
 def stage_report(plan: DemoPlan) -> None:

@@ -109,6 +109,7 @@ def _options(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> dict[str, Any] | None:
     """Run ``train`` or ``test``; ``test`` returns (and writes) the results object."""
+    from esam.utils.io import write_json_atomic
     from esam.utils.meta import run_metadata, utc_now
     from esam.utils.results import make_results
     from esam_downstream.runtime import build_runner
@@ -159,8 +160,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
         dataset={"name": spec["dataset"], "root": args.data_root},
         units={"percent_metrics": "percent"},
     )
-    out = Path(args.work_dir) / "results.json"
-    out.write_text(json.dumps(results, indent=2, allow_nan=False))
+    write_json_atomic(Path(args.work_dir) / "results.json", results)
     return results
 
 
