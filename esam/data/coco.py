@@ -20,6 +20,7 @@ import json
 import logging
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -303,6 +304,42 @@ def instance_problem(
     return None
 
 
+def _kept_instances(
+    anns: Sequence[dict[str, Any]],
+    height: int,
+    width: int,
+    skips: Counter[str],
+    rules: dict[str, Any],
+    sa1b: bool = False,
+) -> tuple[InstanceSpec, ...]:
+    """The annotations of one ``height`` x ``width`` image that pass :func:`instance_problem`
+    under ``rules`` (its keyword arguments); each one left out is counted in ``skips`` under
+    its problem. ``sa1b``: every mask is category 1 and not crowd (SA-1B has neither field).
+    """
+    kept: list[InstanceSpec] = []
+    for ann in anns:
+        problem = instance_problem(ann, height, width, **rules)
+        if problem is not None:
+            skips[problem] += 1
+            continue
+        bbox: Any = ann.get("bbox")
+        box: tuple[float, float, float, float] | None = None
+        if box_problem(bbox) is None:
+            x, y, bw, bh = (float(v) for v in bbox)
+            box = (x, y, bw, bh)
+        kept.append(
+            InstanceSpec(
+                ann_id=int(ann["id"]),
+                category_id=1 if sa1b else int(ann.get("category_id", -1)),
+                area=float(ann["area"]),
+                iscrowd=0 if sa1b else int(ann.get("iscrowd", 0) or 0),
+                bbox=box,
+                segmentation=ann["segmentation"],
+            )
+        )
+    return tuple(kept)
+
+
 def load_annotation_set(
     dataset: str,
     annotations: str | Path,
@@ -332,15 +369,9 @@ def load_annotation_set(
     """
     if limit_images is not None and limit_images < 1:
         raise InputError(f"limit_images must be >= 1, got {limit_images}")
+    rules = {"include_crowd": include_crowd, "need_bbox": need_bbox, "min_area": min_area}
     if dataset == "sa1b":
-        return _load_sa1b_set(
-            annotations,
-            images_dir,
-            include_crowd=include_crowd,
-            limit_images=limit_images,
-            need_bbox=need_bbox,
-            min_area=min_area,
-        )
+        return _load_sa1b_set(annotations, images_dir, rules, limit_images)
     images_path = Path(images_dir)
     if not images_path.is_dir():
         raise FileNotFoundError(f"image folder not found: {images_path}")
@@ -364,29 +395,7 @@ def load_annotation_set(
             raise InputError(
                 f"{annotations}: image id {image_id} lacks a valid height/width"
             ) from e
-        kept: list[InstanceSpec] = []
-        for ann in grouped.get(image_id, []):
-            problem = instance_problem(
-                ann, h, w, include_crowd=include_crowd, need_bbox=need_bbox, min_area=min_area
-            )
-            if problem is not None:
-                skips[problem] += 1
-                continue
-            bbox: Any = ann.get("bbox")
-            box: tuple[float, float, float, float] | None = None
-            if box_problem(bbox) is None:
-                x, y, bw, bh = (float(v) for v in bbox)
-                box = (x, y, bw, bh)
-            kept.append(
-                InstanceSpec(
-                    ann_id=int(ann["id"]),
-                    category_id=int(ann.get("category_id", -1)),
-                    area=float(ann["area"]),
-                    iscrowd=int(ann.get("iscrowd", 0) or 0),
-                    bbox=box,
-                    segmentation=ann["segmentation"],
-                )
-            )
+        kept = _kept_instances(grouped.get(image_id, []), h, w, skips, rules)
         path, tried = resolve_image_path(images_path, entry, dataset)
         images.append(ImageSpec(image_id, h, w, path, tried, tuple(kept)))
     info: dict[str, Any] = {"n_categories": len(api.cats)}
@@ -410,14 +419,12 @@ def load_annotation_set(
 def _load_sa1b_set(
     annotations: str | Path,
     images: str | Path,
-    *,
-    include_crowd: bool,
+    rules: dict[str, Any],
     limit_images: int | None,
-    need_bbox: bool,
-    min_area: float,
 ) -> AnnotationSet:
     """:func:`load_annotation_set` for SA-1B data (:mod:`esam.data.sa1b`): tar shards or
-    folders of jpg + json pairs, named by ``annotations`` and again by ``images``.
+    folders of jpg + json pairs, named by ``annotations`` and again by ``images``. ``rules``:
+    the keyword arguments of :func:`instance_problem`.
 
     Every mask is an instance of category 1 (SA-1B has no categories, no crowd regions); image
     paths are the jpg files, or ``<shard>.tar::<member>`` for tar members. A json without its jpg
@@ -442,34 +449,7 @@ def _load_sa1b_set(
         raw = reader.json_bytes(i)
         digest.update(len(raw).to_bytes(8, "little") + raw)
         rec = reader.parse_record(i, raw)
-        kept: list[InstanceSpec] = []
-        for ann in rec.annotations:
-            problem = instance_problem(
-                ann,
-                rec.height,
-                rec.width,
-                include_crowd=include_crowd,
-                need_bbox=need_bbox,
-                min_area=min_area,
-            )
-            if problem is not None:
-                skips[problem] += 1
-                continue
-            bbox: Any = ann.get("bbox")
-            box: tuple[float, float, float, float] | None = None
-            if box_problem(bbox) is None:
-                x, y, bw, bh = (float(v) for v in bbox)
-                box = (x, y, bw, bh)
-            kept.append(
-                InstanceSpec(
-                    ann_id=int(ann["id"]),
-                    category_id=1,
-                    area=float(ann["area"]),
-                    iscrowd=0,
-                    bbox=box,
-                    segmentation=ann["segmentation"],
-                )
-            )
+        kept = _kept_instances(rec.annotations, rec.height, rec.width, skips, rules, sa1b=True)
         if rec.image_id in by_id:
             raise InputError(
                 f"image id {rec.image_id} occurs twice: {by_id[rec.image_id].tried[0]} and "
