@@ -288,7 +288,6 @@ def stage_pretrain(plan: DemoPlan) -> None:
     )  # fmt: skip
     _cli(["pretrain", "export", str(run), "--out", str(root / "backbone.pt")])
     results = plan.results / "pretrain"
-    results.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(results / "sami_tiny_scenes.json", (run / "results.json").read_bytes())
 
 
@@ -345,7 +344,6 @@ def stage_finetune(plan: DemoPlan) -> None:
     )  # fmt: skip
     model = ["--model", "efficientsam", "--checkpoint", str(run / "model.pt")]
     results = plan.results / "finetune"
-    results.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(results / FINETUNE_RESULTS["train"], (run / "results.json").read_bytes())
     data = ["--dataset", "sa1b", "--annotations", str(heldout), "--images", str(heldout)]
     for key, extra, prompt in (
@@ -440,7 +438,6 @@ def stage_imagenet(plan: DemoPlan) -> None:
              "train.progress=false", "linear.train.progress=false", *quick]
         )  # fmt: skip
         copy = results / mode
-        copy.mkdir(parents=True, exist_ok=True)
         for name in ("results.json", "results.rows.jsonl"):
             write_bytes_atomic(copy / name, (run / name).read_bytes())
 

@@ -397,7 +397,7 @@ def load_annotation_set(
             ) from e
         kept = _kept_instances(grouped.get(image_id, []), h, w, skips, rules)
         path, tried = resolve_image_path(images_path, entry, dataset)
-        images.append(ImageSpec(image_id, h, w, path, tried, tuple(kept)))
+        images.append(ImageSpec(image_id, h, w, path, tried, kept))
     info: dict[str, Any] = {"n_categories": len(api.cats)}
     if dataset == "lvis":
         info["lvis_version"] = LVIS_VERSIONS.get(len(api.cats), "unknown")
@@ -457,7 +457,7 @@ def _load_sa1b_set(
             )
         tried = rec.image_location or rec.json_location.removesuffix(".json") + ".jpg"
         by_id[rec.image_id] = ImageSpec(
-            rec.image_id, rec.height, rec.width, rec.image_location, (tried,), tuple(kept)
+            rec.image_id, rec.height, rec.width, rec.image_location, (tried,), kept
         )
     skips.update(reader.skips)
     ids = sorted(by_id)[:limit_images]
