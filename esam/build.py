@@ -60,12 +60,18 @@ class EfficientSamConfig:
     """Hidden layers of the IoU prediction MLP."""
     iou_head_hidden_dim: int = 256
     """Width of the IoU prediction MLP."""
+    prompt_pe_scale: float = 1.0
+    """Standard deviation of the random frequencies of the prompt and grid position encoding
+    (SAM's ``scale``). Only a model trained from scratch is affected: the frequencies are
+    stored with the weights, and a checkpoint brings its own."""
 
     def __post_init__(self) -> None:
         if self.img_size % self.patch_size:
             raise InputError(
                 f"img_size {self.img_size} must be a multiple of patch_size {self.patch_size}"
             )
+        if not self.prompt_pe_scale > 0:
+            raise InputError(f"prompt_pe_scale must be positive, got {self.prompt_pe_scale}")
         if self.encoder_embed_dim % self.encoder_num_heads:
             raise InputError(
                 f"encoder_embed_dim {self.encoder_embed_dim} must be divisible by encoder_num_heads {self.encoder_num_heads}"
@@ -109,7 +115,9 @@ def build_from_config(cfg: EfficientSamConfig) -> EfficientSam:
     grid = image_encoder.grid_size
     model = EfficientSam(
         image_encoder=image_encoder,
-        prompt_encoder=PromptEncoder(cfg.neck_dim, (grid, grid), (cfg.img_size, cfg.img_size)),
+        prompt_encoder=PromptEncoder(
+            cfg.neck_dim, (grid, grid), (cfg.img_size, cfg.img_size), cfg.prompt_pe_scale
+        ),
         mask_decoder=MaskDecoder(
             transformer_dim=cfg.neck_dim,
             transformer=TwoWayTransformer(

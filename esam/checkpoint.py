@@ -206,18 +206,25 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
         raise CheckpointError("\n  ".join(parts))
 
 
+#: Config fields that only set how a model built without weights starts (the tensors they
+#: shape are stored in the checkpoint and replace them), so they may differ on load.
+INIT_ONLY_CONFIG_KEYS = frozenset({"prompt_pe_scale"})
+
+
 def check_config(model: nn.Module, info: dict[str, Any], source: str) -> None:
     """Refuse an esam checkpoint whose stored architecture differs from ``model``'s.
 
     Shapes alone cannot catch every difference: the position embedding is stored at the
     pretraining grid, so weights saved for a 256 px model would load into a 1024 px one.
+    Fields of :data:`INIT_ONLY_CONFIG_KEYS` are not compared.
     """
     stored = info.get("config")
     current = getattr(model, "config", None)
     if not isinstance(stored, dict) or current is None or not hasattr(current, "to_dict"):
         return
     mine = current.to_dict()
-    diff = sorted(k for k in stored.keys() & mine.keys() if stored[k] != mine[k])
+    shared = (stored.keys() & mine.keys()) - INIT_ONLY_CONFIG_KEYS
+    diff = sorted(k for k in shared if stored[k] != mine[k])
     if diff:
         shown = ", ".join(f"{k}: checkpoint {stored[k]!r} vs model {mine[k]!r}" for k in diff)
         raise CheckpointError(f"{source}: checkpoint was saved for another configuration ({shown})")

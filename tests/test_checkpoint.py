@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import zipfile
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 import esam
+from esam.build import build_from_config
 from esam.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from esam.standin import load_standin_weights
 
@@ -145,3 +147,22 @@ def test_stored_config_is_used_and_enforced(tmp_path: Path) -> None:
     full = esam.build_model("efficientsam_vitt", encoder_depth=1)
     with pytest.raises(CheckpointError, match="img_size: checkpoint 64 vs model 1024"):
         esam.load_model_weights(full, path)
+
+
+def test_prompt_pe_scale_sets_initial_frequencies_only(tmp_path: Path) -> None:
+    """The scale multiplies the random frequencies a model starts with; once saved, the
+    frequencies travel with the weights, so a model built with another scale loads them."""
+    arch = esam.EfficientSamConfig(
+        encoder_embed_dim=48, encoder_num_heads=3, encoder_depth=1, img_size=64, neck_dim=32
+    )
+    torch.manual_seed(0)
+    plain = build_from_config(arch)
+    torch.manual_seed(0)
+    narrow = build_from_config(dataclasses.replace(arch, prompt_pe_scale=0.25))
+    key = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
+    torch.testing.assert_close(narrow.state_dict()[key], 0.25 * plain.state_dict()[key])
+    path = save_checkpoint(narrow, tmp_path / "narrow.pt", "efficientsam", narrow.config.to_dict())
+    esam.load_model_weights(plain, path)
+    assert _params_equal(plain, narrow)
+    with pytest.raises(ValueError, match="prompt_pe_scale must be positive, got 0"):
+        dataclasses.replace(arch, prompt_pe_scale=0)

@@ -14,13 +14,24 @@ from torch import nn
 
 
 class PositionEmbeddingRandom(nn.Module):
-    """Random Fourier features of 2-D coordinates: ...x2 in [0,1] -> ...x(2*num_pos_feats)."""
+    """Random Fourier features of 2-D coordinates: ...x2 in [0,1] -> ...x(2*num_pos_feats).
+
+    Args:
+        num_pos_feats: number of frequencies.
+        scale: standard deviation of the frequencies (SAM's ``scale``), in cycles per half
+            image side. The matrix is a buffer, saved with the weights: the scale only sets how
+            a model built without a checkpoint starts.
+    """
 
     positional_encoding_gaussian_matrix: torch.Tensor
 
-    def __init__(self, num_pos_feats: int) -> None:
+    def __init__(self, num_pos_feats: int, scale: float = 1.0) -> None:
         super().__init__()
-        self.register_buffer("positional_encoding_gaussian_matrix", torch.randn((2, num_pos_feats)))
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        self.register_buffer(
+            "positional_encoding_gaussian_matrix", scale * torch.randn((2, num_pos_feats))
+        )
 
     def _pe_encoding(self, coords: torch.Tensor) -> torch.Tensor:
         # Coordinates stay float32 whatever the model's dtype: rounded to bfloat16 they would
@@ -56,6 +67,8 @@ class PromptEncoder(nn.Module):
         embed_dim: embedding width (256).
         image_embedding_size: (h, w) of the image embedding grid (64, 64).
         input_image_size: (H, W) of the encoder input in pixels (1024, 1024).
+        pe_scale: standard deviation of the position encoding's random frequencies
+            (:class:`PositionEmbeddingRandom`).
     """
 
     def __init__(
@@ -63,12 +76,13 @@ class PromptEncoder(nn.Module):
         embed_dim: int,
         image_embedding_size: tuple[int, int],
         input_image_size: tuple[int, int],
+        pe_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
         self.image_embedding_size = image_embedding_size
         self.input_image_size = input_image_size
-        self.pe_layer = PositionEmbeddingRandom(embed_dim // 2)
+        self.pe_layer = PositionEmbeddingRandom(embed_dim // 2, pe_scale)
         self.invalid_points = nn.Embedding(1, embed_dim)
         self.point_embeddings = nn.Embedding(1, embed_dim)
         self.bbox_top_left_embeddings = nn.Embedding(1, embed_dim)
