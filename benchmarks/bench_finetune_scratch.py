@@ -91,6 +91,8 @@ def summarise(folder: Path, coco: dict[str, Any] | None, budget_min: float) -> d
     sample = metrics(folder / FINETUNE_RESULTS["coco_sample"])
     seconds = training_seconds(train)
     return {
+        # the fine-tuning run's meta: versions, git commit, hardware, dtype
+        "meta": train["meta"],
         "train": {
             "steps": train["metrics"]["steps"],
             "wall_s": seconds,

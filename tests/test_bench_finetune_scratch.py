@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,6 +25,7 @@ def test_quick_run_writes_a_summary_whose_verdicts_follow_its_numbers(tmp_path: 
     train, held = s["train"], s["heldout"]
     assert train["steps"] == 4  # 16 images, batch 4, 1 epoch
     assert train["config"]["model"]["img_size"] == 128
+    assert s["meta"]["dtype"] == "fp32" and s["meta"]["versions"]["torch"] == version("torch")
     assert 0 < train["wall_s"] < 900
     for key in ("box_miou", "point1_miou", "box_fill_miou"):
         assert 0.0 <= held[key] <= 100.0
