@@ -290,6 +290,64 @@ def test_exact_resume_reproduces_the_uninterrupted_run_bitwise(tmp_path: Path) -
     assert state["config"]["optim"]["weight_decay"] == 0.05 and len(state["rng"]) == 1
 
 
+class CountingTask(MseTask):
+    """Counts the samples it saw; the counts are its checkpointed state."""
+
+    def __init__(self, kill_at_call: int | None = None) -> None:
+        super().__init__()
+        self.counts: dict[str, int] = {}
+        self.calls = 0
+        self.kill_at_call = kill_at_call
+        self.loaded: list[list[dict[str, Any]]] = []
+
+    def training_step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        self.calls += 1
+        if self.calls == self.kill_at_call:
+            raise Killed
+        for i in batch[0].tolist():
+            self.counts[str(i % 3)] = self.counts.get(str(i % 3), 0) + 1
+        return super().training_step(model, batch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"counts": dict(self.counts)}
+
+    def load_state_dict(self, states: list[dict[str, Any]]) -> None:
+        self.loaded.append(states)
+        for state in states:
+            for k, v in state["counts"].items():
+                self.counts[k] = self.counts.get(k, 0) + v
+
+
+def test_a_task_state_survives_a_resume_and_a_finished_run_runs_no_step(tmp_path: Path) -> None:
+    cfg = config(tmp_path / "run", epochs=2, save_every_steps=2)  # 4 steps per epoch
+    full = CountingTask()
+    build(config(tmp_path / "full", epochs=2), full).fit()
+    assert sum(full.counts.values()) == 2 * N_SAMPLES
+    with pytest.raises(Killed):
+        build(cfg, CountingTask(kill_at_call=6)).fit()  # killed in step 6: resumes after 4
+    resumed = CountingTask()
+    result = build(cfg, resumed).fit()
+    assert resumed.loaded == [
+        [{"counts": {"0": 11, "1": 11, "2": 10}}]
+    ]  # the 32 samples of 4 steps
+    assert resumed.counts == full.counts
+    assert (result.global_step, result.steps_run) == (8, 4)
+    assert load_checkpoint(CheckpointManager(cfg.output_dir + "/checkpoints").latest())["task"] == [
+        {"counts": full.counts}
+    ]
+    # resuming the finished run: no step, the last values come from the log
+    again = build(cfg, CountingTask())
+    done = again.fit()
+    assert (done.global_step, done.steps_run) == (8, 0)
+    last_row = _lines(tmp_path / "run")[-1]
+    assert done.last["loss"] == last_row["loss"] and done.last["abs_err"] == last_row["abs_err"]
+    # a task that keeps a state refuses a checkpoint written without one
+    plain = config(tmp_path / "plain", epochs=2, max_steps=2)
+    build(plain, MseTask()).fit()
+    with pytest.raises(ResumeError, match="holds no task state"):
+        build(replace(plain, max_steps=None, resume="auto"), CountingTask()).fit()
+
+
 def test_keep_last_k_and_the_last_pointer(tmp_path: Path) -> None:
     cfg = config(tmp_path, save_every_steps=1, keep_last=2)
     build(cfg, MseTask()).fit()

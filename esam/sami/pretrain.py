@@ -358,8 +358,9 @@ def _write_results(
     metrics: dict[str, Any] = {
         "final_loss": result.last.get("loss"),
         "steps": result.global_step,
-        "images_per_s": trainer.global_batch * result.global_step / seconds
-        if seconds > 0
+        # of the steps this process ran (a resumed run's earlier steps took other seconds)
+        "images_per_s": trainer.global_batch * result.steps_run / seconds
+        if result.steps_run and seconds > 0
         else None,
         "unreadable_images": len(unreadable),
     }

@@ -14,7 +14,14 @@ A job (``esam.sami``, ``esam.finetune``, ...) supplies the model, the dataset an
 """
 
 from esam.train.config import OptimConfig, ScheduleConfig, TrainConfig
-from esam.train.engine import NonFiniteLossError, ResumeError, Trainer, TrainResult, TrainTask
+from esam.train.engine import (
+    NonFiniteLossError,
+    ResumeError,
+    StatefulTask,
+    Trainer,
+    TrainResult,
+    TrainTask,
+)
 from esam.train.loader import make_train_loader, steps_per_epoch
 from esam.train.optim import build_optimization, build_optimizer
 from esam.train.param_groups import LayerDecayError, param_groups
@@ -28,6 +35,7 @@ __all__ = [
     "ResumeError",
     "Schedule",
     "ScheduleConfig",
+    "StatefulTask",
     "TrainConfig",
     "TrainResult",
     "TrainTask",

@@ -19,8 +19,9 @@ With micro-batches of equal size (incomplete ones are never used) the mean of th
 micro-batch losses is the loss of the whole global batch, and so is its gradient: ``k``
 micro-batches of ``b`` on ``W`` processes take the same step as one batch of ``k * b * W``.
 
-Resuming (``TrainConfig.resume``) restores weights, optimizer, scaler, every rank's RNG state
-and the data position, so a run stopped after step ``k`` and resumed reproduces the
+Resuming (``TrainConfig.resume``) restores weights, optimizer, scaler, every rank's RNG state,
+the task's own state (a task with ``state_dict`` / ``load_state_dict``, e.g. its counts of
+skipped inputs) and the data position, so a run stopped after step ``k`` and resumed reproduces the
 uninterrupted run's losses and weights (bitwise on CPU in one process; on GPUs as far as
 the kernels are deterministic, see ``torch.use_deterministic_algorithms``). What it relies on:
 the data order depends on (seed, epoch) only, every rank's RNG state is in the checkpoint, and
@@ -60,7 +61,7 @@ from esam.runtime.seeding import capture_rng_state, derive_seed, restore_rng_sta
 from esam.train.checkpointing import CheckpointManager, TrainCheckpointError, load_checkpoint
 from esam.train.config import TrainConfig
 from esam.train.loader import steps_per_epoch, to_device
-from esam.train.metrics import LOG_FILENAME, MetricsLog
+from esam.train.metrics import LOG_FILENAME, MetricsLog, read_log
 from esam.train.schedules import ParamScheduler
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,21 @@ class TrainTask(Protocol):
         ...
 
 
+class StatefulTask(Protocol):
+    """A task whose state (counts it keeps across steps) goes into checkpoints.
+
+    ``state_dict()`` returns what a checkpoint can hold (numbers, strings, lists and dicts of
+    them) for this process; on resume, ``load_state_dict(states)`` receives a list of the
+    saved processes' states: all of them in a one-process run, and with N processes rank r
+    receives every N-th one from r, so each saved state is restored exactly once whatever the
+    number of processes before and after.
+    """
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, states: list[dict[str, Any]]) -> None: ...
+
+
 class NonFiniteLossError(UserError, FloatingPointError):
     """The loss became NaN or infinite; the message names the step and the values."""
 
@@ -90,14 +106,18 @@ class TrainResult:
     """How :meth:`Trainer.fit` ended.
 
     Attributes:
-        global_step: optimizer steps done.
-        last: the last step's logged values (empty when no step ran).
+        global_step: optimizer steps done (including those before a resume).
+        last: the last step's logged values; when this call ran no step (a resumed run that
+            was complete already), those of the log's last line, or empty without one.
         checkpoint: the last checkpoint written by this process (None off rank 0).
+        steps_run: optimizer steps this call ran (``global_step`` less the resumed step): the
+            steps a throughput divides by.
     """
 
     global_step: int
     last: dict[str, float] = field(default_factory=dict)
     checkpoint: Path | None = None
+    steps_run: int = 0
 
 
 class Trainer:
@@ -165,6 +185,7 @@ class Trainer:
                 f"{self.total_steps} ({cfg.epochs} epochs x {self.steps_per_epoch}); build it with "
                 "build_schedules(cfg, steps_per_epoch(...), lr)"
             )
+        self.task = task
         self.run_config = run_config
         self.out = Path(cfg.output_dir)
         self.checkpoints = CheckpointManager(self.out / "checkpoints", cfg.keep_last)
@@ -185,6 +206,7 @@ class Trainer:
         )
         stop = min(self.total_steps, self.cfg.max_steps or self.total_steps)
         last: dict[str, float] = {}
+        resumed_at = self.global_step
         self.model.train()
         try:
             while self.global_step < stop:
@@ -194,7 +216,24 @@ class Trainer:
                 self.save()
         finally:
             metrics.close()
-        return TrainResult(self.global_step, last, self._last_path)
+        if not last:
+            last = self._last_logged()
+        return TrainResult(self.global_step, last, self._last_path, self.global_step - resumed_at)
+
+    def _last_logged(self) -> dict[str, float]:
+        """The numeric values of the log's line of the current step (empty without one)."""
+        path = self.out / LOG_FILENAME
+        if not path.is_file():
+            return {}
+        rows = [r for r in read_log(path) if r.get("step") == self.global_step]
+        if not rows:
+            return {}
+        skip = ("step", "epoch", "epoch_step", "time", "samples_per_s")
+        return {
+            k: float(v)
+            for k, v in rows[-1].items()
+            if k not in skip and isinstance(v, int | float) and not isinstance(v, bool)
+        }
 
     def _run_epoch(
         self, epoch: int, first: int, stop: int, metrics: MetricsLog
@@ -330,8 +369,11 @@ class Trainer:
 
     # --------------------------------------------------------------------------- checkpoints
 
-    def state_dict(self, rng: list[Any] | None) -> dict[str, Any]:
-        """Everything a checkpoint holds (see :mod:`esam.train.checkpointing`)."""
+    def state_dict(
+        self, rng: list[Any] | None, task_states: list[Any] | None = None
+    ) -> dict[str, Any]:
+        """Everything a checkpoint holds (see :mod:`esam.train.checkpointing`); ``rng`` and
+        ``task_states`` hold one entry per process."""
         epoch, step_in_epoch = divmod(self.global_step, self.steps_per_epoch)
         cfg = self.run_config
         if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
@@ -350,7 +392,13 @@ class Trainer:
             "world_size": self.ctx.world_size,
             "seed": self.cfg.seed,
             "config": cfg,
+            "task": task_states,
         }
+
+    def _task_state(self) -> dict[str, Any] | None:
+        """This process's task state (None for a task without one)."""
+        get = getattr(self.task, "state_dict", None)
+        return get() if callable(get) else None
 
     def save(self) -> Path | None:
         """Save a checkpoint of the current step (every rank calls this; rank 0 writes).
@@ -358,11 +406,14 @@ class Trainer:
         A failure on rank 0 stops every rank with its message.
         """
         rng = gather_to_main(capture_rng_state(), self.ctx)
+        task_states = gather_to_main(self._task_state(), self.ctx)
+        if task_states is not None and all(t is None for t in task_states):
+            task_states = None
 
         def work() -> Path | None:
             if not self.ctx.is_main:
                 return None
-            return self.checkpoints.save(self.state_dict(rng), self.global_step)
+            return self.checkpoints.save(self.state_dict(rng, task_states), self.global_step)
 
         path = run_collectively(work, self.ctx)
         self._saved_step = self.global_step
@@ -380,7 +431,13 @@ class Trainer:
                 )
             return None
         if choice == "auto":
-            return self.checkpoints.latest()
+            latest = self.checkpoints.latest()
+            if latest is None:
+                log.info(
+                    "resume=auto: no checkpoint in %s, starting a new run",
+                    self.checkpoints.directory,
+                )
+            return latest
         path = Path(choice)
         if not path.is_file():
             raise ResumeError(f"resume checkpoint {path} not found")
@@ -412,6 +469,7 @@ class Trainer:
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.global_step = int(state["global_step"])
+        self._restore_task(state.get("task"), path)
         rngs = state["rng"]
         if isinstance(rngs, list) and len(rngs) == self.ctx.world_size:
             restore_rng_state(rngs[self.ctx.rank])
@@ -427,3 +485,15 @@ class Trainer:
         self._saved_step = self.global_step
         self._last_path = path if self.ctx.is_main else None
         log.info("resumed from %s after step %d", path, self.global_step)
+
+    def _restore_task(self, saved: Any, path: Path) -> None:
+        """Hand this rank its share of the saved task states (see :class:`StatefulTask`)."""
+        load = getattr(self.task, "load_state_dict", None)
+        if not callable(load):
+            return
+        if saved is None:
+            raise ResumeError(
+                f"{path} holds no task state, which this task keeps (its counts would restart "
+                "from zero); resume from a checkpoint this version of esam wrote"
+            )
+        load(list(saved[self.ctx.rank :: self.ctx.world_size]))
