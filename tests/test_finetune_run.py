@@ -16,7 +16,7 @@ import torch
 
 import esam
 from esam.cli.main import main
-from esam.data.synth_sa1b import write_synthetic_sa1b
+from esam.data.synth_sa1b import encode_jpeg, write_synthetic_sa1b
 from esam.standin import load_standin_weights
 from esam.train.checkpointing import CheckpointManager, load_checkpoint
 from esam.train.metrics import read_log
@@ -72,15 +72,88 @@ def test_resume_reproduces_the_uninterrupted_run(sa1b: Path, tmp_path: Path) -> 
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.fixture(scope="module")
+def bad_sa1b(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 generated images with one of each kind of bad input the run must count or name."""
+    root = tmp_path_factory.mktemp("bad") / "set"
+    write_synthetic_sa1b(root, 8, seed=3, height=96, layout="folder")
+    folder = root / "sa_000000"
+    record = json.loads((folder / "sa_2.json").read_text())
+    good = record["annotations"][0]
+    wrong_size = dict(good, id=90001, segmentation=dict(good["segmentation"], size=[97, 96]))
+    no_id = {k: v for k, v in good.items() if k != "id"}
+    no_segmentation = {k: v for k, v in good.items() if k != "segmentation"} | {"id": 90002}
+    record["annotations"] += [wrong_size, no_id, no_segmentation]
+    (folder / "sa_2.json").write_text(json.dumps(record))
+    (folder / "sa_5.jpg").write_bytes(b"not a jpeg")  # unreadable
+    small = np.zeros((64, 64, 3), np.uint8)
+    (folder / "sa_7.jpg").write_bytes(encode_jpeg(small))  # not its json's 96x96
+    (folder / "sa_50.jpg").write_bytes(encode_jpeg(small))  # no json
+    (folder / "sa_60.json").write_text(json.dumps(record))  # no jpg
+    (folder / "README.txt").write_text("notes")
+    return folder
+
+
+#: The bad input of ``bad_sa1b`` that every run over it must report, exactly.
+BAD_INPUT_COUNTS = {
+    "invalid_rle": 1,
+    "annotation_without_id": 1,
+    "no_segmentation": 1,
+    "image_without_json": 1,
+    "json_without_image": 1,
+    "ignored_file": 1,
+}
+
+
+def _skips_and_unreadable(run: Path) -> tuple[dict[str, int], list[str]]:
+    results = json.loads((run / "results.json").read_text())
+    assert results["metrics"]["unreadable_images"] == len(results["unreadable_images"])
+    return results["skips"], [Path(p).name for p in results["unreadable_images"]]
+
+
+def test_bad_input_is_counted_once_per_annotation_and_kept_across_a_resume(
+    bad_sa1b: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    one, two, split = tmp_path / "one", tmp_path / "two", tmp_path / "split"
+    common = ("model.img_size=96", "train.batch_size=2", "prompts.corrective_rounds=0")
+    assert main(_args(bad_sa1b, one, *common, "train.epochs=1")) == 0
+    assert main(_args(bad_sa1b, two, *common, "train.epochs=2")) == 0
+    skips, unreadable = _skips_and_unreadable(one)
+    assert {k: skips.get(k) for k in BAD_INPUT_COUNTS} == BAD_INPUT_COUNTS
+    assert unreadable == ["sa_5.jpg", "sa_7.jpg"]
+    # counts of annotations, not of draws: a second epoch adds none
+    assert _skips_and_unreadable(two) == (skips, unreadable)
+    # stopped after 3 of 8 steps, then resumed: the counts made before the stop are kept
+    assert main(_args(bad_sa1b, split, *common, "train.epochs=2", "train.max_steps=3")) == 0
+    assert main(_args(bad_sa1b, split, *common, "train.epochs=2", "--resume")) == 0
+    assert _skips_and_unreadable(split) == (skips, unreadable)
+    results = json.loads((split / "results.json").read_text())
+    assert results["metrics"]["steps"] == 8
+    assert results["metrics"]["images_per_s"] > 0
+    # resuming a complete run changes nothing and still reports its last losses
+    before = (split / "results.json").read_bytes(), (split / "model.pt").read_bytes()
+    capsys.readouterr()
+    assert main(_args(bad_sa1b, split, *common, "train.epochs=2", "--resume")) == 0
+    assert ((split / "results.json").read_bytes(), (split / "model.pt").read_bytes()) == before
+    printed = capsys.readouterr().out
+    assert printed.startswith("8 steps, loss ") and "n/a" not in printed
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def test_two_gloo_processes_match_one(sa1b: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("rounds", [0, 1])
+def test_two_gloo_processes_match_one(sa1b: Path, tmp_path: Path, rounds: int) -> None:
+    # without corrective rounds (the tiny config) one output head gets no gradient, which
+    # DDP has to be told of
     one, two = tmp_path / "one", tmp_path / "two"
-    common = ("train.epochs=1", "train.max_steps=2", "train.optim.name=sgd", "train.optim.lr=0.01")
+    common = (
+        "train.epochs=1", "train.max_steps=2", "train.optim.name=sgd", "train.optim.lr=0.01",
+        f"prompts.corrective_rounds={rounds}",
+    )  # fmt: skip
     assert main(_args(sa1b, one, *common) + ["train.batch_size=4"]) == 0
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",

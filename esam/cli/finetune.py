@@ -55,7 +55,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in RUN_DIR from its newest checkpoint",
+        help="continue the run in RUN_DIR from its newest checkpoint; a new run starts when "
+        "RUN_DIR has none (so a preempted job can be relaunched with the same command), and a "
+        "run that is complete already is left as it is",
     )
     add_config_arguments(p, FinetuneConfig)
     return p
@@ -72,8 +74,13 @@ def dispatch(args: argparse.Namespace) -> int:
     result = run_finetune(cfg)
     if result.results is not None:
         m = result.results["metrics"]
+
+        def fmt(key: str) -> str:
+            value = m.get(key)
+            return f"{value:.4g}" if isinstance(value, int | float) else "n/a"
+
         print(
-            f"{result.global_step} steps, loss {m['final_loss']:.4g} (focal {m['final_focal']:.4g}, "
-            f"dice {m['final_dice']:.4g}, IoU MSE {m['final_iou_mse']:.4g}) -> {result.model_path}"
+            f"{result.global_step} steps, loss {fmt('final_loss')} (focal {fmt('final_focal')}, "
+            f"dice {fmt('final_dice')}, IoU MSE {fmt('final_iou_mse')}) -> {result.model_path}"
         )
     return 0

@@ -10,8 +10,15 @@ The image is stretched (bilinear, no padding) to ``img_size`` x ``img_size``, as
 preprocessing does; masks are decoded only for the drawn annotations and resized (area) to the
 loss resolution ``mask_size`` x ``mask_size``, thresholded at one half. Masks that are empty or
 smaller than ``min_area`` at that resolution are not drawn; annotations whose RLE does not
-decode to the image's size are counted (``skips``) and left out. An unreadable image is
-replaced by the next readable one and named in the batch (``unreadable``).
+decode to the image's size are left out, as are those the record left out (no segmentation,
+no integer id). An image that cannot be read, or whose size is not its json's, is replaced by
+the next readable one and named in the batch (``unreadable``).
+
+Every left-out annotation is counted by reason in the sample's ``skips``, together with the
+record's own counts (``image_without_annotations``), in epoch 0 only: each image is drawn once
+per epoch, so the counts are of annotations, not of draws, however many epochs run (with N
+processes the sampler may repeat up to N - 1 images to even out the ranks; theirs count
+twice). Only the annotations a sample examines are counted: it stops once it has K masks.
 """
 
 from __future__ import annotations
@@ -63,7 +70,8 @@ class FinetuneSamples(Dataset[dict[str, Any]]):
     Each sample is a dict: ``image`` 3xSxS float32 in [0, 1]; ``masks`` KxTxT bool (T =
     ``mask_size``); ``valid`` K bool (False for padding); ``prompt_seed`` the seed of this
     image's prompt generator; ``index`` the image used; ``unreadable`` the paths
-    skipped to reach a readable image ('\\n'-separated); ``skips`` counts of left-out masks.
+    skipped to reach a readable image ('\\n'-separated); ``skips`` counts of left-out
+    annotations by reason (epoch 0 only, see the module doc).
 
     Args:
         data: an :class:`esam.data.sa1b.SA1BDataset` (anything with ``__len__``, ``record``,
@@ -80,13 +88,16 @@ class FinetuneSamples(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.data)
 
-    def _readable(self, index: int) -> tuple[int, np.ndarray, list[str]]:
+    def _readable(self, index: int) -> tuple[int, Any, np.ndarray, list[str]]:
+        """The first image from ``index`` on that reads at its json's size: its index, record,
+        HxWx3 pixels, and the names of those skipped to reach it."""
         skipped: list[str] = []
         n = len(self.data)
         for k in range(n):
             i = (index + k) % n
+            record = self.data.record(i)
             try:
-                return i, self.data.read_image(i), skipped
+                return i, record, self.data.read_image(i, (record.height, record.width)), skipped
             except ImageReadError as e:
                 log.warning("image %d: skipped (%s)", i, e)
                 skipped.append(self._name(i))
@@ -99,11 +110,10 @@ class FinetuneSamples(Dataset[dict[str, Any]]):
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
         epoch, index = key if isinstance(key, tuple) else (0, int(key))
         s = self.settings
-        i, image, unreadable = self._readable(index)
+        i, record, image, unreadable = self._readable(index)
         rng = sample_rng(s.seed, epoch, index)
-        record = self.data.record(i)
         h, w = image.shape[:2]
-        skips: Counter[str] = Counter()
+        skips: Counter[str] = Counter(getattr(record, "skips", {}))
         order = rng.permutation(len(record.annotations))
         masks: list[torch.Tensor] = []
         for j in order:
@@ -140,7 +150,7 @@ class FinetuneSamples(Dataset[dict[str, Any]]):
             "prompt_seed": int(rng.integers(1 << 62)),
             "index": i,
             "unreadable": "\n".join(unreadable),
-            "skips": dict(skips),
+            "skips": dict(skips) if epoch == 0 else {},
         }
 
 

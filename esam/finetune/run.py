@@ -4,12 +4,14 @@
 trains with :class:`esam.train.Trainer` (one process, or one per GPU under ``torchrun``) and,
 on rank 0, writes into the run folder ``model.pt`` (an esam checkpoint storing its
 architecture: ``--model efficientsam --checkpoint RUN_DIR/model.pt`` everywhere) and
-``results.json`` (task ``finetune``: the last losses, the loss curve, skipped masks and
-unreadable images) beside ``config.yaml``, ``log.jsonl`` and ``checkpoints/``.
+``results.json`` (task ``finetune``: the last losses, the loss curve, skipped annotations and
+files, unreadable images) beside ``config.yaml``, ``log.jsonl`` and ``checkpoints/``. Resuming
+a run that was complete already changes neither file.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -88,6 +90,7 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
         device = torch.device(device_for(cfg.train.device, ctx))
         start = utc_now()
         data = SA1BDataset(sources, check_rle=False)  # each drawn mask is checked
+        listing_skips = dict(data.skips)  # files the listing left out (unpaired, ignored)
         log.info("%d training images in %s", len(data), ", ".join(sources))
         seed_everything(cfg.train.seed)  # the same initial weights on every rank
         model, origin = build_finetune_model(cfg)
@@ -106,16 +109,39 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
         global_batch = loader.batch_size * cfg.train.accum_steps * ctx.world_size
         optimizer, scheduler = build_optimization(trained, cfg.train, spe, global_batch)
         task = FinetuneTask()
+        # without corrective rounds the single-mask output's hypernetwork MLP gets no
+        # gradient, which DDP must be told
+        ddp_kwargs = {"find_unused_parameters": cfg.prompts.corrective_rounds == 0}
         trainer = Trainer(
-            trained, task, loader, optimizer, scheduler, cfg.train, ctx=ctx, run_config=cfg
+            trained,
+            task,
+            loader,
+            optimizer,
+            scheduler,
+            cfg.train,
+            ctx=ctx,
+            run_config=cfg,
+            ddp_kwargs=ddp_kwargs,
         )
         t0 = time.perf_counter()
         result = trainer.fit()
         seconds = time.perf_counter() - t0
         unreadable, skips = _gather(task, ctx)
+        skips = dict(sorted((Counter(skips) + Counter(listing_skips)).items()))
         run_dir = Path(cfg.train.output_dir)
         if not ctx.is_main:
             return FinetuneResult(result.global_step, None, run_dir, None)
+        existing = run_dir / RESULTS_FILENAME
+        if result.steps_run == 0 and existing.is_file() and (run_dir / MODEL_FILENAME).is_file():
+            log.info(
+                "the run in %s was complete already (step %d); %s and %s left as they are",
+                run_dir,
+                result.global_step,
+                MODEL_FILENAME,
+                RESULTS_FILENAME,
+            )
+            obj = json.loads(existing.read_text(encoding="utf-8"))
+            return FinetuneResult(result.global_step, obj, run_dir, run_dir / MODEL_FILENAME)
         note = f"finetuned on {cfg.data.note}" if cfg.data.note else "finetuned"
         model_path = save_finetuned(model, run_dir / MODEL_FILENAME, note)
         results = _write_results(
@@ -178,7 +204,10 @@ def _write_results(
         "final_dice": last.get("dice"),
         "final_iou_mse": last.get("iou_mse"),
         "steps": result.global_step,
-        "images_per_s": trainer.global_batch * result.global_step / seconds if seconds else None,
+        # of the steps this process ran (a resumed run's earlier steps took other seconds)
+        "images_per_s": trainer.global_batch * result.steps_run / seconds
+        if result.steps_run and seconds > 0
+        else None,
         "unreadable_images": len(unreadable),
     }
     obj = make_results(

@@ -131,3 +131,13 @@ class FinetuneTask:
         self.skips.update(batch.get("skips", {}))
         loss, logs = model(batch)
         return loss, logs
+
+    def state_dict(self) -> dict[str, Any]:
+        """The counts so far (saved in training checkpoints, so a resumed run keeps them)."""
+        return {"unreadable": sorted(self.unreadable), "skips": dict(self.skips)}
+
+    def load_state_dict(self, states: list[dict[str, Any]]) -> None:
+        """Add the counts of saved processes' states (see :class:`esam.train.StatefulTask`)."""
+        for state in states:
+            self.unreadable.update(state["unreadable"])
+            self.skips.update(state["skips"])
