@@ -111,8 +111,14 @@ def test_bad_images_stop_the_conversion_or_are_counted(tmp_path: Path) -> None:
     (img / "000000000003.png").write_bytes(b"not a png")
     with pytest.raises(InputError, match="cannot be decoded.*--skip-bad-images"):
         coco_to_sa1b(ann, img, tmp_path / "a", shard_size=2)
-    # the shard being written when it failed never appears, not even as a temporary file
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["sa_000000.tar"]
+    # neither the shard being written nor the complete one before it is left behind (a partial
+    # set would pass for a whole one): the folder this call created is gone, and a folder
+    # that existed is empty again
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "a").mkdir()
+    with pytest.raises(InputError, match="cannot be decoded"):
+        coco_to_sa1b(ann, img, tmp_path / "a", shard_size=2)
+    assert list((tmp_path / "a").iterdir()) == []
     summary = coco_to_sa1b(ann, img, tmp_path / "b", shard_size=2, skip_bad_images=True)
     assert summary.n_images == 2
     # crowd regions are counted on loading, the 7 kept instances of image 3 with the image

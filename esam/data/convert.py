@@ -25,6 +25,7 @@ at quality 95 (counted in ``n_images_reencoded``).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -197,18 +198,33 @@ def coco_to_sa1b(
     summary = ConvertSummary(folder, n_images_in_file=aset.n_images_in_file)
     summary.skips.update(aset.skips)
     specs = handle_missing_images(aset.images, summary.skips, skip_bad_images)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(specs), unit="img", disable=not progress, desc="coco-to-sa1b")
-    for k, start in enumerate(range(0, len(specs), shard_size)):
-        part = specs[start : start + shard_size]
-        before = summary.n_images
-        shard = write_tar_atomic(
-            folder / f"{shard_name(k)}.tar", _members(part, summary, skip_bad_images)
+    try:
+        for k, start in enumerate(range(0, len(specs), shard_size)):
+            part = specs[start : start + shard_size]
+            before = summary.n_images
+            shard = write_tar_atomic(
+                folder / f"{shard_name(k)}.tar", _members(part, summary, skip_bad_images)
+            )
+            summary.shards.append(shard)
+            bar.update(len(part))
+            if summary.n_images == before:  # every image of the shard was skipped
+                shard.unlink()
+                summary.shards.pop()
+    except BaseException as e:
+        # the shards written so far would pass for a whole (smaller) dataset: remove them, so
+        # the folder is as it was and the command can be rerun as it stands
+        for shard in summary.shards:
+            shard.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        e.add_note(
+            f"coco-to-sa1b: stopped; the {len(summary.shards)} shard(s) written were removed"
         )
-        summary.shards.append(shard)
-        bar.update(len(part))
-        if summary.n_images == before:  # every image of the shard was skipped
-            shard.unlink()
-            summary.shards.pop()
-    bar.close()
+        raise
+    finally:
+        bar.close()
     return summary
