@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,9 @@ from esam.train import (
     make_train_loader,
     steps_per_epoch,
 )
-from esam.train.checkpointing import CheckpointManager, load_checkpoint
+from esam.train.checkpointing import CheckpointManager, check_plain, load_checkpoint
 from esam.train.metrics import read_log
+from esam.train.task_state import KeepsUnreadable
 
 EPS = torch.finfo(torch.float32).eps
 N_SAMPLES, DIM = 32, 4
@@ -460,3 +461,17 @@ def test_cuda_mixed_precision_trains_and_resumes(tmp_path: Path, precision: str)
     resumed.fit()
     for p, q in zip(resumed.raw_model.parameters(), full.raw_model.parameters(), strict=True):
         torch.testing.assert_close(p, q)
+
+
+def test_unreadable_names_round_trip_and_merge_across_processes() -> None:
+    @dataclass
+    class Task(KeepsUnreadable):
+        unreadable: set[str] = field(default_factory=set)
+
+    rank0, rank1 = Task({"b.jpg", "a.jpg"}), Task({"c.jpg", "a.jpg"})
+    states = [rank0.state_dict(), rank1.state_dict()]
+    assert states[0] == {"unreadable": ["a.jpg", "b.jpg"]}
+    check_plain(states)  # fits a weights_only checkpoint
+    resumed = Task()
+    resumed.load_state_dict(states)  # two processes resumed as one
+    assert resumed.unreadable == {"a.jpg", "b.jpg", "c.jpg"}

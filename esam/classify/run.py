@@ -56,6 +56,7 @@ from esam.runtime.seeding import derive_seed, seed_everything
 from esam.train import Trainer, build_optimization, make_train_loader, steps_per_epoch
 from esam.train.metrics import LOG_FILENAME, read_log
 from esam.train.schedules import ParamScheduler, build_schedules, peak_lr
+from esam.train.task_state import KeepsUnreadable
 from esam.utils.io import sha256_file, write_json_atomic, write_text_atomic
 from esam.utils.meta import run_metadata, utc_now
 from esam.utils.results import make_results
@@ -78,7 +79,7 @@ class ClassifyResult:
 
 
 @dataclass
-class FinetuneTask:
+class FinetuneTask(KeepsUnreadable):
     """The engine's task: mixup / cutmix on the batch, then the (soft-target) loss."""
 
     mixup: Any

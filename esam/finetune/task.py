@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from esam.finetune.config import LossConfig, PromptConfig
 from esam.finetune.losses import sam_loss_terms
 from esam.finetune.prompting import append_points, corrective_points, first_prompts, select_best
+from esam.train.task_state import KeepsUnreadable
 
 #: SAM's box noise cap is 20 px of its 1024 px input.
 REFERENCE_SIDE = 1024
@@ -119,7 +120,7 @@ class InteractiveTraining(nn.Module):
 
 
 @dataclass
-class FinetuneTask:
+class FinetuneTask(KeepsUnreadable):
     """The engine's task: run the :class:`InteractiveTraining` module on a batch, and count
     the masks the data loader left out and the unreadable images it replaced."""
 
@@ -133,11 +134,11 @@ class FinetuneTask:
         return loss, logs
 
     def state_dict(self) -> dict[str, Any]:
-        """The counts so far (saved in training checkpoints, so a resumed run keeps them)."""
-        return {"unreadable": sorted(self.unreadable), "skips": dict(self.skips)}
+        """The names and counts so far (checkpointed, so a resumed run keeps them)."""
+        return super().state_dict() | {"skips": dict(self.skips)}
 
     def load_state_dict(self, states: list[dict[str, Any]]) -> None:
-        """Add the counts of saved processes' states (see :class:`esam.train.StatefulTask`)."""
+        """Add the names and counts of saved processes' states."""
+        super().load_state_dict(states)
         for state in states:
-            self.unreadable.update(state["unreadable"])
             self.skips.update(state["skips"])

@@ -43,6 +43,7 @@ from esam.sami.model import SamiModel, build_sami_encoder
 from esam.sami.teacher import Teacher, build_teacher
 from esam.train import Trainer, build_optimization, make_train_loader, steps_per_epoch
 from esam.train.metrics import LOG_FILENAME, read_log
+from esam.train.task_state import KeepsUnreadable
 from esam.utils.io import write_json_atomic
 from esam.utils.meta import run_metadata, utc_now
 from esam.utils.results import make_results
@@ -56,11 +57,11 @@ CURVE_POINTS = 400
 
 
 @dataclass
-class SamiTask:
+class SamiTask(KeepsUnreadable):
     """The engine's task: one (micro-)batch -> the SAMI loss.
 
     Runs the frozen teacher on the batch when no cached targets come with it, and collects
-    the unreadable images the data loader skipped (this process's share).
+    the unreadable images the data loader skipped (this process's share; checkpointed).
     """
 
     teacher: Teacher | None

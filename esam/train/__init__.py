@@ -8,6 +8,7 @@
 * :mod:`esam.train.checkpointing`: atomic checkpoints, keep-last-k, ``last`` pointer.
 * :mod:`esam.train.metrics`: ``log.jsonl``.
 * :mod:`esam.train.engine`: :class:`Trainer`, the step loop.
+* :mod:`esam.train.task_state`: the checkpointed state of tasks that name skipped images.
 
 A job (``esam.sami``, ``esam.finetune``, ...) supplies the model, the dataset and a
 :class:`TrainTask` computing ``(loss, logs)`` from a batch.
