@@ -342,6 +342,9 @@ def test_a_task_state_survives_a_resume_and_a_finished_run_runs_no_step(tmp_path
     assert (done.global_step, done.steps_run) == (8, 0)
     last_row = _lines(tmp_path / "run")[-1]
     assert done.last["loss"] == last_row["loss"] and done.last["abs_err"] == last_row["abs_err"]
+    # another seed is another data order: refused
+    with pytest.raises(ResumeError, match="seed=0, this run has 1"):
+        build(replace(cfg, seed=1), CountingTask()).fit()
     # a task that keeps a state refuses a checkpoint written without one
     plain = config(tmp_path / "plain", epochs=2, max_steps=2)
     build(plain, MseTask()).fit()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from esam.data.samplers import ResumableSampler
+from esam.errors import InputError
 
 
 def _shards(n: int, world: int, **kw: object) -> list[list[int]]:
@@ -62,3 +63,19 @@ def test_resume_on_another_world_size_uses_the_remaining_samples_exactly() -> No
             rest += list(s)
         remaining_by[world] = sorted(rest)
     assert remaining_by[2] == remaining_by[3] == sorted(order[consumed:].tolist())
+
+
+def test_steps_per_epoch_do_not_depend_on_how_a_global_batch_is_split() -> None:
+    from esam.train import steps_per_epoch
+
+    # 47 samples, global batch 8: 5 whole steps whether 1 x 8, 2 x 4 or 4 x 2 (padding the
+    # ranks to 24 each would give 2 x 4 a sixth step holding a repeated sample)
+    for world, batch, accum in ((1, 8, 1), (2, 4, 1), (4, 2, 1), (2, 2, 2)):
+        sampler = ResumableSampler(47, rank=0, world_size=world)
+        assert steps_per_epoch(sampler, batch, accum) == 5, (world, batch, accum)
+    # the samples of those steps are the permutation's first 40: none repeated
+    shards = [list(ResumableSampler(47, rank=r, world_size=2, seed=3)) for r in range(2)]
+    used = [i for r in range(2) for i in shards[r][: 5 * 4]]
+    assert len(set(used)) == 40
+    with pytest.raises(InputError, match="each of the 2 process"):
+        steps_per_epoch(ResumableSampler(9, world_size=2), 8, 1)

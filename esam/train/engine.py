@@ -454,11 +454,12 @@ class Trainer:
         for key, now in (
             ("global_batch", self.global_batch),
             ("steps_per_epoch", self.steps_per_epoch),
+            ("seed", self.cfg.seed),  # sets the data order: another one is another run
         ):
             if state[key] != now:
                 raise ResumeError(
                     f"{path} was written with {key}={state[key]}, this run has {now}; resume "
-                    "with the same global batch and dataset"
+                    "with the same global batch, dataset and seed"
                 )
         try:
             self.raw_model.load_state_dict(state["model"])

@@ -74,16 +74,21 @@ def make_train_loader(
 
 
 def steps_per_epoch(sampler: ResumableSampler, batch_size: int, accum_steps: int) -> int:
-    """Optimizer steps in one epoch: whole steps of ``batch_size x accum_steps`` per rank.
+    """Optimizer steps in one epoch: whole global batches of the dataset's own samples.
+
+    ``dataset // (world_size x batch_size x accum_steps)``, which is the same for every split
+    of one global batch over processes: the samples a sampler repeats to even out the ranks
+    are never reached, and a run can resume with another number of processes.
 
     Raises:
-        InputError: the shard is too small for a single step.
+        InputError: the dataset is too small for a single step.
     """
-    steps = sampler.shard_size // (batch_size * accum_steps)
+    per_rank = sampler.dataset_len // sampler.world_size
+    steps = per_rank // (batch_size * accum_steps)
     if steps < 1:
         raise InputError(
             f"one optimizer step takes {batch_size} x {accum_steps} samples per process, but each "
-            f"process has only {sampler.shard_size} per epoch"
+            f"of the {sampler.world_size} process(es) has only {per_rank} per epoch"
         )
     return steps
 
