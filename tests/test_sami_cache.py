@@ -161,3 +161,26 @@ def test_teacher_features_are_deterministic(images: list[Path], teacher: Teacher
     a = teacher(apply_view(image, params, 32)[None])
     b = teacher(apply_view(image, params, 32)[None])
     assert torch.equal(a, b)
+
+
+def test_an_unreadable_image_leaves_every_shard_complete(
+    tmp_path: Path, images: list[Path], teacher: Teacher
+) -> None:
+    # the last image cannot be read: the last shard, sized for its views, holds fewer rows
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    index_path = build_teacher_cache(
+        tmp_path / "cache", [*images, bad], teacher, views_per_image=2, seed=3, view_size=32,
+        batch_size=4, shard_size=4, progress=False,
+    )  # fmt: skip
+    index = json.loads(index_path.read_text())
+    assert [s["shape"][0] for s in index["shards"]] == [4, 2]
+    assert [u[0] for u in index["unreadable"]] == [3]
+    assert not list((tmp_path / "cache").glob(".*tmp*"))
+    cache = TeacherCache(tmp_path / "cache")
+    cache.verify_shards()
+    assert cache.unreadable == {3}
+    for i in range(3):
+        for v in range(2):
+            params, feats = cache[i, v]
+            assert feats.shape == (4, 256) and np.isfinite(feats.astype(np.float32)).all()

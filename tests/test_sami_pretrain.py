@@ -19,6 +19,7 @@ from esam.data.scenes import write_scene_folder
 from esam.standin import load_standin_weights
 from esam.train.checkpointing import CheckpointManager, load_checkpoint
 from esam.train.metrics import read_log
+from esam.utils.io import sha256_file
 from esam.utils.results import validate_results
 from tests.numerics import network_tolerance
 
@@ -97,7 +98,8 @@ def test_resume_reproduces_the_uninterrupted_run(data, tmp_path: Path) -> None:
     full, split = tmp_path / "full", tmp_path / "split"
     common = ("train.epochs=2", "train.save_every_steps=4", "data.flip_prob=0.5")
     assert main(_args(data, full, *common)) == 0
-    assert main(_args(data, split, *common, "train.max_steps=7")) == 0  # killed after step 7
+    assert main(_args(data, split, *common, "train.max_steps=7")) == 0
+    (split / "checkpoints" / "checkpoint-00000007.pt").unlink()  # as if killed in step 7
     assert main(_args(data, split, *common, "--resume")) == 0  # restarts from step 4
     a, b = read_log(full / "log.jsonl"), read_log(split / "log.jsonl")
     # bitwise on one CPU process: the same samples, masks and RNG states after resuming
@@ -204,7 +206,9 @@ def test_export_loads_into_efficientsam_and_as_a_backbone(data, tmp_path: Path) 
         load_into_image_encoder(wrong.image_encoder, out)
 
 
-def test_cache_teacher_then_train_from_the_cache(data, tmp_path: Path) -> None:
+def test_cache_teacher_then_train_from_the_cache(
+    data, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cache = tmp_path / "cache"
     argv = [
         "pretrain", "cache-teacher", "--data", str(data["train"]), "--out", str(cache),
@@ -223,10 +227,34 @@ def test_cache_teacher_then_train_from_the_cache(data, tmp_path: Path) -> None:
     assert main(args) == 0
     rows = read_log(run / "log.jsonl")
     assert rows[-1]["loss"] < rows[0]["loss"]
-    # a damaged shard is a named error, not a silent retrain
-    shard = next(cache.glob("shard-*.npy"))
-    shard.write_bytes(shard.read_bytes()[:-100])
+    # the results describe the teacher the cached features came from
+    teacher = json.loads((run / "results.json").read_text())["model"]["teacher"]
+    assert teacher["cache"] == str(cache) and teacher["input_size"] == SIZE
+    assert teacher["checkpoint_sha256"] == sha256_file(data["teacher"])
+    # a cache that does not match the run's teacher is a named error, never used
+    with_file = _args(data, tmp_path / "run_file", "--teacher-cache", str(cache))
+    other = tmp_path / "other_teacher.pt"
+    other.write_bytes(data["teacher"].read_bytes() + b"\0")
+    other_file = list(with_file)
+    other_file[other_file.index(str(data["teacher"]))] = str(other)
+    capsys.readouterr()
+    assert main(other_file + ["train.max_steps=1"]) == 2
+    assert "was built from teacher weights with SHA-256" in capsys.readouterr().err
+    assert main(with_file + ["teacher.input_size=128", "train.max_steps=1"]) == 2
+    assert "holds features of 64 px teacher views, the run asks for 128 px" in (
+        capsys.readouterr().err
+    )
+    assert main(with_file + ["train.max_steps=1"]) == 0  # the cache's own file
+    # damaged shards are named errors, not a silent retrain: a changed byte...
+    shard = sorted(cache.glob("shard-*.npy"))[-1]
+    good = shard.read_bytes()
+    shard.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
     assert main(_args(data, tmp_path / "run2", "--teacher-cache", str(cache))) == 2
+    assert f"{shard.name}: SHA-256" in capsys.readouterr().err
+    # ... and a truncated file
+    shard.write_bytes(good[:-100])
+    assert main(_args(data, tmp_path / "run3", "--teacher-cache", str(cache))) == 2
+    assert "the shard is truncated or damaged" in capsys.readouterr().err
 
 
 def test_unreadable_images_are_counted_not_fatal(data, tmp_path: Path) -> None:

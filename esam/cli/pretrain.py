@@ -184,13 +184,17 @@ def run_cache(args: argparse.Namespace) -> int:
     try:
         device = device_for(args.device, ctx)
         check_device(device)
-        teacher = build_teacher(
-            args.teacher,
-            args.teacher_checkpoint,
-            input_size=args.teacher_input_size or args.view_size,
-            output=args.feature,
-            output_grid=args.view_size // 16,
-            device=device,
+        # collectively: a rank that cannot build the teacher stops the others with its message
+        teacher = run_collectively(
+            lambda: build_teacher(
+                args.teacher,
+                args.teacher_checkpoint,
+                input_size=args.teacher_input_size or args.view_size,
+                output=args.feature,
+                output_grid=args.view_size // 16,
+                device=device,
+            ),
+            ctx,
         )
         paths = [str(images.path(i)) for i in range(len(images))]
 

@@ -158,7 +158,26 @@ class _ShardWriter:
     def full(self) -> bool:
         return len(self.items) == self.array.shape[0]
 
+    def _shrink(self, rows: int) -> None:
+        """Keep the first ``rows`` rows (images that could not be read left the rest unfilled)."""
+        old = self.tmp.with_name(self.tmp.name + ".full")
+        self.array.flush()
+        del self.array
+        os.replace(self.tmp, old)
+        source = np.load(old, mmap_mode="r")
+        self.array = np.lib.format.open_memmap(
+            self.tmp, mode="w+", dtype=np.float16, shape=(rows, *source.shape[1:])
+        )
+        for start in range(0, rows, 256):  # a shard may not fit in memory twice
+            stop = min(rows, start + 256)
+            self.array[start:stop] = source[start:stop]
+        del source
+        old.unlink()
+
     def seal(self) -> dict[str, Any]:
+        n = len(self.items)
+        if n < self.array.shape[0]:
+            self._shrink(n)
         shape = list(self.array.shape)
         self.array.flush()
         del self.array
@@ -282,6 +301,8 @@ def write_cache_part(
                 bar.update(batch_size)
     remaining = len(pending)
     flush()
+    if writer is not None:  # sized for views of images that could not be read
+        shards.append(writer.seal())
     bar.update(remaining)
     bar.close()
     if unreadable:
@@ -494,6 +515,16 @@ class TeacherCache:
         if not path.is_file():
             raise MissingShardError(f"{path}: shard listed in the index is missing")
         return path
+
+    def verify_shards(self, rank: int = 0, world_size: int = 1) -> None:
+        """Check the SHA-256 of every ``world_size``-th shard from ``rank`` (all shards in one
+        process), so a run can check the cache once instead of in every loader worker.
+
+        Raises:
+            CorruptShardError: a shard's digest differs from the index's (the shard named).
+        """
+        for si in range(rank, len(self.index["shards"]), world_size):
+            self._verify_shard(si)
 
     def _verify_shard(self, si: int) -> None:
         path, want = self._shard_path(si), self.index["shards"][si]["sha256"]

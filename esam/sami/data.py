@@ -84,7 +84,7 @@ class PretrainViews(Dataset[dict[str, Any]]):
             if cache.view_size != views.size:
                 raise InputError(
                     f"the teacher cache was built for {cache.view_size} px views, the run uses "
-                    f"{views.size} px (set data.view_size={cache.view_size} or rebuild the cache)"
+                    f"{views.size} px (set student.img_size={cache.view_size} or rebuild the cache)"
                 )
         self.images = images
         self.views = views

@@ -34,6 +34,7 @@ from esam.runtime.distributed import (
     finish,
     gather_to_main,
     init_distributed,
+    run_collectively,
     setup_logging,
 )
 from esam.runtime.seeding import seed_everything
@@ -43,8 +44,9 @@ from esam.sami.model import SamiModel, build_sami_encoder
 from esam.sami.teacher import Teacher, build_teacher
 from esam.train import Trainer, build_optimization, make_train_loader, steps_per_epoch
 from esam.train.metrics import LOG_FILENAME, read_log
+from esam.train.schedules import peak_lr
 from esam.train.task_state import KeepsUnreadable
-from esam.utils.io import write_json_atomic
+from esam.utils.io import sha256_file, write_json_atomic
 from esam.utils.meta import run_metadata, utc_now
 from esam.utils.results import make_results
 
@@ -120,8 +122,15 @@ def make_teacher(cfg: SamiConfig, device: torch.device | str) -> Teacher:
     )
 
 
-def open_cache(cfg: SamiConfig, images: ImageFolder) -> Any:
-    """The teacher cache of the config, checked against the images and the teacher named."""
+def open_cache(cfg: SamiConfig, images: ImageFolder, ctx: DistContext) -> Any:
+    """The teacher cache of the config, checked against the images, the teacher named (name,
+    output, view size, weights: the file's SHA-256 when ``teacher.checkpoint`` is set) and its
+    shards' checksums.
+
+    Raises:
+        InputError: the cache does not match the run (the differing setting named).
+        CacheError: the cache is damaged or belongs to another image list.
+    """
     from esam.sami.cache import TeacherCache
 
     assert cfg.teacher.cache is not None
@@ -139,6 +148,32 @@ def open_cache(cfg: SamiConfig, images: ImageFolder) -> Any:
             f"{cfg.teacher.cache} holds {cache.teacher.get('output')} features, the run asks "
             f"for {cfg.teacher.output} (teacher.output)"
         )
+    size = cfg.teacher.input_size or cfg.student.img_size
+    if cache.teacher.get("input_size") != size:
+        raise InputError(
+            f"{cfg.teacher.cache} holds features of {cache.teacher.get('input_size')} px teacher "
+            f"views, the run asks for {size} px (set teacher.input_size="
+            f"{cache.teacher.get('input_size')} or rebuild the cache)"
+        )
+    if bool(cache.teacher.get("random_weights")) != cfg.teacher.random_weights:
+        state = "random" if cache.teacher.get("random_weights") else "trained"
+        raise InputError(
+            f"{cfg.teacher.cache} holds features of a teacher with {state} weights; the run sets "
+            f"teacher.random_weights={cfg.teacher.random_weights}"
+        )
+    if cfg.teacher.checkpoint is not None:
+        # the file the run names (and evaluates with) must be the one the cache was built from
+        digest = sha256_file(cfg.teacher.checkpoint)
+        if cache.teacher.get("checkpoint_sha256") != digest:
+            raise InputError(
+                f"{cfg.teacher.cache} was built from teacher weights with SHA-256 "
+                f"{str(cache.teacher.get('checkpoint_sha256'))[:12]}..., but teacher.checkpoint "
+                f"{cfg.teacher.checkpoint} has {digest[:12]}...; pass the cache's weights or "
+                "rebuild the cache"
+            )
+    # the shards are checked once here (each process a share), not in every loader worker
+    run_collectively(lambda: cache.verify_shards(ctx.rank, ctx.world_size), ctx)
+    cache.verify_checksums = False
     return cache
 
 
@@ -169,7 +204,9 @@ def run_pretrain(cfg: SamiConfig) -> PretrainResult:
         start = utc_now()
         images = scan_image_folder(cfg.data.path)
         log.info("%d training images in %s", len(images), images.root)
-        cache = open_cache(cfg, images) if cfg.target == "teacher" and cfg.teacher.cache else None
+        cache = (
+            open_cache(cfg, images, ctx) if cfg.target == "teacher" and cfg.teacher.cache else None
+        )
         teacher = None
         if cfg.target == "teacher" and cache is None:
             teacher = make_teacher(cfg, device)
@@ -209,8 +246,9 @@ def run_pretrain(cfg: SamiConfig) -> PretrainResult:
                 teacher = _teacher_for_eval(cfg, device)
             if teacher is not None or cfg.target == "pixels":
                 evaluation = evaluate_reconstruction(model, teacher, cfg, device)
+        cached_teacher = dict(cache.teacher) if cache is not None else None
         results = _write_results(
-            cfg, result, images, unreadable, evaluation, seconds, start, trainer
+            cfg, result, images, unreadable, evaluation, seconds, start, trainer, cached_teacher
         )
         return PretrainResult(result.global_step, results, Path(cfg.train.output_dir))
     finally:
@@ -352,6 +390,7 @@ def _write_results(
     seconds: float,
     start: str,
     trainer: Trainer,
+    cached_teacher: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     run_dir = Path(cfg.train.output_dir)
     curve = loss_curve(run_dir)
@@ -364,6 +403,10 @@ def _write_results(
         if result.steps_run and seconds > 0
         else None,
         "unreadable_images": len(unreadable),
+        # train.batch_size is per process: these give the recipe's batch and rate
+        "world_size": trainer.ctx.world_size,
+        "global_batch": trainer.global_batch,
+        "peak_lr": peak_lr(cfg.train.optim, trainer.global_batch),
     }
     if evaluation is not None:
         metrics.update(
@@ -383,6 +426,8 @@ def _write_results(
             "input_size": cfg.teacher.input_size or cfg.student.img_size,
             "random_weights": cfg.teacher.random_weights,
         }
+        if cached_teacher is not None:  # what the features were computed with
+            teacher_block |= {**cached_teacher, "cache": cfg.teacher.cache}
     obj = make_results(
         TASK,
         model={
