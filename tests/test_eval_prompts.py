@@ -125,3 +125,19 @@ def test_clip_boxes_to_the_image_and_find_empty_ones() -> None:
     )
     assert clipped.dtype == np.float32 and boxes[0, 0] == np.float32(-0.3)  # input untouched
     assert empty_boxes(clipped).tolist() == [False, False, False, True, True]
+
+
+def test_next_error_click_coordinates_are_x_column_y_row() -> None:
+    # an asymmetric error region: a 5-row x 15-column false negative band, deepest along row 12
+    # (columns 22-32, ties to the first in row-major order); swapping x and y anywhere would
+    # land outside it
+    gt = np.zeros((40, 50), dtype=bool)
+    gt[10:15, 20:35] = True
+    (x, y), label = next_error_click(gt, np.zeros_like(gt))
+    assert label == 1 and (y, x) == (12, 22)
+    # that pixel already clicked, as (x, y) = (22, 12): the next deepest one
+    (x2, y2), _ = next_error_click(gt, np.zeros_like(gt), np.array([[22.0, 12.0]]))
+    assert (y2, x2) == (12, 23)
+    # the transposed pixel (x, y) = (12, 22) lies outside the band and changes nothing
+    (x3, y3), _ = next_error_click(gt, np.zeros_like(gt), np.array([[12.0, 22.0]]))
+    assert (y3, x3) == (12, 22)

@@ -64,6 +64,11 @@ def test_presets_resolve_per_prompt_and_record_only_real_overrides(syn) -> None:
     # settings that do not apply to the prompt are neither overrides nor recorded
     box = _cfg(*syn, prompt="box", click="center")
     assert box.overrides == {} and box.results_config(1)["click"] is None
+    one = _cfg(*syn, prompt="point1", protocol="sam", no_error_click="negative-origin")
+    assert one.overrides == {} and one.results_config(1)["no_error_click"] is None
+    three = _cfg(*syn, prompt="point3", protocol="sam", no_error_click="negative-origin")
+    assert three.overrides == {"no_error_click": "negative-origin"}
+    assert three.results_config(1)["no_error_click"] == "negative-origin"
 
 
 def test_every_preset_is_complete_and_unknown_names_are_named() -> None:
@@ -305,3 +310,45 @@ def test_harness_and_report_agree_on_protocol_names_and_skip_reasons() -> None:
 
     assert tuple(PROTOCOLS) == PROTOCOL_NAMES
     assert tuple(harness_reasons) == IMAGE_SKIP_REASONS
+
+
+class QuadrantAdapter(RecordingAdapter):
+    """Predicts the image's top-left quadrant whatever the prompt: every later click has to
+    correct it."""
+
+    name = "quadrant"
+
+    def predict(self, prompts: Prompts, multimask_output: bool = True) -> Prediction:
+        q, (h, w) = len(prompts), self.hw
+        masks = np.zeros((q, 1, h, w), bool)
+        masks[:, :, : h // 2, : w // 2] = True
+        return Prediction(masks=masks, scores=np.ones((q, 1), np.float32))
+
+
+def test_iterative_clicks_land_in_the_previous_predictions_error(syn) -> None:
+    from esam.data.coco import load_annotation_set
+    from esam.data.masks import decode_mask
+
+    run = run_zeroshot(_cfg(*syn, prompt="point3", click="iterative"), QuadrantAdapter())
+    assert run is not None
+    aset = load_annotation_set("coco", syn[0], syn[1], include_crowd=False)
+    masks = {
+        (s.image_id, i.ann_id): decode_mask(i.segmentation, s.height, s.width)
+        for s in aset.images
+        for i in s.instances
+    }
+    checked = 0
+    for r in run.rows:
+        gt = masks[(r["image_id"], r["ann_id"])]
+        quadrant = np.zeros_like(gt)
+        quadrant[: gt.shape[0] // 2, : gt.shape[1] // 2] = True
+        points = np.asarray(r["points"], np.float32)
+        for k in (1, 2):  # each later click: from the error of the (same) prediction
+            want, label = next_error_click(gt, quadrant, points[:k])
+            assert r["labels"][k] == label and points[k].tolist() == want.tolist(), r
+            if label == 1:
+                assert gt[int(want[1]), int(want[0])] and not quadrant[int(want[1]), int(want[0])]
+            elif label == 0:
+                assert quadrant[int(want[1]), int(want[0])] and not gt[int(want[1]), int(want[0])]
+        checked += int(r["labels"][1] in (0, 1))
+    assert checked == len(run.rows) > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +145,25 @@ def test_annotation_set_keeps_sa1b_counts(synth: dict[str, Path]) -> None:
     assert aset.n_images_in_file == 5 and aset.dataset == "sa1b"
     assert all(s.path is not None and s.path.endswith(".jpg") for s in aset.images)
     assert all(i.category_id == 1 and i.iscrowd == 0 for s in aset.images for i in s.instances)
+
+
+def test_limit_images_counts_only_the_selected_images_skips(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(synth["folder"], data)
+
+    def add_bad(json_path: Path, n: int) -> None:
+        record = json.loads(json_path.read_text())
+        good = record["annotations"][0]
+        record["annotations"] += [{k: v for k, v in good.items() if k != "id"}] * n
+        json_path.write_text(json.dumps(record))
+
+    add_bad(data / "sa_000000" / "sa_1.json", 1)  # selected
+    add_bad(data / "sa_000001" / "sa_4.json", 5)  # beyond --limit-images 2
+    (data / "sa_000001" / "notes.txt").write_text("x")  # a file of the listing
+    aset = load_annotation_set("sa1b", data, data, limit_images=2)
+    assert aset.skips["annotation_without_id"] == 1
+    assert aset.skips["ignored_file"] == 1
+    everything = load_annotation_set("sa1b", data, data)
+    assert everything.skips["annotation_without_id"] == 6

@@ -444,12 +444,14 @@ def _load_sa1b_set(
         )
     digest = hashlib.sha256()
     by_id: dict[int, ImageSpec] = {}
-    skips: Counter[str] = Counter()
+    listing = Counter(reader.skips)  # unpaired and ignored files
+    per_image: dict[int, Counter[str]] = {}  # so that only the selected images' count
     for i in range(len(reader)):
         raw = reader.json_bytes(i)
         digest.update(len(raw).to_bytes(8, "little") + raw)
         rec = reader.parse_record(i, raw)
-        kept = _kept_instances(rec.annotations, rec.height, rec.width, skips, rules, sa1b=True)
+        counts = Counter(rec.skips)
+        kept = _kept_instances(rec.annotations, rec.height, rec.width, counts, rules, sa1b=True)
         if rec.image_id in by_id:
             raise InputError(
                 f"image id {rec.image_id} occurs twice: {by_id[rec.image_id].tried[0]} and "
@@ -459,8 +461,11 @@ def _load_sa1b_set(
         by_id[rec.image_id] = ImageSpec(
             rec.image_id, rec.height, rec.width, rec.image_location, (tried,), kept
         )
-    skips.update(reader.skips)
+        per_image[rec.image_id] = counts
     ids = sorted(by_id)[:limit_images]
+    skips = listing
+    for image_id in ids:
+        skips.update(per_image[image_id])
     return AnnotationSet(
         dataset="sa1b",
         annotations=Path(annotations),

@@ -7,10 +7,12 @@ Rules (each recorded in the results under ``config``):
 
 * ``box`` from the annotation's ``bbox`` (x, y, w, h) -> (x, y, x + w, y + h), or the tight box
   of the decoded mask (``box_source="mask"``): (x_min, y_min, x_max + 1, y_max + 1) in pixel-edge
-  coordinates, the box pycocotools computes for an RLE. Every box prompt (ground-truth or
-  detector box) is clipped to the image, [0, W] x [0, H] (:func:`clip_boxes`): EfficientSAM
-  maps any negative coordinate to -1, its padding value, so an unclipped corner at x = -0.3
-  would be read as "no point" rather than as the image edge.
+  coordinates, the box pycocotools computes for an RLE. With the ``clip_boxes`` setting (on in
+  the ``efficientsam`` and ``sam`` presets, off in ``efficientvit-sam``, which sends the boxes as
+  they are) every box prompt, ground-truth or detector box, is clipped to the image,
+  [0, W] x [0, H] (:func:`clip_boxes`): EfficientSAM maps any negative coordinate to -1, its
+  padding value, so an unclipped corner at x = -0.3 would be read as "no point" rather than
+  as the image edge.
 * ``random`` clicks: uniform over the mask's pixels, without replacement when the mask has
   enough pixels, all positive (the EfficientSAM paper's point protocol).
 * ``center`` click: the mask pixel farthest from the mask boundary (Euclidean distance

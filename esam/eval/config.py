@@ -147,6 +147,10 @@ class ZeroShotConfig(EvalRunConfig):
         )
         for key, value in resolved.items():
             setattr(self, key, value)
+        if not (point and self.click == "iterative"):
+            # only iterative clicks have a no-error click: a value given for other prompts
+            # changes nothing, so it is no override (results_config records it as null)
+            self.overrides.pop("no_error_click", None)
         validate_prompt_settings(self.prompt, self.click, self.box_source)
         if self.mask_choice not in MASK_CHOICES:
             raise InputError(

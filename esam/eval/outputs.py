@@ -1,13 +1,16 @@
-"""Writing a benchmark run: the results JSON and its per-instance rows, both atomically.
+"""Writing a benchmark run: the results JSON and its per-instance rows, as one atomic set.
 
 The rows go to ``<output stem>.rows.jsonl`` beside the results file (one JSON object per line,
 sorted by image id then annotation or detection index); the results file names it in
-``rows_file``, relative to its own folder.
+``rows_file``, relative to its own folder. All files of a run are written completely under
+temporary names first, then renamed into place, the results file last: a failure leaves the
+previous run's files as they were, never new rows beside old results.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -98,14 +101,66 @@ def assemble_and_write(
     """
     rows_file = None
     files: dict[str, str] = {}
-    if output is not None:
-        out = Path(output)
-        rows_path = write_rows(rows_path_for(out), rows)
-        rows_file = rows_path.name
-        for suffix, obj in (extra_files or {}).items():
-            p = write_json_atomic(out.with_name(f"{out.stem}{suffix}"), obj, indent=0)
-            files[suffix.lstrip(".").split(".")[0]] = p.name
-    results = make_results(
+    staged: list[tuple[Path, Path]] = []  # (temporary file, final name)
+
+    def stage(final: Path) -> Path:
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.staged")
+        staged.append((tmp, final))
+        return tmp
+
+    def discard_staged() -> None:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+
+    try:
+        if output is not None:
+            out = Path(output)
+            rows_path = rows_path_for(out)
+            write_rows(stage(rows_path), rows)
+            rows_file = rows_path.name
+            for suffix, obj in (extra_files or {}).items():
+                final = out.with_name(f"{out.stem}{suffix}")
+                write_json_atomic(stage(final), obj, indent=0)
+                files[suffix.lstrip(".").split(".")[0]] = final.name
+        results = _results(
+            task,
+            model,
+            config,
+            metrics,
+            dataset,
+            skips,
+            device,
+            start_time,
+            rows_file,
+            files,
+            extra,
+        )
+        if output is not None:
+            write_json_atomic(stage(Path(output)), results)
+    except BaseException:
+        discard_staged()
+        raise
+    # every file is complete before any replaces its previous version; the results file,
+    # which names the others, goes last
+    for tmp, final in staged:
+        os.replace(tmp, final)
+    return results
+
+
+def _results(
+    task: str,
+    model: dict[str, Any],
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    dataset: dict[str, Any],
+    skips: Mapping[str, int],
+    device: str,
+    start_time: str,
+    rows_file: str | None,
+    files: dict[str, str],
+    extra: dict[str, Any] | None,
+) -> dict[str, Any]:
+    return make_results(
         task,
         model=model,
         config=config,
@@ -117,13 +172,3 @@ def assemble_and_write(
         **({"files": files} if files else {}),
         **(extra or {}),
     )
-    if output is not None:
-        try:
-            write_json_atomic(output, results)
-        except BaseException:
-            # no rows file without the results file that names it
-            for name in [rows_file, *files.values()]:
-                if name is not None:
-                    Path(output).with_name(name).unlink(missing_ok=True)
-            raise
-    return results
