@@ -65,6 +65,17 @@ def test_finetuning_a_random_tiny_vit_learns_the_classes(shapes: Path, tmp_path:
     assert main(_args(shapes, again, "eval", *extra)) == 0
     assert _results(again)["metrics"]["top1"] == m["top1"]
     assert _results(again)["config"]["mode"] == "finetune"
+    # without the training config: the classifier's own size (32 px, not the default 224)
+    # and the name it was trained under
+    bare = tmp_path / "bare"
+    argv = [
+        "eval", "imagenet", "--mode", "eval", "--val", str(shapes / "val"), "--output",
+        str(bare), f"model.checkpoint={out / 'classifier.pt'}", "device=cpu",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    rb = _results(bare)
+    assert rb["metrics"]["top1"] == m["top1"] and rb["model"]["arch"]["img_size"] == 32
+    assert rb["model"]["name"] == r["model"]["name"] == "random vit_tiny"
 
 
 def test_linear_probe_on_a_frozen_random_backbone_beats_chance(

@@ -45,6 +45,7 @@ from esam.config import CONFIG_FILENAME, config_to_dict, save_config
 from esam.errors import InputError
 from esam.runtime.distributed import (
     DistContext,
+    broadcast_object,
     device_for,
     finish,
     gather_to_main,
@@ -151,7 +152,21 @@ def run_classify(cfg: ClassifyConfig) -> ClassifyResult:
             model, classes, meta = load_classifier(str(cfg.model.checkpoint))
             model.to(device)
             origin = dict(meta.get("origin") or {})
-            extra = {"trained_mode": meta.get("mode")}
+            stored = int(model.trunk.img_size)
+            if cfg.model.img_size != stored:
+                # the classifier is evaluated at the size it was trained at, not the config's
+                log.warning(
+                    "%s was trained at %d px: evaluating at %d px (model.img_size=%d ignored)",
+                    cfg.model.checkpoint, stored, stored, cfg.model.img_size,
+                )  # fmt: skip
+                cfg = dataclasses.replace(
+                    cfg, model=dataclasses.replace(cfg.model, img_size=stored)
+                )
+            extra = {
+                "trained_mode": meta.get("mode"),
+                "trained_name": meta.get("name"),
+                "trained_backbone": meta.get("backbone") or origin.get("path"),
+            }
             val = _val_set(cfg, classes)
             if ctx.is_main:
                 save_config(cfg, run_dir / CONFIG_FILENAME)
@@ -165,6 +180,26 @@ def run_classify(cfg: ClassifyConfig) -> ClassifyResult:
         return ClassifyResult(results, run_dir)
     finally:
         finish(ctx)
+
+
+def _model_name(model: Any, backbone: str | None) -> str:
+    """The leaderboard name: ``model.name``, else the backbone file's stem, else the random
+    trunk's shape."""
+    if model.name:
+        return str(model.name)
+    if backbone:
+        return Path(backbone).stem
+    return f"random {model.arch}"
+
+
+def _classifier_meta(cfg: ClassifyConfig, mode: str, origin: dict[str, Any]) -> dict[str, Any]:
+    """What classifier.pt records of its training, for a later ``--mode eval``."""
+    return {
+        "mode": mode,
+        "origin": origin,
+        "name": _model_name(cfg.model, cfg.model.backbone),
+        "backbone": cfg.model.backbone,
+    }
 
 
 def _val_set(cfg: ClassifyConfig, classes: list[str] | tuple[str, ...]) -> ClassificationSet:
@@ -211,7 +246,7 @@ def _finetune(
     if ctx.is_main:
         save_classifier(
             model, Path(cfg.output) / CLASSIFIER_FILENAME, cfg.model, list(train.classes),
-            {"mode": "finetune", "origin": origin},
+            _classifier_meta(cfg, "finetune", origin),
         )  # fmt: skip
     return model, origin, list(train.classes), extra, val
 
@@ -260,6 +295,10 @@ def _linear(
     result = trainer.fit()
     seconds = time.perf_counter() - t0
     probe.eval()
+    # the last forward updated each rank's BatchNorm statistics from its own batch: score with
+    # rank 0's, the ones classifier.pt keeps, so re-evaluating that file gives these numbers
+    state = broadcast_object({k: v.cpu() for k, v in probe.state_dict().items()}, ctx)
+    probe.load_state_dict(state)
     local = fval["indices"].tolist()
     mine = set(shard(range(len(local)), ctx))
     keep = [j for j in range(len(local)) if j in mine]
@@ -287,7 +326,7 @@ def _linear(
     if ctx.is_main:
         save_classifier(
             model, Path(cfg.output) / CLASSIFIER_FILENAME, cfg.model, list(train.classes),
-            {"mode": "linear", "origin": origin},
+            _classifier_meta(cfg, "linear", origin),
         )  # fmt: skip
     return model, origin, list(train.classes), extra, val, out
 
@@ -333,11 +372,15 @@ def _write_results(
     }
     loop = _loop(cfg, cfg.mode == "linear")
     mode = cfg.mode if cfg.mode != "eval" else str(extra.get("trained_mode") or "eval")
-    backbone = cfg.model.backbone
     checkpoint = (
         run_dir / CLASSIFIER_FILENAME if cfg.mode != "eval" else Path(str(cfg.model.checkpoint))
     )
-    name = cfg.model.name or (Path(backbone).stem if backbone else f"random {cfg.model.arch}")
+    if cfg.mode == "eval":  # what the classifier file says it was trained from
+        backbone = cfg.model.backbone or extra.get("trained_backbone")
+        name = cfg.model.name or extra.get("trained_name") or _model_name(cfg.model, backbone)
+    else:
+        backbone = cfg.model.backbone
+        name = _model_name(cfg.model, backbone)
     dim, depth, heads = (
         model.trunk.embed_dim,
         model.trunk.depth,

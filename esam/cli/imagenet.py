@@ -93,8 +93,13 @@ def run_imagenet_cli(args: argparse.Namespace) -> int:
     result = run_classify(cfg)
     if result.results is not None:
         m = result.results["metrics"]
+
+        def pct(key: str) -> str:
+            value = m.get(key)
+            return f"{value:.2f}%" if isinstance(value, int | float) else "n/a"
+
         print(
-            f"top-1 {m['top1']:.2f}%, top-5 {m['top5']:.2f}% on {m['n_images']} images "
+            f"top-1 {pct('top1')}, top-5 {pct('top5')} on {m['n_images']} images "
             f"({cfg.mode}) -> {result.run_dir / 'results.json'}"
         )
     return 0
