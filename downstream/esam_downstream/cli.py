@@ -116,16 +116,32 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
 
     if args.backbone and not Path(args.backbone).is_file():
         raise FileNotFoundError(f"backbone checkpoint not found: {args.backbone}")
+    if args.command == "test":
+        if args.checkpoint is None and not args.untrained:
+            raise InputError(
+                "test needs the trained model: pass --checkpoint WORK_DIR/iter_N.pth (or "
+                "--untrained to evaluate the config's untrained heads as a smoke run)"
+            )
+        if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+            raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
     if args.arch is None:
         args.arch = backbone_arch(Path(args.backbone)) if args.backbone and not args.config else "t"
     config, opts = _options(args)
-    if args.command == "test" and args.checkpoint:
-        opts["load_from"] = str(args.checkpoint)
     start = utc_now()
     runner = build_runner(config, args.work_dir, opts, backbone=args.backbone)
     if args.command == "train":
         runner.train()
         return None
+    if args.checkpoint is not None:
+        # strictly (mmengine's load_from is not): a checkpoint of another architecture or
+        # config is a named error, never a partly loaded model that scores as this one
+        try:
+            runner.load_checkpoint(str(args.checkpoint), strict=True)
+        except RuntimeError as e:
+            raise InputError(
+                f"{args.checkpoint} does not fit the model of {config} (pass the --arch or "
+                f"--config it was trained with): {e}"
+            ) from e
     raw = runner.test()
     spec = TASKS[args.task]
     # mmdet writes -1 for a size bucket without ground truth: the schema's "no value" is null
@@ -146,6 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
             "checkpoint": str(backbone) if backbone else None,
             "checkpoint_sha256": sha256_file(backbone) if backbone else None,
             "detector_checkpoint": str(args.checkpoint) if args.checkpoint else None,
+            "weights": "trained" if args.checkpoint else "untrained heads (smoke run)",
         },
         config={
             **recipe_keys(args.task, runner.cfg),

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 pytest.importorskip("mmcv")
 from conftest import TINY_ARCH, tiny_vit  # noqa: E402
 from esam_downstream.cli import main  # noqa: E402
-from esam_downstream.runtime import config_path  # noqa: E402
+from esam_downstream.runtime import allow_mmengine_checkpoints, config_path  # noqa: E402
 from esam_downstream.synth import write_ade20k, write_coco_instances  # noqa: E402
 
 from esam.errors import InputError  # noqa: E402
@@ -20,7 +21,7 @@ from esam.utils.results import validate_results  # noqa: E402
 
 @pytest.mark.slow
 def test_train_then_test_writes_results(
-    tiny_backbone_ckpt: tuple[Path, Any], tmp_path: Path
+    tiny_backbone_ckpt: tuple[Path, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Mask R-CNN: 2 iterations, then `test` loads the saved .pth (mmengine's torch.load)."""
     root = tmp_path / "coco"
@@ -44,6 +45,21 @@ def test_train_then_test_writes_results(
     assert results["task"] == "coco-maskrcnn"
     assert set(results["metrics"]) >= {"bbox_mAP", "segm_mAP", "bbox_mAP_s", "segm_mAP_l"}
     assert len(results["model"]["checkpoint_sha256"]) == 64
+    assert results["model"]["weights"] == "trained"
+    # the checkpoint loads strictly: a model it does not fit (here: relative position tables
+    # the trained one lacks) is a named error, not a partly loaded model
+    mismatched = ["test", *common[:-5], "--checkpoint", str(ckpt), *common[-5:],
+                  "model.backbone.rel_pos=true"]  # fmt: skip
+    allow_mmengine_checkpoints()
+    trained = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert not [k for k in trained if "rel_pos" in k]
+    capsys.readouterr()
+    assert main(mismatched) == 2
+    err = capsys.readouterr().err
+    assert "does not fit the model" in err and "rel_pos" in err
+    # and test without a checkpoint is refused unless asked for as a smoke run
+    assert main(["test", *common[:-5], *common[-5:]]) == 2
+    assert "test needs the trained model" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -57,12 +73,13 @@ def test_segmentation_test_writes_miou(
             "test", "--task", "ade20k-mask2former",
             "--config", str(config_path("tiny_mask2former_esam-vit_cpu")),
             "--backbone", str(tiny_backbone_ckpt[0]),
-            "--data-root", str(root), "--work-dir", str(tmp_path / "work"),
+            "--data-root", str(root), "--work-dir", str(tmp_path / "work"), "--untrained",
         ]
     )  # fmt: skip
     assert code == 0
     results = json.loads((tmp_path / "work" / "results.json").read_text())
     assert results["task"] == "ade20k-mask2former"
+    assert results["model"]["weights"] == "untrained heads (smoke run)"
     assert all(0.0 <= results["metrics"][k] <= 100.0 for k in ("mIoU", "aAcc"))
 
 

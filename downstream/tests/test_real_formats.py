@@ -50,6 +50,7 @@ def vit_ti_random(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_ade20k_sample(vit_ti_random: Path, tmp_path: Path) -> None:
     root = _shared_data("ade20k_sample") / "ADEChallengeData2016"
     args = ["test", "--task", "ade20k-mask2former", "--arch", "t", "--backbone", str(vit_ti_random)]
+    args.append("--untrained")  # a random backbone: the formats, not the scores, are tested
     assert main([*args, "--data-root", str(root), "--work-dir", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["metrics"]) == {"mIoU", "aAcc"}
@@ -60,6 +61,7 @@ def test_coco_val2017_mini(vit_ti_random: Path, tmp_path: Path) -> None:
     """The first 4 images (mmengine's dataset `indices`) through Mask R-CNN at 1024 px."""
     root = _shared_data("coco_val2017_mini")
     args = ["test", "--task", "coco-maskrcnn", "--arch", "t", "--backbone", str(vit_ti_random)]
+    args.append("--untrained")
     opts = ["--cfg-options", "test_dataloader.dataset.indices=4"]
     assert main([*args, "--data-root", str(root), "--work-dir", str(tmp_path), *opts]) == 0
     results = json.loads((tmp_path / "results.json").read_text())

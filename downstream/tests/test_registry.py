@@ -62,20 +62,21 @@ def test_shipped_configs_parse(name: str) -> None:
 
 
 def test_recipe_settings() -> None:
-    """The settings issue 13 states for both tasks."""
+    """The recipe settings the configs state for both tasks."""
     det = Config.fromfile(str(config_path("mask-rcnn_esam-vit-b_lsj-100e_coco")))
     opt = det.optim_wrapper.optimizer
     assert (opt.type, opt.lr, opt.weight_decay) == ("AdamW", 2e-4, 0.1)
     assert det.train_cfg.max_iters * 64 / 118_000 == pytest.approx(100, rel=1e-3)
     assert det.param_scheduler[-1].type == "CosineAnnealingLR"
     assert det.model.backbone.window_size == 14 and det.model.neck.extra_levels == 1
+    assert det.model.backbone.rel_pos is True  # ViTDet's, zero-initialised for esam weights
     seg = Config.fromfile(str(config_path("mask2former_esam-vit-b_160k_ade20k-512x512")))
     opt = seg.optim_wrapper.optimizer
     assert (opt.type, opt.lr, opt.weight_decay) == ("AdamW", 2e-4, 0.05)
     assert seg.optim_wrapper.paramwise_cfg.custom_keys.backbone.lr_mult == 0.1
     assert seg.param_scheduler[0].type == "PolyLR" and seg.train_cfg.max_iters == 160_000
     assert seg.train_dataloader.batch_size * 8 == 16
-    assert seg.crop_size == (512, 512)
+    assert seg.crop_size == (512, 512) and seg.model.backbone.rel_pos is True
 
 
 def test_cpu_safe_replaces_amp_wrapper() -> None:

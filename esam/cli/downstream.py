@@ -43,7 +43,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--backbone", help="esam backbone checkpoint (SAMI export, EfficientSAM file)"
     )
-    parser.add_argument("--checkpoint", help="test: a trained detector/segmenter (mmengine .pth)")
+    parser.add_argument(
+        "--checkpoint",
+        help="test: the trained detector/segmenter (mmengine .pth), loaded strictly; required "
+        "unless --untrained",
+    )
+    parser.add_argument(
+        "--untrained",
+        action="store_true",
+        help="test: evaluate the config's initial heads without --checkpoint (a smoke run; the "
+        "results say so)",
+    )
     parser.add_argument(
         "--model",
         help="name recorded as the results' model (default: esam-vit-<arch> or the config's name)",

@@ -2,7 +2,8 @@
 #
 # Recipe (ViTDet, Li et al. 2022, as the EfficientSAM paper uses it for Table 2): 1024x1024
 # large-scale jitter (resize 0.1-2.0, crop, pad 114), windowed attention (14x14) with 4 evenly
-# spaced global blocks, simple feature pyramid (strides 4-32, plus a stride-64 level for the
+# spaced global blocks, decomposed relative position (zero-initialised tables: esam
+# checkpoints have none), simple feature pyramid (strides 4-32, plus a stride-64 level for the
 # RPN), 2-conv RPN, 4conv1fc box head and mask head with LayerNorm, layer-wise lr decay, drop
 # path 0.1. Optimisation as the EfficientSAM paper states: AdamW lr 2e-4 wd 0.1, cosine
 # schedule, 100 epochs (184,375 iterations at batch 64: 64 images x 184,375 / 118k = 100).
@@ -32,6 +33,7 @@ model = dict(
         window_size=14,
         global_blocks=None,  # ViTDet's 4 evenly spaced global blocks (2, 5, 8, 11 at depth 12)
         drop_path_rate=0.1,
+        rel_pos=True,  # ViTDet's decomposed relative position, zero-initialised, trained
     ),
     neck=dict(
         _delete_=True,

@@ -1,9 +1,10 @@
 # Mask2Former with an esam ViT backbone on ADE20K, 512x512 crops, 160k iterations.
 #
 # mmseg's Mask2Former R50 ADE20K setup with the backbone swapped for an esam ViT (windowed
-# attention as in ViTDet) plus the simple feature pyramid (strides 4-32, 256 channels) as the
-# neck feeding the pixel decoder. Optimisation as issue 13 states: AdamW lr 2e-4 wd 0.05, poly
-# schedule, backbone lr x0.1, batch 16 (8 GPUs x 2), 160k iterations.
+# attention and zero-initialised relative position as in ViTDet) plus the simple feature
+# pyramid (strides 4-32, 256 channels) as the neck feeding the pixel decoder. Optimisation:
+# AdamW lr 2e-4 wd 0.05, poly schedule, backbone lr x0.1, batch 16 (8 GPUs x 2), 160k
+# iterations.
 _base_ = ["mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py"]
 custom_imports = dict(
     imports=["mmdet.models", "esam_downstream.registry"], allow_failed_imports=False
@@ -22,6 +23,7 @@ model = dict(
         window_size=14,
         global_blocks=None,
         drop_path_rate=0.1,
+        rel_pos=True,  # ViTDet's decomposed relative position, zero-initialised, trained
     ),
     neck=dict(
         type="EsamSimpleFeaturePyramid",

@@ -17,6 +17,7 @@ model = dict(
         window_size=4,
         global_blocks=[1],
         drop_path_rate=0.0,
+        rel_pos="auto",  # the checkpoint's own choice (none for esam weights), as measured
     ),
     neck=dict(in_channels=32),
     decode_head=dict(
