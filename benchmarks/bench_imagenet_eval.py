@@ -5,7 +5,7 @@ features against re-encoding.
    transformed in DataLoader workers, batched forward, top-5 scoring, per-image rows) against
    the classifier's forward alone on a pre-built batch of the same size and precision, in the
    same process. The ratio (loop images/s over forward images/s) says how much of the model's
-   speed the harness keeps (issue 12's target: >= 0.7).
+   speed the harness keeps (the target: >= 0.7).
 2. **Linear probe, 10 epochs**: features extracted once (one backbone pass per image, written
    to the fp16 cache) plus 10 epochs of the probe on cached vectors, against a probe that
    re-encodes every image every epoch (10 backbone passes).

@@ -102,6 +102,24 @@ def test_settings_that_make_two_runs_incomparable() -> None:
         "device: 'cuda' vs 'cuda:1'",
         "prompts_per_image: 1 vs 8",
     ]
+    # another model variant, compile mode, machine or torch: not a speed-up either
+    assert setting_mismatches(run(), run(overrides={"encoder_depth": 1})) == [
+        "overrides: None vs {'encoder_depth': 1}"
+    ]
+    assert setting_mismatches(run(compile_mode="default"), run(compile_mode="max-autotune")) == [
+        "compile_mode: 'default' vs 'max-autotune'"
+    ]
+
+    def on(gpu: str, torch_version: str) -> dict:
+        return run() | {
+            "meta": {"hardware": {"gpu_name": gpu}, "versions": {"torch": torch_version}}
+        }
+
+    assert setting_mismatches(on("H100", "2.14.1"), on("H100", "2.14.1")) == []
+    assert setting_mismatches(on("H100", "2.14.1"), on("A100", "2.13.0")) == [
+        "hardware.gpu_name: 'H100' vs 'A100'",
+        "versions.torch: '2.14.1' vs '2.13.0'",
+    ]
 
 
 def test_command_line_defaults_are_the_settings_defaults() -> None:

@@ -390,11 +390,19 @@ COMPARABLE_SETTINGS: tuple[str, ...] = (
     "prompts_per_image",
     "image_size",
     "retain_freed_memory",
+    "compile_mode",
+    "overrides",
 )
+
+#: What the two runs' machines must share: ``meta.hardware`` keys, then ``meta.versions``.
+COMPARABLE_HARDWARE: tuple[str, ...] = ("cpu_model", "gpu_name")
+COMPARABLE_VERSIONS: tuple[str, ...] = ("torch",)
 
 
 def setting_mismatches(fast: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
-    """``"key: a vs b"`` for each of :data:`COMPARABLE_SETTINGS` the two results differ in."""
+    """``"key: a vs b"`` for each of :data:`COMPARABLE_SETTINGS`, :data:`COMPARABLE_HARDWARE`
+    and :data:`COMPARABLE_VERSIONS` the two results differ in: speeds from two machines, two
+    torch versions or two model variants are not a speed-up."""
     out = []
     for key in COMPARABLE_SETTINGS:
         default = LATER_SETTING_DEFAULTS.get(key)
@@ -404,6 +412,12 @@ def setting_mismatches(fast: dict[str, Any], baseline: dict[str, Any]) -> list[s
             a, b = (str(v).removesuffix(":0") for v in (a, b))
         if a != b:
             out.append(f"{key}: {a!r} vs {b!r}")
+    for block, keys in (("hardware", COMPARABLE_HARDWARE), ("versions", COMPARABLE_VERSIONS)):
+        for key in keys:
+            a = (fast.get("meta") or {}).get(block, {}).get(key)
+            b = (baseline.get("meta") or {}).get(block, {}).get(key)
+            if a != b:
+                out.append(f"{block}.{key}: {a!r} vs {b!r}")
     return out
 
 
