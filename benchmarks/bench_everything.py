@@ -200,6 +200,9 @@ def match(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> tuple[flo
 
 
 def main() -> None:
+    from esam.utils.io import write_json_atomic
+    from esam.utils.meta import run_metadata
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", default="efficientsam_vitt")
     p.add_argument("--checkpoint")
@@ -258,6 +261,7 @@ def main() -> None:
         "seconds_min": {"esam": min(esam_run["seconds"])},
         "peak_growth_mib": {"esam": esam_run["peak_growth_mib"]},
         "memory_method": esam_run["memory_method"],
+        "meta": run_metadata("cpu", "fp32"),  # hardware, versions, git commit
     }
     if "sam" in runs:
         sam_run = runs["sam"]
@@ -272,7 +276,7 @@ def main() -> None:
         summary["notebook"] = runs["notebook"]
     print(json.dumps(summary, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        write_json_atomic(args.json, summary)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ def main() -> None:
     from esam.data.synth_classes import write_synthetic_classes
     from esam.runtime.distributed import DistContext
     from esam.runtime.precision import autocast
+    from esam.utils.meta import run_metadata
 
     ctx, device = DistContext(), torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,6 +127,7 @@ def main() -> None:
                 "probe_cached_s": round(cached_s, 2),
                 "probe_reencode_s": round(reencode_s, 2),
                 "probe_speedup": round(reencode_s / cached_s, 2),
+                "meta": run_metadata(str(device), args.precision),
             },
             indent=1,
         )

@@ -122,6 +122,7 @@ def build_runner(
         extra_hooks: hook objects registered on the runner after it is built.
     """
     from mmengine.config import Config
+    from mmengine.logging import print_log
     from mmengine.runner import Runner
 
     allow_mmengine_checkpoints()
@@ -131,7 +132,8 @@ def build_runner(
     if backbone is not None:
         cfg.merge_from_dict({"model.backbone.checkpoint": str(backbone)})
     cfg.work_dir = str(work_dir)
-    cpu_safe(cfg)
+    for change in cpu_safe(cfg):
+        print_log(f"no CUDA: {change}", logger="current")
     runner = Runner.from_cfg(cfg)
     for hook in extra_hooks:
         runner.register_hook(hook)

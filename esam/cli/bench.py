@@ -8,9 +8,11 @@ Subcommands::
     esam bench compare FAST.json BASELINE.json   (speed ratios at identical settings)
     esam bench models                            (list the benchmarkable models)
 
-Each (batch size, dtype, compile) configuration runs in a fresh process. Untrained weights are
-used when no --checkpoint is given (recorded as ``weights: "untrained"``): timings are
-unaffected, and the accuracy column then measures agreement with the model's own fp32 output.
+Each (batch size, dtype, compile) configuration runs in a fresh process. Without --checkpoint,
+esam models get their deterministic stand-in weights (recorded as ``weights: "standin (seed
+N)"``) and other models their untrained initialisation (``weights: "untrained"``): timings
+are unaffected, and the accuracy column then measures agreement with the model's own fp32
+output.
 """
 
 from __future__ import annotations
