@@ -95,13 +95,22 @@ class EfficientSamPredictor:
 
         Returns:
             masks MxHxW bool, predicted IoU M, low-res logits Mx256x256 float32.
+
+        Raises:
+            InputError: a point or box corner outside the image, ``[0, W] x [0, H]`` (the
+                model reads a negative coordinate as padding, so it would be dropped, not
+                clamped; :meth:`predict_batch` passes prompts as given, for benchmark
+                protocols that decide themselves).
         """
+        _, (h, w) = self._require_image()
         coords = labels = boxes = None
         if point_coords is not None or point_labels is not None:
             coords, labels = check_points_and_labels(point_coords, point_labels, single=True)
+            _check_inside(coords, h, w, "point_coords")
             coords, labels = coords[None], labels[None]
         if box is not None:
             boxes = check_boxes(box, "box", single=True)
+            _check_inside(boxes.reshape(-1, 2), h, w, "box")
         masks, iou, low = self.predict_batch(coords, labels, boxes, multimask_output, best_only)
         return masks[0], iou[0], low[0]
 
@@ -187,3 +196,15 @@ class EfficientSamPredictor:
                 (part > self.model.mask_threshold).reshape(-1, m, *size).cpu().numpy()
             )
         return out
+
+
+def _check_inside(xy: np.ndarray, h: int, w: int, name: str) -> None:
+    """Raise :class:`InputError` naming the first (x, y) of the Kx2 ``xy`` outside
+    ``[0, w] x [0, h]``."""
+    outside = (xy[:, 0] < 0) | (xy[:, 0] > w) | (xy[:, 1] < 0) | (xy[:, 1] > h)
+    if outside.any():
+        x, y = xy[int(np.argmax(outside))].tolist()
+        raise InputError(
+            f"{name}: ({x:g}, {y:g}) lies outside the {w}x{h} image ([0, {w}] x [0, {h}]); "
+            "clip it to the image first"
+        )

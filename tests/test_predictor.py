@@ -77,11 +77,22 @@ def test_points_with_box_and_single_mask(predictor) -> None:
         ({"point_coords": [[1.0, 2.0]], "point_labels": [-1]}, "not padding"),
         ({"point_coords": [[float("nan"), 2.0]], "point_labels": [1]}, "finite"),
         ({"point_coords": np.zeros((7, 2)), "point_labels": np.ones(7)}, "at most 6 prompt points"),
+        # outside the 120x90 image: a negative coordinate would be read as padding
+        ({"point_coords": [[121.0, 10.0]], "point_labels": [1]}, r"\(121, 10\) lies outside"),
+        ({"box": [-0.5, 10, 50, 60]}, r"box: \(-0.5, 10\) lies outside the 120x90 image"),
+        ({"box": [10, 10, 50, 90.5]}, r"\(50, 90.5\) lies outside"),
     ],
 )
 def test_bad_prompts_raise_clear_errors(predictor, kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         predictor.predict(**kwargs)
+
+
+def test_prompts_on_the_image_border_are_inside(predictor) -> None:
+    masks, _, _ = predictor.predict(box=np.array([0.0, 0.0, 120.0, 90.0]))
+    assert masks.shape == (3, 90, 120)
+    masks, _, _ = predictor.predict(point_coords=[[120.0, 90.0]], point_labels=[1])
+    assert masks.shape == (3, 90, 120)
 
 
 def test_bad_batch_prompts(predictor) -> None:
@@ -218,22 +229,44 @@ def test_cli_predict_errors(tmp_path: Path, capsys) -> None:
         == 2
     )
     assert "image not found" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "predict",
-                "--checkpoint",
-                str(tmp_path / "w.pt"),
-                "--image",
-                str(tmp_path / "x.png"),
-                "--box",
-                "1,2",
-                "--out",
-                str(tmp_path / "m.png"),
-            ]
-        )
-        == 2
+    image = tmp_path / "img.png"
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(image)
+    base = ["predict", "--image", str(image), "--out", str(tmp_path / "m.png")]
+    assert main([*base, "--standin-weights", "--box", "1,2"]) == 2
+    assert "--box must have 4 values, got 2" in capsys.readouterr().err
+    both = [*base, "--standin-weights", "--checkpoint", str(tmp_path / "w.pt"), "--box", "1,2,3,4"]
+    assert main(both) == 2
+    assert "either --checkpoint or --standin-weights, not both" in capsys.readouterr().err
+
+
+def test_cli_predict_keeps_16_bit_grey_values(tmp_path: Path, monkeypatch) -> None:
+    import esam.build as build
+
+    real = build.build_model
+    monkeypatch.setattr(
+        build,
+        "build_model",
+        lambda name, ckpt=None: real(name, ckpt, img_size=128, encoder_depth=1),
     )
+    monkeypatch.setattr(esam, "build_model", build.build_model)
+    seen = []
+    real_set = esam.EfficientSamPredictor.set_image
+    monkeypatch.setattr(
+        esam.EfficientSamPredictor,
+        "set_image",
+        lambda self, image: (seen.append(image.copy()), real_set(self, image))[1],
+    )
+    grey = np.linspace(0, 65535, 40 * 30).reshape(30, 40).astype(np.uint16)
+    path = tmp_path / "grey16.png"
+    Image.fromarray(grey).save(path)
+    argv = ["predict", "--standin-weights", "--image", str(path), "--box", "5,5,30,25",
+            "--out", str(tmp_path / "m.png")]  # fmt: skip
+    assert main(argv) == 0
+    (image,) = seen
+    assert image.shape == (30, 40, 3) and image.dtype == np.uint8
+    # 0..65535 scaled to 0..255, not clipped at 255 as PIL's RGB conversion does
+    want = np.round(grey.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    assert np.array_equal(image[:, :, 0], want) and (image == 255).mean() < 0.01
 
 
 def test_best_only_returns_the_top_candidate(predictor) -> None:

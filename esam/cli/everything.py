@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 from esam.cli.model_args import add_model_arguments, build_cli_model, check_weights_given
-from esam.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +59,6 @@ def run(args: argparse.Namespace) -> int:
     from esam.utils.io import check_writable_file, write_bytes_atomic, write_json_atomic
 
     check_weights_given(args)
-    if args.checkpoint is not None and args.standin_weights:
-        raise InputError("pass either --checkpoint or --standin-weights, not both")
     check_writable_file(args.out, "--out")
     if args.overlay is not None:
         check_writable_file(args.overlay, "--overlay")

@@ -35,9 +35,11 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_weights_given(args: argparse.Namespace) -> None:
     """Raise :class:`InputError` (saying where weights come from) when neither
-    ``--checkpoint`` nor ``--standin-weights`` was given."""
+    ``--checkpoint`` nor ``--standin-weights`` was given, or both were."""
     if args.checkpoint is None and not args.standin_weights:
         raise InputError(_NO_WEIGHTS)
+    if args.checkpoint is not None and args.standin_weights:
+        raise InputError("pass either --checkpoint or --standin-weights, not both")
 
 
 def build_cli_model(args: argparse.Namespace) -> Any:

@@ -60,16 +60,13 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
     import esam
+    from esam.everything.image import as_rgb_uint8, read_image_file
     from esam.utils.io import write_bytes_atomic
     from esam.visualize import overlay_mask
 
     check_weights_given(args)
-    if not args.image.is_file():
-        raise FileNotFoundError(f"image not found: {args.image}")
-    try:
-        image = np.asarray(Image.open(args.image).convert("RGB"))
-    except OSError as e:
-        raise InputError(f"{args.image}: cannot be read as an image: {e}") from e
+    # 16-bit grey files keep their range (PIL's RGB conversion would clip them to white)
+    image = as_rgb_uint8(read_image_file(args.image), str(args.image))
 
     model = build_cli_model(args)
     predictor = esam.EfficientSamPredictor(model.to(args.device))
