@@ -163,13 +163,14 @@ def _measured(out: Path, name: str) -> dict[str, dict]:
 def test_jobs_run_at_once_and_give_the_results_of_one_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import subprocess
     import threading
     import time
 
+    import esam.suite.runner as runner
+
     suite = tmp_path / "cheap.yaml"
     suite.write_text(CHEAP)
-    real_run = subprocess.run
+    real_run = runner._run_in_own_group
     spans: list[tuple[float, float]] = []
     lock = threading.Lock()
 
@@ -181,7 +182,7 @@ def test_jobs_run_at_once_and_give_the_results_of_one_job(
             with lock:
                 spans.append((t0, time.perf_counter()))
 
-    monkeypatch.setattr(subprocess, "run", timed_run)
+    monkeypatch.setattr(runner, "_run_in_own_group", timed_run)
     outs = {}
     for jobs in (1, 2):
         spans.clear()
@@ -240,3 +241,112 @@ def test_a_run_with_several_processes_runs_under_torchrun(
     assert two["metrics"] == one["metrics"] and one["metrics"]["n_instances"] > 0
     measured = _measured(out, "dist")
     assert measured["two"]["rows"] == measured["one"]["rows"]
+
+
+def test_a_partial_or_failed_results_file_is_never_taken_as_done(tmp_path: Path) -> None:
+    from esam.suite.runner import _complete_results
+
+    path = tmp_path / "r.json"
+    assert not _complete_results(path)
+    path.write_text(json.dumps({"task": "throughput", "complete": False}))
+    assert not _complete_results(path)  # a sweep killed between configurations
+    path.write_text('{"task": "throughput", "compl')
+    assert not _complete_results(path)
+    path.write_text(json.dumps({"task": "throughput", "complete": True}))
+    assert _complete_results(path)
+    path.write_text(json.dumps({"task": "zeroshot"}))  # files without the flag are whole
+    assert _complete_results(path)
+
+
+def test_a_timed_out_run_is_stopped_with_every_process_it_started(tmp_path: Path) -> None:
+    import os
+    import sys
+    import time
+
+    from esam.suite.runner import _run_in_own_group
+
+    pid_file = tmp_path / "child.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "print('started', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    t0 = time.perf_counter()
+    text, rc = _run_in_own_group([sys.executable, "-c", script], dict(os.environ), timeout=3)
+    assert rc == -1 and "started" in text and "timed out after 3 s" in text
+    assert time.perf_counter() - t0 < 60
+    child = int(pid_file.read_text())
+    for _ in range(50):  # the grandchild goes with its group (reaped by init shortly after)
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        with open(f"/proc/{child}/stat") as f:
+            if f.read().split()[2] == "Z":
+                break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"process {child} outlived the timed-out run")
+
+
+def test_an_interrupted_imagenet_run_resumes(
+    tmp_path: Path,
+) -> None:
+    from esam.cli.suite import task_options
+    from esam.suite.runner import _HashCache, build_argv, run_identity
+    from esam.suite.spec import load_suite
+
+    suite = tmp_path / "i.yaml"
+    suite.write_text(
+        "name: i\n"
+        "datasets:\n"
+        "  shapes: {train: '${data_root}/train', val: '${data_root}/val'}\n"
+        "runs:\n"
+        "  - {task: imagenet, model: sami_vit_tiny, dataset: shapes,\n"
+        "     overrides: {mode: finetune, config: tiny}}\n"
+    )
+    opts = task_options()
+    (run,) = load_suite(suite, opts, variables={"data_root": str(tmp_path)}).runs
+    argv = build_argv(run, opts["imagenet"], tmp_path / "out" / "run")
+    # a rerun continues from the run folder's checkpoints (or starts when it has none)
+    assert "--resume" in argv
+    # resuming is how a run is carried out, not what it computes: not in its identity
+    assert "resume" not in json.dumps(run_identity(run, _HashCache(None)))
+
+
+def test_changed_inputs_drop_the_old_results_even_when_the_new_run_fails(tmp_path: Path) -> None:
+    ann = tmp_path / "a.json"
+    shutil.copy(sample_paths()[0], ann)
+    suite = tmp_path / "t.yaml"
+    suite.write_text(
+        "name: t\n"
+        "datasets:\n"
+        "  a: {format: coco, annotations: '${ann}', images: '${sample_root}/images'}\n"
+        "defaults: {workers: 0, progress: false, limit_images: 2}\n"
+        "runs:\n"
+        "  - {task: zeroshot, model: box_fill, dataset: a, protocol: efficientsam}\n"
+    )
+    out = tmp_path / "results"
+    argv = ["suite", "run", str(suite), "--out", str(out), "--var", f"ann={ann}"]
+    assert main(argv) == 0
+    (entry,) = _ledger(out)["runs"].values()
+    first = Path(entry["output"])
+    assert first.is_file()
+    # the annotations become unusable: the new run fails, and the old results (of the old
+    # annotations) are gone, so the report cannot show them beside the failure
+    ann.write_text('{"images": "not a list"}')
+    assert main(argv) == 1
+    (entry,) = _ledger(out)["runs"].values()
+    assert entry["status"] == "failed" and not first.exists()
+    assert not list((out / "zeroshot").glob("*.json"))
+    # fixed again, then the file vanishes from this machine: not run, the last results stay
+    shutil.copy(sample_paths()[0], ann)
+    assert main(argv) == 0
+    (entry,) = _ledger(out)["runs"].values()
+    kept = Path(entry["output"])
+    ann.unlink()
+    assert main(argv) == 1
+    (entry,) = _ledger(out)["runs"].values()
+    assert entry["status"] == "not run" and entry["kept_output"] == str(kept) and kept.is_file()

@@ -23,6 +23,7 @@ layer reads for its "Not run" table; the report never imports this package.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -215,6 +216,10 @@ def build_argv(run: ResolvedRun, opts: TaskOptions, output: Path) -> list[str]:
         else:
             argv += [info.flag, _value_text(value)]
     argv += [tdef.output_flag, str(output)]
+    if tdef.output == "dir" and "resume" in opts.options:
+        # an interrupted run continues from its checkpoints (a new folder starts fresh); not
+        # part of the run's identity, which names what it computes
+        argv.append(opts.options["resume"].flag)
     return argv + tail
 
 
@@ -314,8 +319,20 @@ def plan_run(
     key = identity_key(run_identity(run, hashes))
     output = output_path(out, run, key)
     argv = build_argv(run, opts, output)
-    status = "done" if results_file(output, run).is_file() else "pending"
+    status = "done" if _complete_results(results_file(output, run)) else "pending"
     return RunRecord(run, status, output=output, key=key, command=command_of(run, argv))
+
+
+def _complete_results(path: Path) -> bool:
+    """A results file that exists, parses and is not marked ``"complete": false`` (a sweep
+    rewrites its file after each configuration, so a killed one leaves a partial file)."""
+    if not path.is_file():
+        return False
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(obj, dict) and obj.get("complete", True) is not False
 
 
 def _execute(record: RunRecord, out: Path, timeout: float | None) -> None:
@@ -327,30 +344,71 @@ def _execute(record: RunRecord, out: Path, timeout: float | None) -> None:
     record.log = logs / f"{run.id.replace('/', '_')}-{record.key}.log"
     env = dict(os.environ)
     t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(
-            record.command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            timeout=timeout,
-            check=False,
-        )
-        text, rc = proc.stdout or "", proc.returncode
-    except subprocess.TimeoutExpired as e:
-        raw = e.stdout or ""
-        text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
-        text, rc = text + f"\ntimed out after {timeout} s", -1
+    text, rc = _run_in_own_group(record.command, env, timeout)
     record.seconds = round(time.perf_counter() - t0, 3)
     record.log.write_text(shlex.join(record.command) + "\n\n" + text, encoding="utf-8")
     if rc != 0:
         record.status, record.reason = "failed", one_line_error(text)
+        # whatever results it left (a sweep's partial file, a file written before a failing
+        # exit) must not count as done next time; a run folder keeps its checkpoints
+        _remove_results(record.output, run)
     elif not results_file(record.output, run).is_file():
         record.status = "failed"
         record.reason = f"exited 0 but wrote no results file {results_file(record.output, run)}"
     else:
         record.status = "ok"
+
+
+#: Seconds a timed-out run's processes get between SIGTERM and SIGKILL.
+KILL_GRACE_S = 10.0
+
+
+def _run_in_own_group(
+    command: Sequence[str], env: dict[str, str], timeout: float | None
+) -> tuple[str, int]:
+    """Run ``command`` in a new session; on timeout stop its whole process group (workers,
+    torchrun's children), SIGTERM first. Returns (output, exit code; -1 on timeout)."""
+    import signal
+
+    proc = subprocess.Popen(
+        list(command),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return out or "", proc.returncode
+    except subprocess.TimeoutExpired:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                out, _ = proc.communicate(timeout=KILL_GRACE_S)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
+            out, _ = proc.communicate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # children that outlived their parent
+        return (out or "") + f"\ntimed out after {timeout} s", -1
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise
+
+
+def _remove_results(output: Path, run: ResolvedRun) -> None:
+    """Delete the results a failed run left: its results file with its side files (the
+    folder's other files, such as checkpoints, stay for a resume)."""
+    path = results_file(output, run)
+    for p in [path, *(path.with_name(path.stem + s) for s in _SIDE_SUFFIXES)]:
+        p.unlink(missing_ok=True)
 
 
 def _remove_output(path: Path) -> None:
@@ -403,16 +461,17 @@ def run_suite(
         nonlocal finished
         with lock:
             old = entries.get(record.run.id) or {}
-            old_output = old.get("output")
-            if (
-                record.status == "ok"
-                and old_output
-                and record.output is not None
-                and Path(old_output) != record.output
-            ):
+            old_output = old.get("output") or old.get("kept_output")
+            entry = record.to_json()
+            if old_output and record.output is not None and Path(old_output) != record.output:
+                # the inputs changed: the old results describe other inputs, whether or not
+                # the new run succeeds
                 log.info("%s: inputs changed; removing %s", record.run.id, old_output)
                 _remove_output(Path(old_output))
-            entries[record.run.id] = record.to_json()
+            elif old_output and record.output is None:
+                # not run here (inputs or packages missing): the last results stay, tracked
+                entry["kept_output"] = old_output
+            entries[record.run.id] = entry
             finished += 1
             _write_ledger(ledger_file, suite, entries, hashes)
             if on_record is not None:
