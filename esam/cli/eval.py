@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from esam.cli.formatting import number
+
 #: Fields of the run configs that the command line does not expose as flags (``key=value``
 #: still reaches them).
 _HIDDEN = ("extra",)
@@ -116,7 +118,7 @@ def run_instseg_cli(args: argparse.Namespace) -> int:
     if run is not None:
         m = run.results["metrics"]
         vals = ", ".join(
-            f"{k}={'n/a' if m[k] is None else format(m[k], '.2f')}"
+            f"{k}={number(m[k], '.2f')}"
             for k in ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")
         )
         print(f"{vals} ({m['n_detections']} detections) -> {cfg.output}")
@@ -140,7 +142,7 @@ def run_proposals_cli(args: argparse.Namespace) -> int:
     if run is not None:
         m = run.results["metrics"]
         vals = ", ".join(
-            f"{k}={'n/a' if m[k] is None else format(m[k], '.2f')}"
+            f"{k}={number(m[k], '.2f')}"
             for k in ("ar_100", "ar_1000", "ar_small_1000", "ar_medium_1000", "ar_large_1000")
         )
         print(f"{vals} ({m['n_proposals']} proposals, {m['n_images']} images) -> {cfg.output}")
@@ -158,7 +160,7 @@ def list_models_cli(args: argparse.Namespace) -> int:
 
 def _format_miou(m: dict[str, Any], output: str) -> str:
     def f(v: Any) -> str:
-        return "n/a" if v is None else f"{v:.2f}"
+        return number(v, ".2f")
 
     return (
         f"mIoU={f(m['miou'])} small={f(m['miou_small'])} medium={f(m['miou_medium'])} "

@@ -65,6 +65,7 @@ def parser() -> argparse.ArgumentParser:
 
 def dispatch(args: argparse.Namespace) -> int:
     from esam.cli.config_args import config_from_args
+    from esam.cli.formatting import number
     from esam.finetune.config import FinetuneConfig
     from esam.finetune.run import run_finetune
 
@@ -76,8 +77,7 @@ def dispatch(args: argparse.Namespace) -> int:
         m = result.results["metrics"]
 
         def fmt(key: str) -> str:
-            value = m.get(key)
-            return f"{value:.4g}" if isinstance(value, int | float) else "n/a"
+            return number(m.get(key), ".4g")
 
         print(
             f"{result.global_step} steps, loss {fmt('final_loss')} (focal {fmt('final_focal')}, "

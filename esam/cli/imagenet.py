@@ -88,6 +88,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
 
 def run_imagenet_cli(args: argparse.Namespace) -> int:
     from esam.classify.run import run_classify
+    from esam.cli.formatting import number
 
     cfg = resolve_config(args)
     result = run_classify(cfg)
@@ -95,8 +96,7 @@ def run_imagenet_cli(args: argparse.Namespace) -> int:
         m = result.results["metrics"]
 
         def pct(key: str) -> str:
-            value = m.get(key)
-            return f"{value:.2f}%" if isinstance(value, int | float) else "n/a"
+            return number(m.get(key), ".2f", "%")
 
         print(
             f"top-1 {pct('top1')}, top-5 {pct('top5')} on {m['n_images']} images "

@@ -88,6 +88,7 @@ def train_parser() -> argparse.ArgumentParser:
 
 def run_train(args: argparse.Namespace) -> int:
     from esam.cli.config_args import config_from_args
+    from esam.cli.formatting import number
     from esam.sami.config import SamiConfig
     from esam.sami.pretrain import run_pretrain
 
@@ -96,7 +97,7 @@ def run_train(args: argparse.Namespace) -> int:
     result = run_pretrain(cfg)
     if result.results is not None:
         m = result.results["metrics"]
-        line = f"{result.global_step} steps, final loss {m['final_loss']:.4g}"
+        line = f"{result.global_step} steps, final loss {number(m['final_loss'], '.4g')}"
         if m.get("eval_mse_ratio") is not None:
             line += (
                 f"; held-out MSE {m['eval_mse']:.4g} vs mean-feature {m['eval_mean_feature_mse']:.4g}"
