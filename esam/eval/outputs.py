@@ -108,10 +108,6 @@ def assemble_and_write(
         staged.append((tmp, final))
         return tmp
 
-    def discard_staged() -> None:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-
     try:
         if output is not None:
             out = Path(output)
@@ -122,53 +118,26 @@ def assemble_and_write(
                 final = out.with_name(f"{out.stem}{suffix}")
                 write_json_atomic(stage(final), obj, indent=0)
                 files[suffix.lstrip(".").split(".")[0]] = final.name
-        results = _results(
+        results = make_results(
             task,
-            model,
-            config,
-            metrics,
-            dataset,
-            skips,
-            device,
-            start_time,
-            rows_file,
-            files,
-            extra,
+            model=model,
+            config=config,
+            metrics=metrics,
+            meta=run_metadata(device=device, dtype="fp32", start_time=start_time),
+            dataset=dataset,
+            skips=dict(sorted(skips.items())),
+            rows_file=rows_file,
+            **({"files": files} if files else {}),
+            **(extra or {}),
         )
         if output is not None:
             write_json_atomic(stage(Path(output)), results)
     except BaseException:
-        discard_staged()
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
         raise
     # every file is complete before any replaces its previous version; the results file,
     # which names the others, goes last
     for tmp, final in staged:
         os.replace(tmp, final)
     return results
-
-
-def _results(
-    task: str,
-    model: dict[str, Any],
-    config: dict[str, Any],
-    metrics: dict[str, Any],
-    dataset: dict[str, Any],
-    skips: Mapping[str, int],
-    device: str,
-    start_time: str,
-    rows_file: str | None,
-    files: dict[str, str],
-    extra: dict[str, Any] | None,
-) -> dict[str, Any]:
-    return make_results(
-        task,
-        model=model,
-        config=config,
-        metrics=metrics,
-        meta=run_metadata(device=device, dtype="fp32", start_time=start_time),
-        dataset=dataset,
-        skips=dict(sorted(skips.items())),
-        rows_file=rows_file,
-        **({"files": files} if files else {}),
-        **(extra or {}),
-    )

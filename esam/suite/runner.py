@@ -382,20 +382,16 @@ def _run_in_own_group(
         out, _ = proc.communicate(timeout=timeout)
         return out or "", proc.returncode
     except subprocess.TimeoutExpired:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                out, _ = proc.communicate(timeout=KILL_GRACE_S)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        else:
-            out, _ = proc.communicate()
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # children that outlived their parent
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=KILL_GRACE_S)
+        except subprocess.TimeoutExpired:
+            out = None  # collected below, once the group is killed
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the rest, and children that outlived it
+        if out is None:
+            out, _ = proc.communicate()
         return (out or "") + f"\ntimed out after {timeout} s", -1
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
@@ -406,7 +402,11 @@ def _run_in_own_group(
 def _remove_results(output: Path, run: ResolvedRun) -> None:
     """Delete the results a failed run left: its results file with its side files (the
     folder's other files, such as checkpoints, stay for a resume)."""
-    path = results_file(output, run)
+    _remove_results_file(results_file(output, run))
+
+
+def _remove_results_file(path: Path) -> None:
+    """Delete a results file and its side files (those that exist)."""
     for p in [path, *(path.with_name(path.stem + s) for s in _SIDE_SUFFIXES)]:
         p.unlink(missing_ok=True)
 
@@ -416,9 +416,7 @@ def _remove_output(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path)
         return
-    for p in [path, *(path.with_name(path.stem + s) for s in _SIDE_SUFFIXES)]:
-        if p.is_file():
-            p.unlink()
+    _remove_results_file(path)
 
 
 def run_suite(

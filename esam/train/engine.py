@@ -395,20 +395,14 @@ class Trainer:
             "task": task_states,
         }
 
-    def _task_state(self) -> dict[str, Any] | None:
-        """This process's task state (None for a task without one)."""
-        get = getattr(self.task, "state_dict", None)
-        return get() if callable(get) else None
-
     def save(self) -> Path | None:
         """Save a checkpoint of the current step (every rank calls this; rank 0 writes).
 
         A failure on rank 0 stops every rank with its message.
         """
         rng = gather_to_main(capture_rng_state(), self.ctx)
-        task_states = gather_to_main(self._task_state(), self.ctx)
-        if task_states is not None and all(t is None for t in task_states):
-            task_states = None
+        get_state = getattr(self.task, "state_dict", None)  # the same task type on every rank
+        task_states = gather_to_main(get_state(), self.ctx) if callable(get_state) else None
 
         def work() -> Path | None:
             if not self.ctx.is_main:
