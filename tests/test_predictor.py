@@ -147,16 +147,21 @@ def test_model_level_bad_input(tiny_model) -> None:
         tiny_model(img, pts, torch.ones(1, 2))
 
 
-def test_cli_predict_writes_mask_and_overlay(tmp_path: Path, rgb_image, monkeypatch) -> None:
+def _small_cli_models(monkeypatch: pytest.MonkeyPatch, encoder_depth: int) -> None:
+    """Make the CLI build its model at 128 px with ``encoder_depth`` blocks (fast)."""
     import esam.build as build
 
     real = build.build_model
     monkeypatch.setattr(
         build,
         "build_model",
-        lambda name, ckpt=None: real(name, ckpt, img_size=128, encoder_depth=2),
+        lambda name, ckpt=None: real(name, ckpt, img_size=128, encoder_depth=encoder_depth),
     )
     monkeypatch.setattr(esam, "build_model", build.build_model)
+
+
+def test_cli_predict_writes_mask_and_overlay(tmp_path: Path, rgb_image, monkeypatch) -> None:
+    _small_cli_models(monkeypatch, encoder_depth=2)
     img_path = tmp_path / "img.png"
     Image.fromarray(rgb_image).save(img_path)
     out, ov = tmp_path / "mask.png", tmp_path / "overlay.png"
@@ -240,15 +245,7 @@ def test_cli_predict_errors(tmp_path: Path, capsys) -> None:
 
 
 def test_cli_predict_keeps_16_bit_grey_values(tmp_path: Path, monkeypatch) -> None:
-    import esam.build as build
-
-    real = build.build_model
-    monkeypatch.setattr(
-        build,
-        "build_model",
-        lambda name, ckpt=None: real(name, ckpt, img_size=128, encoder_depth=1),
-    )
-    monkeypatch.setattr(esam, "build_model", build.build_model)
+    _small_cli_models(monkeypatch, encoder_depth=1)
     seen = []
     real_set = esam.EfficientSamPredictor.set_image
     monkeypatch.setattr(
