@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from esam.cli.main import main
 from esam.data.synth_classes import write_synthetic_classes
 from esam.train.metrics import read_log
 from esam.utils.results import validate_results
+from tests.distributed import torchrun
 from tests.numerics import network_tolerance
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,12 +120,6 @@ def test_resume_reproduces_the_uninterrupted_run(shapes: Path, tmp_path: Path) -
     assert _results(full)["metrics"]["top1"] == _results(split)["metrics"]["top1"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_two_gloo_processes_match_one(shapes: Path, tmp_path: Path) -> None:
     """RandAugment and erasing are per-sample, so they split across processes; mixup mixes a
     process's own batch and is off here (see esam.classify.run). SGD: Adam's division by
@@ -139,8 +132,7 @@ def test_two_gloo_processes_match_one(shapes: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert main(_args(shapes, one, "finetune", *common, "train.batch_size=16")) == 0
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_port", str(_free_port()), "-m", "esam.cli.main",
+        *torchrun(2, "-m", "esam.cli.main"),
         *_args(shapes, two, "finetune", *common, "train.batch_size=8"),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -29,6 +28,7 @@ from esam.runtime.distributed import (
     shard,
 )
 from esam.standin import load_standin_weights
+from tests.distributed import free_port, torchrun
 
 
 def test_shard_and_gather_single_process() -> None:
@@ -42,12 +42,6 @@ def test_shard_and_gather_single_process() -> None:
     assert gather_to_main({"a": 1}, DistContext()) == [{"a": 1}]
     assert device_for("cuda", DistContext(rank=1, world_size=2, local_rank=1)) == "cuda:1"
     assert device_for("cpu", DistContext(rank=1, world_size=2, local_rank=1)) == "cpu"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 RUNS = {
@@ -106,20 +100,7 @@ def test_two_processes_give_exactly_the_numbers_of_one(tmp_path: Path) -> None:
     )
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        str(script),
-    ]
+    cmd = torchrun(2, str(script))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count(" -> ") == len(RUNS)  # only rank 0 reports and writes
@@ -215,7 +196,7 @@ def test_a_failing_rank_stops_every_rank_with_its_message(tmp_path: Path) -> Non
         "--output",
         str(tmp_path / "out.json"),
     ]
-    port = _free_port()
+    port = free_port()
     procs = [
         subprocess.Popen(
             argv, env=_dist_env(r, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -284,20 +265,7 @@ def test_torchrun_cli_with_an_efficientsam_checkpoint_matches_one_process(tmp_pa
     one = [sys.executable, "-m", "esam.cli.main", *argv(tmp_path / "one.json")]
     proc = subprocess.run(one, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        "-m",
-        "esam.cli.main",
-        *argv(tmp_path / "two.json"),
-    ]
+    cmd = [*torchrun(2, "-m", "esam.cli.main"), *argv(tmp_path / "two.json")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     one = json.loads((tmp_path / "one.json").read_text())

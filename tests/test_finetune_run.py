@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from esam.standin import load_standin_weights
 from esam.train.checkpointing import CheckpointManager, load_checkpoint
 from esam.train.metrics import read_log
 from esam.utils.results import validate_results
+from tests.distributed import torchrun
 from tests.numerics import network_tolerance
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,12 +138,6 @@ def test_bad_input_is_counted_once_per_annotation_and_kept_across_a_resume(
     assert printed.startswith("8 steps, loss ") and "n/a" not in printed
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("rounds", [0, 1])
 def test_two_gloo_processes_match_one(sa1b: Path, tmp_path: Path, rounds: int) -> None:
     # without corrective rounds (the tiny config) one output head gets no gradient, which
@@ -156,8 +149,7 @@ def test_two_gloo_processes_match_one(sa1b: Path, tmp_path: Path, rounds: int) -
     )  # fmt: skip
     assert main(_args(sa1b, one, *common) + ["train.batch_size=4"]) == 0
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_port", str(_free_port()), "-m", "esam.cli.main",
+        *torchrun(2, "-m", "esam.cli.main"),
         *_args(sa1b, two, *common), "train.batch_size=2",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -184,3 +185,23 @@ def test_an_unreadable_image_leaves_every_shard_complete(
         for v in range(2):
             params, feats = cache[i, v]
             assert feats.shape == (4, 256) and np.isfinite(feats.astype(np.float32)).all()
+    assert index["image_bytes"][3] is None  # no features, nothing to compare later
+
+
+def test_an_image_changed_after_caching_is_refused(
+    tmp_path: Path, images: list[Path], teacher: Teacher
+) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    copies = [Path(shutil.copy(p, folder / p.name)) for p in images]
+    _build(tmp_path / "cache", copies, teacher)
+    index = json.loads((tmp_path / "cache" / "index.json").read_text())
+    assert index["image_bytes"] == [p.stat().st_size for p in images]
+    TeacherCache(tmp_path / "cache", images=copies)  # unchanged: opens
+    # another picture under the same name
+    Image.fromarray(np.zeros((50, 50, 3), dtype=np.uint8)).save(copies[1])
+    with pytest.raises(IndexMismatchError, match=r"1 image\(s\) changed .*img1\.png"):
+        TeacherCache(tmp_path / "cache", images=copies)
+    # an image missing now is the data set's counted skip, not a cache error
+    copies[1].unlink()
+    TeacherCache(tmp_path / "cache", images=copies)

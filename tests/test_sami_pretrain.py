@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from esam.train.checkpointing import CheckpointManager, load_checkpoint
 from esam.train.metrics import read_log
 from esam.utils.io import sha256_file
 from esam.utils.results import validate_results
+from tests.distributed import torchrun
 from tests.numerics import network_tolerance
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,12 +108,6 @@ def test_resume_reproduces_the_uninterrupted_run(data, tmp_path: Path) -> None:
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(
     data, tmp_path: Path
 ) -> None:
@@ -130,8 +123,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(
     )
     assert main(_args(data, one, *common) + ["train.batch_size=8"]) == 0
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_port", str(_free_port()), "-m", "esam.cli.main",
+        *torchrun(2, "-m", "esam.cli.main"),
         *_args(data, two, *common), "train.batch_size=4",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

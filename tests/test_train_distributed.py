@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import torch
 
 from esam.train.checkpointing import load_checkpoint
 from esam.train.metrics import read_log
+from tests.distributed import torchrun
 from tests.test_train_engine import (
     IndexedData,
     MseTask,
@@ -55,12 +54,6 @@ finish(ctx)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _model_weights(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     state = load_checkpoint(path)["model"]
     return state["weight"], state["bias"]
@@ -75,19 +68,7 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
         ESAM_DIST_TIMEOUT_S="120",
         PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]),
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        str(script),
-        str(tmp_path / "two"),
-    ]
+    cmd = torchrun(2, str(script), str(tmp_path / "two"))
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / "two" / f"rank{r}.json").read_text()) for r in (0, 1)]

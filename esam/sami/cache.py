@@ -16,8 +16,9 @@ the parts into ``index.json`` (:func:`merge_cache_index`); :func:`build_teacher_
 both in a single process. Shards are written under a temporary name and renamed when complete.
 
 The index (JSON) records the format version, the teacher (name, checkpoint SHA-256, input
-size, feature kind), the image paths (relative to an image root when given), the seed and
-augmentation settings, the feature shape and dtype, and per shard its file name, shape,
+size, feature kind), the image paths (relative to an image root when given) and each image
+file's size in bytes (``null`` for images that could not be read), the seed and augmentation
+settings, the feature shape and dtype, and per shard its file name, shape,
 byte size, SHA-256 and items: ``[image, view, top, left, height, width, flip]`` rows, so each
 view's parameters are stored beside its features. View ``v`` of image ``i`` is drawn from
 :func:`esam.data.views.view_rng` ``(seed, i, v)``, so the parameters can also be redrawn.
@@ -26,7 +27,9 @@ view's parameters are stored beside its features. View ``v`` of image ``i`` is d
 two table look-ups and a memory-map slice. On opening it checks that every shard exists, has
 the recorded size and the recorded array header, that the folder holds no shard the index
 does not list, that every (image, view) pair is present once, and (when given) that the image
-list matches; with ``verify_checksums`` (default) each shard's SHA-256 is checked the first
+list matches and that every image file still has the size it had when its features were
+computed (an image replaced after caching would otherwise be trained against another image's
+features); with ``verify_checksums`` (default) each shard's SHA-256 is checked the first
 time it is read. Each failure is a named :class:`CacheError` subclass.
 """
 
@@ -281,6 +284,7 @@ def write_cache_part(
 
     bar = tqdm(total=total, disable=not progress, desc=f"teacher features, rank {rank}")
     unreadable: list[list[Any]] = []
+    image_bytes: list[list[int]] = []
     for i in mine:
         path = Path(names[i]) if root is None else root / names[i]
         try:
@@ -290,6 +294,7 @@ def write_cache_part(
             unreadable.append([i, names[i], e.reason])
             bar.update(views_per_image)
             continue
+        image_bytes.append([i, _file_size(path)])
         h, w = image.shape[:2]
         for v in range(views_per_image):
             params = sample_view(view_rng(seed, i, v), h, w, scale, ratio, flip_prob)
@@ -307,7 +312,13 @@ def write_cache_part(
     bar.close()
     if unreadable:
         log.warning("%d image(s) could not be read and have no features", len(unreadable))
-    part = {**header, "rank": rank, "shards": shards, "unreadable": unreadable}
+    part = {
+        **header,
+        "rank": rank,
+        "shards": shards,
+        "unreadable": unreadable,
+        "image_bytes": image_bytes,
+    }
     return _write_json(folder / part_name(rank, world_size), part)
 
 
@@ -326,7 +337,7 @@ def merge_cache_index(out_dir: str | os.PathLike[str], world_size: int) -> Path:
                 f"{folder}: rank {r} has not written its index part {p.name}; merge after every rank has finished"
             )
         parts.append(json.loads(p.read_text()))
-    skip = ("rank", "shards", "unreadable")
+    skip = ("rank", "shards", "unreadable", "image_bytes")
     first = {k: v for k, v in parts[0].items() if k not in skip}
     for r, part in enumerate(parts[1:], start=1):
         other = {k: v for k, v in part.items() if k not in skip}
@@ -335,8 +346,13 @@ def merge_cache_index(out_dir: str | os.PathLike[str], world_size: int) -> Path:
             raise IndexMismatchError(
                 f"{folder}: index part of rank {r} disagrees with rank 0 on {diff}; the parts come from different runs"
             )
+    sizes: list[int | None] = [None] * len(first["images"])
+    for part in parts:
+        for i, size in part.get("image_bytes", []):
+            sizes[i] = size
     index = {
         **first,
+        "image_bytes": sizes,
         "shards": [s for part in parts for s in part["shards"]],
         "unreadable": sorted(
             (u for part in parts for u in part.get("unreadable", [])), key=lambda u: u[0]
@@ -362,6 +378,15 @@ def build_teacher_cache(
     return merge_cache_index(out_dir, 1)
 
 
+def _file_size(path: Path) -> int:
+    """Size of an image file in bytes (-1 when it cannot be stat'ed: a loader that does not
+    read files; such images are never checked)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
 def _write_json(path: Path, obj: dict[str, Any]) -> Path:
     """Compact JSON (the item lists make indentation costly), written atomically."""
     return write_text_atomic(path, json.dumps(obj, separators=(",", ":"), allow_nan=False) + "\n")
@@ -383,7 +408,8 @@ class TeacherCache:
     Args:
         root: the cache folder.
         images: the image list the caller trains on; when given, it must equal the index's
-            (as stored: relative to ``image_root`` when one was recorded).
+            (as stored: relative to ``image_root`` when one was recorded), and each file that
+            exists must have the size the index records (one ``stat`` per image).
         verify_checksums: check each shard's SHA-256 the first time it is read (one full
             read of the shard per process); sizes and headers are always checked at opening.
 
@@ -436,9 +462,43 @@ class TeacherCache:
                     f"{index_path}: the cache was built for another image list "
                     f"({len(self.images)} images, {len(given)} given; first difference at index {first})"
                 )
+            root = Path(root_dir) if root_dir else None
+            self._check_image_sizes([root / n if root else Path(n) for n in self.images])
         self._check_files()
         self._build_tables()
         self._arrays: dict[int, np.ndarray] = {}
+
+    def _check_image_sizes(self, paths: list[Path]) -> None:
+        recorded = self.index.get("image_bytes")
+        if recorded is None:
+            log.warning(
+                "%s: the index records no image sizes (written by an older esam); "
+                "images changed since caching cannot be detected",
+                self.root,
+            )
+            return
+        if len(recorded) != len(paths):
+            raise IndexMismatchError(
+                f"{self.root / INDEX_NAME}: records {len(recorded)} image sizes for "
+                f"{len(paths)} images; the index is damaged"
+            )
+        changed = []
+        for path, want in zip(paths, recorded, strict=True):
+            if want is None or want < 0:
+                continue  # unreadable when cached, or not a file: nothing to compare
+            try:
+                size = path.stat().st_size
+            except OSError:
+                continue  # unreadable now: the data set skips it and counts the skip
+            if size != want:
+                changed.append((path, size, want))
+        if changed:
+            path, size, want = changed[0]
+            raise IndexMismatchError(
+                f"{self.root}: {len(changed)} image(s) changed since their features were "
+                f"cached, first {path} ({size} bytes, cached at {want}); rebuild the cache "
+                "(esam pretrain cache-teacher)"
+            )
 
     def _check_files(self) -> None:
         listed = {s["name"] for s in self.index["shards"]}
