@@ -109,6 +109,11 @@ def test_sources_lists_globs_folders_and_mixtures(forms: dict[str, Path]) -> Non
     (tar_dir.parent / "empty").mkdir()
     with pytest.raises(InputError, match="no SA-1B data"):
         SA1BDataset(tar_dir.parent / "empty")
+    # a shard and the folder it was extracted to: every image would be read twice
+    with pytest.raises(InputError, match=r"3 json name\(s\) .* first sa_1.json in .*sa_000000"):
+        SA1BDataset([forms["folder"] / "sa_000000", shards[0]])
+    with pytest.raises(InputError, match="either the tar shards or the folders"):
+        SA1BDataset([forms["folder"], forms["tar"]])
 
 
 def _first(batch: list[Any]) -> Any:

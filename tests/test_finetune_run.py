@@ -84,6 +84,10 @@ def bad_sa1b(tmp_path_factory: pytest.TempPathFactory) -> Path:
     no_segmentation = {k: v for k, v in good.items() if k != "segmentation"} | {"id": 90002}
     record["annotations"] += [wrong_size, no_id, no_segmentation]
     (folder / "sa_2.json").write_text(json.dumps(record))
+    truncated = (folder / "sa_3.json").read_bytes()
+    (folder / "sa_3.json").write_bytes(truncated[: len(truncated) // 2])  # does not parse
+    no_masks = json.loads((folder / "sa_4.json").read_text())
+    (folder / "sa_4.json").write_text(json.dumps(no_masks | {"annotations": []}))
     (folder / "sa_5.jpg").write_bytes(b"not a jpeg")  # unreadable
     small = np.zeros((64, 64, 3), np.uint8)
     (folder / "sa_7.jpg").write_bytes(encode_jpeg(small))  # not its json's 96x96
@@ -101,6 +105,8 @@ BAD_INPUT_COUNTS = {
     "image_without_json": 1,
     "json_without_image": 1,
     "ignored_file": 1,
+    "image_without_annotations": 1,
+    "image_without_usable_masks": 1,
 }
 
 
@@ -119,7 +125,7 @@ def test_bad_input_is_counted_once_per_annotation_and_kept_across_a_resume(
     assert main(_args(bad_sa1b, two, *common, "train.epochs=2")) == 0
     skips, unreadable = _skips_and_unreadable(one)
     assert {k: skips.get(k) for k in BAD_INPUT_COUNTS} == BAD_INPUT_COUNTS
-    assert unreadable == ["sa_5.jpg", "sa_7.jpg"]
+    assert unreadable == ["sa_3.json", "sa_5.jpg", "sa_7.jpg"]
     # counts of annotations, not of draws: a second epoch adds none
     assert _skips_and_unreadable(two) == (skips, unreadable)
     # stopped after 3 of 8 steps, then resumed: the counts made before the stop are kept

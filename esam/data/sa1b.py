@@ -322,6 +322,24 @@ def _index_folder(path: Path, require_image: bool, skips: Counter[str]) -> _Cont
     )
 
 
+def _check_unique_names(containers: list[_Container]) -> None:
+    """Refuse a json file name found in two containers (names are SA-1B's image ids)."""
+    if len(containers) < 2:
+        return  # a container's names are unique (pairing refuses repeats)
+    base = [np.char.rpartition(c.json, b"/")[:, 2] for c in containers]
+    names, counts = np.unique(np.concatenate(base), return_counts=True)
+    if not (counts > 1).any():
+        return
+    repeated = names[counts > 1]
+    first = repeated[0]
+    where = [c.path for c, b in zip(containers, base, strict=True) if (b == first).any()]
+    raise InputError(
+        f"{len(repeated)} json name(s) appear in more than one SA-1B source, first "
+        f"{_decode(first)} in {' and '.join(where)}: each image would be read twice; pass "
+        "either the tar shards or the folders they were extracted to, not both"
+    )
+
+
 class SA1BDataset(Dataset[tuple[SA1BRecord, np.ndarray]]):
     """The images of SA-1B tar shards and folders, in a fixed order.
 
@@ -350,7 +368,8 @@ class SA1BDataset(Dataset[tuple[SA1BRecord, np.ndarray]]):
     Raises:
         FileNotFoundError: a source does not exist.
         CorruptShardError: a shard is not an uncompressed tar or is damaged.
-        InputError: no pair was found.
+        InputError: no pair was found, or two containers hold a json of the same name (a
+            folder holding a shard and its extracted files would train on each image twice).
     """
 
     def __init__(
@@ -374,6 +393,7 @@ class SA1BDataset(Dataset[tuple[SA1BRecord, np.ndarray]]):
             else:
                 containers.append(_index_folder(path, require_image, self.skips))
         self._containers = [c for c in containers if len(c)]
+        _check_unique_names(self._containers)
         self._ends = np.cumsum([len(c) for c in self._containers], dtype=np.int64)
         if not len(self):
             raise InputError(

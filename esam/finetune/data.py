@@ -11,14 +11,18 @@ preprocessing does; masks are decoded only for the drawn annotations and resized
 loss resolution ``mask_size`` x ``mask_size``, thresholded at one half. Masks that are empty or
 smaller than ``min_area`` at that resolution are not drawn; annotations whose RLE does not
 decode to the image's size are left out, as are those the record left out (no segmentation,
-no integer id). An image that cannot be read, or whose size is not its json's, is replaced by
-the next readable one and named in the batch (``unreadable``).
+no integer id). An image whose json or jpg cannot be read, or whose jpg is not its json's size,
+is replaced by the next one and named in the batch (``unreadable``); so is an image left with
+no mask to draw (no annotations, or all of them left out), which is counted
+(``image_without_usable_masks``) instead of named: it would take a place in the batch and
+teach nothing.
 
 Every left-out annotation is counted by reason in the sample's ``skips``, together with the
-record's own counts (``image_without_annotations``), in epoch 0 only: each image is drawn once
-per epoch, so the counts are of annotations, not of draws, however many epochs run (with N
-processes the sampler may repeat up to N - 1 images to even out the ranks; theirs count
-twice). Only the annotations a sample examines are counted: it stops once it has K masks.
+record's own counts (``image_without_annotations``), in epoch 0 only and only for the image at
+the sample's own index (a replacement is counted where it is drawn itself): each image is
+drawn once per epoch, so the counts are of annotations, not of draws, however many epochs run
+(with N processes the sampler may repeat up to N - 1 images to even out the ranks; theirs
+count twice). Only the annotations a sample examines are counted: it stops once it has K masks.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: Skip reason of masks below the minimum area at the loss resolution.
 SKIP_SMALL_MASK = "mask_below_min_area"
+#: Count of images replaced because none of their masks could be drawn.
+SKIP_NO_USABLE_MASK = "image_without_usable_masks"
 
 
 @dataclass(frozen=True)
@@ -88,35 +94,32 @@ class FinetuneSamples(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.data)
 
-    def _readable(self, index: int) -> tuple[int, Any, np.ndarray, list[str]]:
-        """The first image from ``index`` on that reads at its json's size: its index, record,
-        HxWx3 pixels, and the names of those skipped to reach it."""
-        skipped: list[str] = []
-        n = len(self.data)
-        for k in range(n):
-            i = (index + k) % n
-            record = self.data.record(i)
-            try:
-                return i, record, self.data.read_image(i, (record.height, record.width)), skipped
-            except ImageReadError as e:
-                log.warning("image %d: skipped (%s)", i, e)
-                skipped.append(self._name(i))
-        raise InputError(f"no image of the fine-tuning data can be read ({n} tried)")
-
-    def _name(self, i: int) -> str:
+    def _name(self, i: int, which: int = 0) -> str:
+        """The jpg (``which`` 0) or json (1) of image ``i``, for messages."""
         locations = getattr(self.data, "locations", None)
-        return str(locations(i)[0]) if callable(locations) else f"image {i}"
+        return str(locations(i)[which]) if callable(locations) else f"image {i}"
 
-    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
-        epoch, index = key if isinstance(key, tuple) else (0, int(key))
+    def _read(self, i: int) -> tuple[Any, np.ndarray] | str:
+        """Image ``i``'s record and HxWx3 pixels, or the name of what could not be read."""
+        try:
+            record = self.data.record(i)
+        except InputError as e:  # a json that does not parse or lacks its image block
+            log.warning("image %d: skipped (%s)", i, e)
+            return self._name(i, 1)
+        try:
+            return record, self.data.read_image(i, (record.height, record.width))
+        except (ImageReadError, InputError) as e:  # InputError: a damaged shard member
+            log.warning("image %d: skipped (%s)", i, e)
+            return self._name(i)
+
+    def _draw(
+        self, record: Any, h: int, w: int, rng: np.random.Generator
+    ) -> tuple[list[torch.Tensor], Counter[str]]:
+        """Up to K masks of ``record`` (TxT bool, in a random order) and the left-out counts."""
         s = self.settings
-        i, record, image, unreadable = self._readable(index)
-        rng = sample_rng(s.seed, epoch, index)
-        h, w = image.shape[:2]
         skips: Counter[str] = Counter(getattr(record, "skips", {}))
-        order = rng.permutation(len(record.annotations))
         masks: list[torch.Tensor] = []
-        for j in order:
+        for j in rng.permutation(len(record.annotations)):
             if len(masks) == s.max_masks:
                 break
             ann = record.annotations[int(j)]
@@ -135,6 +138,35 @@ class FinetuneSamples(Dataset[dict[str, Any]]):
                 skips[SKIP_SMALL_MASK] += 1
                 continue
             masks.append(mask)
+        return masks, skips
+
+    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
+        epoch, index = key if isinstance(key, tuple) else (0, int(key))
+        s = self.settings
+        rng = sample_rng(s.seed, epoch, index)
+        unreadable: list[str] = []
+        skips: Counter[str] = Counter()
+        n = len(self.data)
+        for step in range(n):
+            i = (index + step) % n
+            read = self._read(i)
+            if isinstance(read, str):
+                unreadable.append(read)
+                continue
+            record, image = read
+            h, w = image.shape[:2]
+            masks, counts = self._draw(record, h, w, rng)
+            if step == 0:
+                skips.update(counts)
+                if not masks:
+                    skips[SKIP_NO_USABLE_MASK] += 1
+            if masks:
+                break
+        else:
+            raise InputError(
+                f"no image of the fine-tuning data can be read and has a mask to train on "
+                f"({n} tried; unreadable: {len(unreadable)})"
+            )
         k = len(masks)
         out_masks = torch.zeros(s.max_masks, s.mask_size, s.mask_size, dtype=torch.bool)
         if k:
