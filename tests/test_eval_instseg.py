@@ -17,7 +17,7 @@ from esam.adapters import Prediction, Prompts, SegmentationAdapter
 from esam.adapters.efficientsam import EfficientSamAdapter
 from esam.data.coco import load_api
 from esam.data.images import read_image
-from esam.data.masks import decode_mask
+from esam.data.masks import decode_mask, encode_mask
 from esam.data.synthetic import synthetic_detections, write_synthetic_coco
 from esam.eval.instseg import InstSegConfig, evaluate_detections, load_detections, run_instseg
 from esam.utils.results import validate_results
@@ -42,6 +42,39 @@ def test_fake_results_reproduce_cocoapi_numbers(kind: str) -> None:
     # full-precision values of the same evaluation
     full = {"segm": 0.3195452758576433, "bbox": 0.5045806987249628}[kind]
     assert m["ap"] == pytest.approx(100 * full, abs=1e-10)
+
+
+@pytest.mark.parametrize("max_dets", [1, 100, 300])
+def test_coco_ap_is_defined_at_any_detection_limit(max_dets: int) -> None:
+    """COCOeval.summarize reads its headline AP at 100 detections whatever maxDets holds."""
+    from pycocotools.coco import COCO
+
+    masks = [np.zeros((40, 60), bool), np.zeros((40, 60), bool)]
+    masks[0][5:20, 5:30] = True
+    masks[1][22:38, 30:58] = True
+    rles = [encode_mask(m) for m in masks]
+    gt = COCO()
+    gt.dataset = {
+        "images": [{"id": 1, "height": 40, "width": 60}],
+        "categories": [{"id": 1, "name": "thing"}],
+        "annotations": [
+            {"id": k + 1, "image_id": 1, "category_id": 1, "segmentation": r,
+             "area": float(m.sum()), "bbox": [0, 0, 1, 1], "iscrowd": 0}
+            for k, (r, m) in enumerate(zip(rles, masks, strict=True))
+        ],
+    }  # fmt: skip
+    gt.createIndex()
+    # the first mask found at a high score, the second at a lower one: AP 100 with two
+    # detections allowed, 50 with one (recall stops at one half)
+    dets = [
+        {"image_id": 1, "category_id": 1, "segmentation": rles[0], "score": 0.9},
+        {"image_id": 1, "category_id": 1, "segmentation": rles[1], "score": 0.5},
+    ]
+    m = evaluate_detections(gt, dets, "coco", max_dets=max_dets)
+    want = 100.0 if max_dets > 1 else pytest.approx(100.0 * 51 / 101)
+    assert m["ap"] == want and m["ap50"] == want and m["ap75"] == want
+    assert m["ap_small"] == want  # both masks are small (under 32x32 pixels)
+    assert m["ap_medium"] is None and m["ap_large"] is None  # no such ground truth
 
 
 class GtLookupAdapter(SegmentationAdapter):

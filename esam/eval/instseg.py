@@ -231,6 +231,31 @@ def _numpy_float_alias_for_lvis() -> Iterator[None]:
             del np.float  # type: ignore[attr-defined]
 
 
+def _coco_summary(ev: Any) -> list[float]:
+    """AP, AP50, AP75 and AP small / medium / large of an accumulated ``COCOeval`` at its last
+    ``maxDets`` (-1 where undefined), as ``COCOeval.summarize`` computes them, whose own
+    headline AP reads the limit 100 whatever ``maxDets`` holds."""
+    precision = ev.eval["precision"]  # T x R x K x A x M; -1 where there is no ground truth
+    thresholds = np.asarray(ev.params.iouThrs)
+    areas = list(ev.params.areaRngLbl)
+
+    def mean(iou: float | None, area: str) -> float:
+        p = precision[..., areas.index(area), -1]
+        if iou is not None:
+            p = p[np.flatnonzero(np.isclose(thresholds, iou))]
+        p = p[p > -1]
+        return float(p.mean()) if p.size else -1.0
+
+    return [
+        mean(None, "all"),
+        mean(0.5, "all"),
+        mean(0.75, "all"),
+        mean(None, "small"),
+        mean(None, "medium"),
+        mean(None, "large"),
+    ]
+
+
 def _pct(v: float) -> float | None:
     return None if v is None or v < 0 or not math.isfinite(v) else 100.0 * float(v)
 
@@ -275,11 +300,13 @@ def evaluate_detections(
             ev = cocoeval.COCOeval(gt_api, dt, iou_type)
             if img_ids is not None:
                 ev.params.imgIds = sorted(img_ids)
-            ev.params.maxDets = [1, 10, max_dets]
+            # COCO's limits are 1, 10, 100; the last one is what the summary reads
+            ev.params.maxDets = sorted(d for d in {1, 10, max_dets} if d <= max_dets)
             ev.evaluate()
             ev.accumulate()
-            ev.summarize()
-            out = {k: _pct(float(v)) for k, v in zip(keys, ev.stats[:6], strict=True)}
+            if max_dets == 100:
+                ev.summarize()  # its table assumes 100 (it would print -1 for other limits)
+            out = {k: _pct(v) for k, v in zip(keys, _coco_summary(ev), strict=True)}
         else:
             lvis = require("lvis")
             with _numpy_float_alias_for_lvis():
