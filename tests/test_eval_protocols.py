@@ -188,6 +188,70 @@ def test_iterative_padding_clicks_are_recorded_as_minus_one(syn) -> None:
     assert all(r["points"][1] == [-1.0, -1.0] and r["labels"][1] == -1 for r in run.rows)
 
 
+class MultimaskLog(SegmentationAdapter):
+    """Returns the ground truth as every output; logs (clicks per prompt, multimask) per call."""
+
+    name = "multimask_log"
+    supports_points = True
+    needs_ground_truth = True
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int | None, bool]] = []
+
+    def set_image(self, image: np.ndarray) -> None:
+        pass
+
+    def predict(self, prompts: Prompts, multimask_output: bool = True) -> Prediction:
+        points = prompts.points
+        self.calls.append((None if points is None else points.shape[1], multimask_output))
+        assert prompts.gt_masks is not None
+        m = 3 if multimask_output else 1
+        masks = np.repeat(prompts.gt_masks[:, None], m, axis=1)
+        return Prediction(masks=masks, scores=np.ones((len(masks), m), np.float32))
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+
+@pytest.mark.parametrize(
+    ("protocol", "prompt", "want"),
+    [
+        ("sam", "box", [(None, True)]),
+        ("sam", "point1", [(1, True)]),
+        ("sam", "point3", [(1, True), (2, False), (3, False)]),  # SAM: single for several
+        ("efficientvit-sam", "point3", [(1, True), (2, True), (3, True)]),
+        ("efficientsam", "point3", [(3, True)]),  # three random clicks at once
+    ],
+)
+def test_score_single_uses_the_single_output_once_a_prompt_has_several_clicks(
+    syn, protocol: str, prompt: str, want: list[tuple[int | None, bool]]
+) -> None:
+    ann, img = syn
+    rec = MultimaskLog()
+    cfg = _cfg(ann, img, prompt=prompt, protocol=protocol, limit_images=1)
+    run = run_zeroshot(cfg, adapter=rec)
+    assert run is not None and rec.calls == want
+    multimask = run.results["config"]["multimask_output"]
+    assert (multimask is True) == (protocol != "sam")
+    # with several clicks at once the same rule picks the single output
+    rec = MultimaskLog()
+    run_zeroshot(_cfg(ann, img, prompt="point3", click="random", protocol=protocol,
+                      limit_images=1, mask_choice="score-single"), adapter=rec)  # fmt: skip
+    assert rec.calls == [(3, False)]
+
+
+def test_instseg_reads_score_single_as_score_for_detector_boxes(tmp_path: Path) -> None:
+    ann, img = write_synthetic_coco(tmp_path / "syn", n_images=1)
+    kw: dict[str, Any] = {"model": "box_fill", "dataset": "coco", "annotations": str(ann),
+                          "images": str(img), "detections": str(tmp_path / "d.json")}  # fmt: skip
+    sam = InstSegConfig(protocol="sam", **kw)
+    assert sam.mask_choice == "score" and sam.overrides == {}
+    assert sam.results_config(1)["multimask_output"] is True
+    assert InstSegConfig(protocol="sam", mask_choice="score", **kw).overrides == {}
+    single = InstSegConfig(protocol="sam", mask_choice="single", **kw)
+    assert single.overrides == {"mask_choice": "single"}
+
+
 # --- size buckets -------------------------------------------------------------------------------
 
 

@@ -19,12 +19,13 @@ from esam.data.prompts import (
     validate_prompt_settings,
 )
 from esam.errors import InputError
-from esam.eval.metrics import MASK_CHOICES, SIZE_BUCKET_TEXT
+from esam.eval.metrics import MASK_CHOICES, SIZE_BUCKET_TEXT, multimask_rule, round_mask_choice
 from esam.eval.protocols import (
     DEFAULT_PROTOCOL,
     NO_ERROR_CLICKS,
     SIZE_BUCKET_RULES,
     ProtocolName,
+    get_protocol,
     resolve_settings,
 )
 
@@ -112,9 +113,10 @@ class ZeroShotConfig(EvalRunConfig):
     preset's)."""
     clip_boxes: bool | None = None
     """Clip box prompts to the image before the model sees them (default: the preset's)."""
-    mask_choice: Literal["score", "single", "oracle"] | None = None
+    mask_choice: Literal["score", "single", "oracle", "score-single"] | None = None
     """score: the highest predicted IoU of 3 outputs; single: single-output mode; oracle: the
-    best of 3 against the ground truth (default: the preset's)."""
+    best of 3 against the ground truth; score-single: score for one box or click, single for
+    several clicks (default: the preset's)."""
     include_crowd: bool | None = None
     """Evaluate iscrowd regions too (default: the preset's)."""
     no_error_click: Literal["pad", "negative-origin"] | None = None
@@ -185,7 +187,7 @@ class ZeroShotConfig(EvalRunConfig):
             "box_source": None if point else self.box_source,
             "clip_boxes": None if point else self.clip_boxes,
             "mask_choice": self.mask_choice,
-            "multimask_output": self.mask_choice != "single",
+            "multimask_output": multimask_rule(str(self.mask_choice)),
             "include_crowd": self.include_crowd,
             "min_area": MIN_AREA,
             "size_buckets": self.size_buckets,
@@ -238,7 +240,11 @@ class InstSegConfig(EvalRunConfig):
             {"mask_choice": self.mask_choice, "clip_boxes": self.clip_boxes},
             n_clicks=None,
         )
-        self.mask_choice = resolved["mask_choice"]
+        # a detector box is a prompt of one box, for which score-single is score
+        self.mask_choice = round_mask_choice(resolved["mask_choice"], None)
+        preset_choice = round_mask_choice(get_protocol(self.protocol).mask_choice, None)
+        if self.overrides.get("mask_choice") == preset_choice:
+            del self.overrides["mask_choice"]  # score under a score-single preset: no change
         self.clip_boxes = resolved["clip_boxes"]
         if self.mask_choice not in ("score", "single"):
             raise InputError(
@@ -258,7 +264,7 @@ class InstSegConfig(EvalRunConfig):
             "clip_boxes": self.clip_boxes,
             "detections": str(self.detections),
             "mask_choice": self.mask_choice,
-            "multimask_output": self.mask_choice != "single",
+            "multimask_output": multimask_rule(str(self.mask_choice)),
             "iou_type": "segm",
             "evaluator": "pycocotools COCOeval" if self.dataset == "coco" else "lvis LVISEval",
             "max_dets": self.max_dets,

@@ -26,14 +26,37 @@ SIZE_BUCKET_TEXT = {
     "count in both buckets)",
 }
 
-MASK_CHOICES = ("score", "single", "oracle")
+MASK_CHOICES = ("score", "single", "oracle", "score-single")
 """How one mask is chosen from a model's outputs:
 
 * ``score``: run in multimask mode, keep the mask with the highest predicted IoU (default);
 * ``single``: run in single-output mode, keep that mask;
 * ``oracle``: run in multimask mode, keep the mask with the highest IoU against the ground truth
-  (an upper bound; SAM's paper reports it as "oracle").
+  (an upper bound; SAM's paper reports it as "oracle");
+* ``score-single``: ``score`` for a prompt of one box or one click, ``single`` for a prompt of
+  several clicks, as SAM returns its masks (its fourth, single output "is the only mask
+  returned for multiple prompts", Kirillov et al. 2023, Appendix A).
 """
+
+
+def round_mask_choice(mask_choice: str, clicks_per_prompt: int | None) -> str:
+    """The mask choice of one decoder call: ``score-single`` resolved by the prompt's size.
+
+    Args:
+        mask_choice: one of :data:`MASK_CHOICES`.
+        clicks_per_prompt: clicks each prompt of the call holds (padding included), None for
+            box prompts.
+    """
+    if mask_choice != "score-single":
+        return mask_choice
+    return "single" if clicks_per_prompt is not None and clicks_per_prompt > 1 else "score"
+
+
+def multimask_rule(mask_choice: str) -> bool | str:
+    """What the results record as ``multimask_output`` for a mask choice."""
+    if mask_choice == "score-single":
+        return "for a prompt of one box or one click; single output for several clicks"
+    return mask_choice != "single"
 
 
 def size_bucket(area: float) -> str:
@@ -91,7 +114,8 @@ def choose_masks(
         masks: QxMxHxW bool.
         scores: QxM predicted IoU.
         gt: QxHxW bool ground truth (needed by ``oracle``).
-        mask_choice: one of :data:`MASK_CHOICES`.
+        mask_choice: one of :data:`MASK_CHOICES` (``score-single`` resolved already, see
+            :func:`round_mask_choice`).
 
     Returns:
         Q int64 indices into M (ties go to the lowest index).

@@ -17,7 +17,8 @@ Presets (details and sources in ``docs/protocols.md``):
   regions included, raw annotation/detector boxes (not clipped), multimask output with the most
   confident mask for boxes and clicks, size buckets inclusive at both ends.
 * ``sam``: the Segment Anything paper's point protocol (centre click, then error-region clicks
-  as in RITM, the most confident mask), crowd regions left out, boxes clipped to the image.
+  as in RITM; the most confident of three masks for one prompt, the single output once there
+  are several clicks), crowd regions left out, boxes clipped to the image.
 
 This module imports nothing heavy.
 """
@@ -54,8 +55,8 @@ class Protocol:
             ``pad`` (the point (-1, -1) with label -1, which every model ignores) or
             ``negative-origin`` (a negative click at pixel (0, 0), as RITM's clicker does).
         include_crowd: evaluate ``iscrowd`` regions.
-        mask_choice: ``score`` (most confident of the multimask outputs), ``single`` or
-            ``oracle``.
+        mask_choice: ``score`` (most confident of the multimask outputs), ``single``,
+            ``oracle`` or ``score-single`` (score for one box or click, single for several).
         box_source: ground-truth box prompts from the annotation ``bbox`` or the mask's box.
         clip_boxes: clip box prompts to the image before the model sees them.
         size_buckets: ``coco`` (small < 32^2 <= medium < 96^2 <= large) or ``inclusive``
@@ -117,12 +118,15 @@ PROTOCOLS: dict[str, Protocol] = {
         Protocol(
             name="sam",
             description="Segment Anything paper: centre click, then error-region clicks",
-            source="Segment Anything (Kirillov et al., ICCV 2023), Section 7.1 and Appendix D.1",
+            source=(
+                "Segment Anything (Kirillov et al., ICCV 2023), Section 7.1 and Appendices A "
+                "and D.1"
+            ),
             click="center",
             multi_click="iterative",
             no_error_click="pad",
             include_crowd=False,
-            mask_choice="score",
+            mask_choice="score-single",
             box_source="bbox",
             clip_boxes=True,
             size_buckets="coco",

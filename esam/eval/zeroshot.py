@@ -63,6 +63,7 @@ from esam.eval.metrics import (
     aggregate_miou,
     choose_masks,
     mask_iou,
+    round_mask_choice,
     size_bucket,
 )
 from esam.eval.outputs import assemble_and_write, dataset_block, model_block
@@ -181,8 +182,10 @@ class _Round:
 def _decode(
     adapter: SegmentationAdapter, prompts: Prompts, gt: np.ndarray, cfg: ZeroShotConfig
 ) -> _Round:
-    pred = adapter.predict(prompts, multimask_output=cfg.mask_choice != "single")
-    idx = choose_masks(pred.masks, pred.scores, gt, str(cfg.mask_choice))
+    clicks = None if prompts.points is None else int(prompts.points.shape[1])
+    choice = round_mask_choice(str(cfg.mask_choice), clicks)
+    pred = adapter.predict(prompts, multimask_output=choice != "single")
+    idx = choose_masks(pred.masks, pred.scores, gt, choice)
     chosen = pred.masks[np.arange(len(idx)), idx]
     return _Round(pred, idx, chosen, mask_iou(chosen, gt))
 
