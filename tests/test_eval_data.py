@@ -16,6 +16,7 @@ from esam.data.coco import InstanceSpec, load_annotation_set, resolve_image_path
 from esam.data.images import ImageReadError, read_image
 from esam.data.masks import _compressed_rle_counts, decode_mask, encode_mask, rle_problem
 from esam.data.synthetic import make_image, write_synthetic_coco
+from esam.errors import InputError
 from esam.eval.zeroshot import PreparePrompts, ZeroShotConfig, run_zeroshot
 from tests.conftest import require_shared
 
@@ -353,3 +354,18 @@ def test_rle_check_accepts_every_valid_encoding() -> None:
     assert rle_problem({"size": [16, 20], "counts": [320]}, 16, 21) == "invalid_rle"
     assert rle_problem({"size": ["16", 20], "counts": [320]}, 16, 20) == "invalid_rle"
     assert rle_problem({"size": [16.0, 20.0], "counts": [320.0]}, 16, 20) is None
+
+
+def test_short_polygon_parts_are_dropped_and_the_rest_of_the_instance_kept() -> None:
+    from esam.data.masks import polygon_problem
+
+    part = [2, 2, 12, 2, 12, 9, 2, 9]
+    alone = decode_mask([part], 16, 20)
+    assert alone.sum() > 50
+    # a 2-point sliver first: pycocotools alone would read a first part of 4 numbers as a box
+    for parts in ([[1, 1, 15, 14], part], [part, [3, 3]], [[5, 5, 6, 6], part, [7, 7]]):
+        assert polygon_problem(parts) is None
+        assert np.array_equal(decode_mask(parts, 16, 20), alone)
+    assert polygon_problem([[1, 1, 15, 14], [3, 3]]) == "polygon_lt_3_points"
+    with pytest.raises(InputError, match="no polygon part has 3 points"):
+        decode_mask([[1, 1, 15, 14]], 16, 20)

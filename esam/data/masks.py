@@ -20,9 +20,17 @@ from esam.data.skips import (
 from esam.errors import InputError
 from esam.utils.deps import require
 
+#: Coordinates of the smallest polygon part that encloses an area (3 points).
+MIN_POLYGON_COORDS = 6
+
 
 def polygon_problem(segmentation: list[Any]) -> str | None:
-    """Skip reason for a polygon list, or None when every part has >= 3 (x, y) points."""
+    """Skip reason for a polygon list, or None when it can be decoded: every part a flat list
+    of finite (x, y) pairs, at least one of them with >= 3 points.
+
+    Parts of fewer than 3 points enclose no area and are dropped on decoding (as detectron2
+    does); an instance is skipped for them only when no other part is left.
+    """
     if len(segmentation) == 0:
         return SKIP_NO_SEGMENTATION
     for part in segmentation:
@@ -32,8 +40,8 @@ def polygon_problem(segmentation: list[Any]) -> str | None:
             return SKIP_BAD_POLYGON
         if len(part) % 2:
             return SKIP_BAD_POLYGON
-        if len(part) < 6:
-            return SKIP_SHORT_POLYGON
+    if all(len(part) < MIN_POLYGON_COORDS for part in segmentation):
+        return SKIP_SHORT_POLYGON
     return None
 
 
@@ -135,7 +143,11 @@ def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict[str,
             f"{height * width})"
         )
     if isinstance(segmentation, list):
-        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+        # pycocotools reads a list whose first part has 4 numbers as boxes: drop short parts
+        parts = [list(p) for p in segmentation if len(p) >= MIN_POLYGON_COORDS]
+        if not parts:
+            raise InputError(f"no polygon part has 3 points or more ({len(segmentation)} parts)")
+        return mask_utils.merge(mask_utils.frPyObjects(parts, height, width))
     if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
         return mask_utils.frPyObjects(segmentation, height, width)
     if isinstance(segmentation, dict):
