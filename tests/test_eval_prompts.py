@@ -102,6 +102,46 @@ def test_next_error_click_avoids_clicked_pixels() -> None:
     assert label == PAD_LABEL  # the only error pixel was already clicked
 
 
+def _full_image_click(
+    gt: np.ndarray, pred: np.ndarray, clicked: np.ndarray
+) -> tuple[tuple[int, int], int] | None:
+    """The iterative click computed over the whole image (the definition, unoptimised)."""
+    from scipy import ndimage
+
+    def depth(region: np.ndarray) -> np.ndarray:
+        d = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+        d[clicked[:, 1], clicked[:, 0]] = 0.0
+        return d
+
+    fn, fp = depth(gt & ~pred), depth(~gt & pred)
+    if fn.max() == 0 and fp.max() == 0:
+        return None
+    d, label = (fn, 1) if fn.max() > fp.max() else (fp, 0)
+    row, col = np.unravel_index(int(np.argmax(d)), d.shape)
+    return (int(col), int(row)), label
+
+
+def test_next_error_click_equals_the_whole_image_computation() -> None:
+    """The distance transform runs on the error region's box; the click must not change,
+    ties (first in row-major order) and already-clicked pixels included."""
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        h, w = rng.integers(3, 40, 2)
+        gt = np.zeros((h, w), bool)
+        pred = np.zeros((h, w), bool)
+        for m in (gt, pred):
+            for _ in range(rng.integers(0, 4)):
+                r0, c0 = rng.integers(0, h), rng.integers(0, w)
+                m[r0 : r0 + rng.integers(1, h + 1), c0 : c0 + rng.integers(1, w + 1)] ^= True
+        clicked = np.stack([rng.integers(0, w, 3), rng.integers(0, h, 3)], axis=1)
+        want = _full_image_click(gt, pred, clicked)
+        (x, y), label = next_error_click(gt, pred, clicked.astype(np.float32))
+        if want is None:
+            assert label == PAD_LABEL, trial
+        else:
+            assert ((int(x), int(y)), label) == want, trial
+
+
 def test_prompt_settings_validation() -> None:
     assert n_clicks("point3") == 3
     validate_prompt_settings("box", None, "mask")

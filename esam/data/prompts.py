@@ -109,12 +109,36 @@ def _depth(region: np.ndarray) -> np.ndarray:
     return depth
 
 
+def _deepest(region: np.ndarray, clicked: np.ndarray | None = None) -> tuple[float, int, int]:
+    """(depth, row, column) of the deepest pixel of an HxW bool region (:func:`_depth`), the
+    first in row-major order among equals, pixels in ``clicked`` ((x, y) rows) excluded;
+    depth 0 when nothing is left.
+
+    The distance transform runs on the region's bounding box only, with exactly the result
+    of the whole image: every pixel just outside the box is background (or the image border),
+    and is nearer to each pixel inside than anything farther out. On a 1500x2250 image with a
+    small error region this is what keeps iterative clicks cheap.
+    """
+    rows = np.flatnonzero(region.any(axis=1))
+    if rows.size == 0:
+        return 0.0, 0, 0
+    cols = np.flatnonzero(region.any(axis=0))
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    depth = _depth(region[r0:r1, c0:c1])
+    if clicked is not None and len(clicked):
+        c = np.asarray(clicked, dtype=np.int64).reshape(-1, 2)
+        inside = (c[:, 1] >= r0) & (c[:, 1] < r1) & (c[:, 0] >= c0) & (c[:, 0] < c1)
+        depth[c[inside, 1] - r0, c[inside, 0] - c0] = 0.0
+    k = int(np.argmax(depth))
+    row, col = divmod(k, depth.shape[1])
+    return float(depth.flat[k]), r0 + row, c0 + col
+
+
 def center_click(mask: np.ndarray) -> np.ndarray:
     """The deepest pixel of a non-empty HxW mask, as a (x, y) float32 pair."""
     if not mask.any():
         raise InputError("center_click: the mask is empty")
-    depth = _depth(mask.astype(bool))
-    row, col = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    _, row, col = _deepest(mask.astype(bool))
     return np.array([col, row], dtype=np.float32)
 
 
@@ -141,20 +165,15 @@ def next_error_click(
         raise InputError(f"unknown no-error click rule {no_error!r}; choose pad or negative-origin")
     gt = gt.astype(bool)
     pred = pred.astype(bool)
-    fn_depth = _depth(gt & ~pred)
-    fp_depth = _depth(~gt & pred)
-    if clicked is not None and len(clicked):
-        c = np.asarray(clicked, dtype=np.int64)
-        fn_depth[c[:, 1], c[:, 0]] = 0.0
-        fp_depth[c[:, 1], c[:, 0]] = 0.0
-    fn_max, fp_max = float(fn_depth.max()), float(fp_depth.max())
+    fn_max, fn_row, fn_col = _deepest(gt & ~pred, clicked)
+    fp_max, fp_row, fp_col = _deepest(~gt & pred, clicked)
     if fn_max == 0.0 and fp_max == 0.0:
         if no_error == "pad":
             return np.array(PAD_POINT, dtype=np.float32), PAD_LABEL
         return np.zeros(2, dtype=np.float32), 0
-    depth, label = (fn_depth, 1) if fn_max > fp_max else (fp_depth, 0)
-    row, col = np.unravel_index(int(np.argmax(depth)), depth.shape)
-    return np.array([col, row], dtype=np.float32), label
+    if fn_max > fp_max:
+        return np.array([fn_col, fn_row], dtype=np.float32), 1
+    return np.array([fp_col, fp_row], dtype=np.float32), 0
 
 
 def click_rule(prompt: str, click: str | None, no_error: str = "pad") -> str | None:
