@@ -94,7 +94,10 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
         log.info("%d training images in %s", len(data), ", ".join(sources))
         seed_everything(cfg.train.seed)  # the same initial weights on every rank
         model, origin = build_finetune_model(cfg)
-        trained = InteractiveTraining(model, cfg.prompts, cfg.loss).to(device).train()
+        trained = InteractiveTraining(
+            model, cfg.prompts, cfg.loss, recompute_rounds=cfg.memory.recompute_rounds
+        )
+        trained = trained.to(device).train()
         settings = SampleSettings(
             img_size=cfg.model.img_size,
             mask_size=loss_size(cfg),

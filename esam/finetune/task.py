@@ -8,6 +8,11 @@ loss (:func:`esam.finetune.losses.sam_loss_terms`) counts equally; the step's lo
 mean. The prompts of an image are drawn from a generator seeded per image by the data loader,
 so they do not depend on the batch or the process the image lands in.
 
+Every round's decoder activations stay alive until the step's backward pass, so activation
+memory grows with images x masks x rounds; with ``recompute_rounds`` each round's decoder and
+loss are recomputed during backward instead (``torch.utils.checkpoint``), and only one round's
+activations are alive at a time.
+
 EfficientSAM's decoder has no dense (mask) prompt, so unlike SAM the previous round's logits
 are not fed back: the clicks carry the interaction (:mod:`esam.finetune.prompting`).
 """
@@ -21,6 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from esam.finetune.config import LossConfig, PromptConfig
 from esam.finetune.losses import sam_loss_terms
@@ -42,13 +48,58 @@ class InteractiveTraining(nn.Module):
         model: the EfficientSAM being trained (``.model``).
         prompts: prompt settings.
         loss: loss settings.
+        recompute_rounds: recompute each round's decoder and loss during backward instead of
+            keeping their activations (same gradients, less memory, more compute).
     """
 
-    def __init__(self, model: nn.Module, prompts: PromptConfig, loss: LossConfig) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        prompts: PromptConfig,
+        loss: LossConfig,
+        *,
+        recompute_rounds: bool = False,
+    ) -> None:
         super().__init__()
         self.model = model
         self.prompts = prompts
         self.loss = loss
+        self.recompute_rounds = recompute_rounds
+
+    def _round(
+        self, embeddings: Tensor, points: Tensor, labels: Tensor, targets: Tensor, multimask: bool
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """One prompt round for BxK queries.
+
+        Returns:
+            per-query loss, focal, dice and IoU MSE (each B*K), the logits (BxKxMxTxT) and the
+            predicted IoU (BxKxM).
+        """
+        b, k, t = targets.shape[0], targets.shape[1], targets.shape[-1]
+        core: Any = self.model
+        logits, iou = core.predict_masks(embeddings, points, labels, multimask, t, t)
+        if logits.shape[-1] != t:
+            logits = F.interpolate(
+                logits.flatten(0, 2).unsqueeze(1), (t, t), mode="bilinear"
+            ).reshape(b, k, -1, t, t)
+        terms = sam_loss_terms(
+            logits.flatten(0, 1),
+            iou.flatten(0, 1),
+            targets.flatten(0, 1),
+            self.loss.focal_weight,
+            self.loss.dice_weight,
+            self.loss.iou_weight,
+            multimask=multimask,
+            per_query=True,
+        )
+        return (
+            terms["per_query"],
+            terms["per_query_focal"],
+            terms["per_query_dice"],
+            terms["per_query_iou_mse"],
+            logits,
+            iou,
+        )
 
     def forward(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         """The mean loss over rounds for a batch of B images with K masks each.
@@ -80,26 +131,15 @@ class InteractiveTraining(nn.Module):
         rounds = 1 + self.prompts.corrective_rounds
         loss = images.new_zeros((), dtype=torch.float32)
         for r in range(rounds):
-            multimask = r == 0
-            logits, iou = core.predict_masks(embeddings, points, labels, multimask, t, t)
-            if logits.shape[-1] != t:
-                logits = F.interpolate(
-                    logits.flatten(0, 2).unsqueeze(1), (t, t), mode="bilinear"
-                ).reshape(b, k, -1, t, t)
-            terms = sam_loss_terms(
-                logits.flatten(0, 1),
-                iou.flatten(0, 1),
-                targets.flatten(0, 1),
-                self.loss.focal_weight,
-                self.loss.dice_weight,
-                self.loss.iou_weight,
-                multimask=multimask,
-                per_query=True,
-            )
-            loss = loss + (terms["per_query"] * weights).sum() / rounds
-            for name in ("focal", "dice", "iou_mse"):
-                value = (terms[f"per_query_{name}"] * weights).sum() / rounds
-                totals[name] = totals.get(name, 0.0) + value
+            args = (embeddings, points, labels, targets, r == 0)
+            if self.recompute_rounds and torch.is_grad_enabled():
+                out = checkpoint(self._round, *args, use_reentrant=False)
+            else:
+                out = self._round(*args)
+            per_query, focal, dice, iou_mse, logits, iou = out
+            loss = loss + (per_query * weights).sum() / rounds
+            for name, term in (("focal", focal), ("dice", dice), ("iou_mse", iou_mse)):
+                totals[name] = totals.get(name, 0.0) + (term * weights).sum() / rounds
             if r + 1 < rounds:
                 with torch.no_grad():
                     best = select_best(logits.flatten(0, 1), iou.flatten(0, 1)) > 0
