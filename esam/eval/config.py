@@ -241,7 +241,7 @@ class InstSegConfig(EvalRunConfig):
             n_clicks=None,
         )
         # a detector box is a prompt of one box, for which score-single is score
-        self.mask_choice = round_mask_choice(resolved["mask_choice"], None)
+        self.mask_choice = round_mask_choice(resolved["mask_choice"], None)  # type: ignore[assignment]
         preset_choice = round_mask_choice(get_protocol(self.protocol).mask_choice, None)
         if self.overrides.get("mask_choice") == preset_choice:
             del self.overrides["mask_choice"]  # score under a score-single preset: no change

@@ -106,13 +106,26 @@ class LossConfig:
     targets (memory bounded), or logits upsampled to the encoder input."""
 
 
+@dataclass
+class MemoryConfig:
+    """Trading compute for activation memory."""
+
+    recompute_rounds: bool = False
+    """Keep no decoder activations from a prompt round's forward to the backward pass: each
+    round's decoder and loss run again during backward (``torch.utils.checkpoint``), so one
+    round's activations are alive at a time instead of every round's. Same gradients; the
+    decoder's forward runs twice."""
+
+
 def _finetune_loop() -> TrainConfig:
-    """The paper's loop: 5 epochs of SA-1B, AdamW 4e-4 (0.9, 0.999), wd 0.1, batch 128."""
+    """The paper's loop: 5 epochs of SA-1B, AdamW 4e-4 (0.9, 0.999), wd 0.1, 2 images per
+    process (the activations of 64 masks over every prompt round bound them; the recipe
+    configs accumulate 8 micro-batches on 8 processes for the paper's batch of 128)."""
     return TrainConfig(
         output_dir="runs/finetune",
         precision="bf16",
         epochs=5,
-        batch_size=16,
+        batch_size=2,
         resume=None,
         clip_grad=None,
         optim=OptimConfig(lr=4e-4, weight_decay=0.1, betas=(0.9, 0.999)),
@@ -134,5 +147,7 @@ class FinetuneConfig:
     """Prompt sampling."""
     loss: LossConfig = field(default_factory=LossConfig)
     """The loss."""
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    """Activation memory."""
     train: TrainConfig = field(default_factory=_finetune_loop)
     """The training loop (images per process per step, optimizer, schedule, checkpoints)."""

@@ -462,8 +462,8 @@ class TeacherCache:
                     f"{index_path}: the cache was built for another image list "
                     f"({len(self.images)} images, {len(given)} given; first difference at index {first})"
                 )
-            root = Path(root_dir) if root_dir else None
-            self._check_image_sizes([root / n if root else Path(n) for n in self.images])
+            base = Path(root_dir) if root_dir else None
+            self._check_image_sizes([base / n if base else Path(n) for n in self.images])
         self._check_files()
         self._build_tables()
         self._arrays: dict[int, np.ndarray] = {}
