@@ -167,3 +167,24 @@ def test_limit_images_counts_only_the_selected_images_skips(
     assert aset.skips["ignored_file"] == 1
     everything = load_annotation_set("sa1b", data, data)
     assert everything.skips["annotation_without_id"] == 6
+
+
+def test_an_image_id_twice_is_refused_and_unselected_masks_are_not_checked(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(synth["folder"], data)
+    # a corrupt RLE in an image beyond --limit-images: never decoded, so not counted
+    path = data / "sa_000001" / "sa_4.json"
+    record = json.loads(path.read_text())
+    record["annotations"][0]["segmentation"]["counts"] = "!!not an rle"
+    path.write_text(json.dumps(record))
+    aset = load_annotation_set("sa1b", data, data, limit_images=2)
+    assert "invalid_rle" not in aset.skips
+    assert load_annotation_set("sa1b", data, data).skips["invalid_rle"] == 1
+    # another json claiming image id 1
+    record["image"]["image_id"] = 1
+    (data / "sa_000001" / "sa_99.json").write_text(json.dumps(record))
+    (data / "sa_000001" / "sa_99.jpg").write_bytes((data / "sa_000001" / "sa_4.jpg").read_bytes())
+    with pytest.raises(InputError, match=r"image id 1 occurs twice: .*sa_1.jpg and .*sa_99.jpg"):
+        load_annotation_set("sa1b", data, data)

@@ -436,41 +436,44 @@ def _load_sa1b_set(
 
     from esam.data.sa1b import SA1BDataset, resolve_sources
 
-    reader = SA1BDataset(str(annotations), require_image=False)
+    # each RLE's runs are checked once, by instance_problem, and only for the images evaluated
+    reader = SA1BDataset(str(annotations), require_image=False, check_rle=False)
     if resolve_sources(str(images)) != reader.sources:
         raise InputError(
             "--dataset sa1b reads each image beside its json: pass the same folders or tar "
             f"shards as --images and --annotations (got {images} and {annotations})"
         )
     digest = hashlib.sha256()
-    by_id: dict[int, ImageSpec] = {}
-    listing = Counter(reader.skips)  # unpaired and ignored files
-    per_image: dict[int, Counter[str]] = {}  # so that only the selected images' count
-    for i in range(len(reader)):
+    index_of: dict[int, int] = {}
+    for i in range(len(reader)):  # every json: the digest, the image ids
         raw = reader.json_bytes(i)
         digest.update(len(raw).to_bytes(8, "little") + raw)
-        rec = reader.parse_record(i, raw)
+        image_id = reader.parse_image_id(i, raw)
+        if image_id in index_of:
+            first = reader.locations(index_of[image_id])
+            raise InputError(
+                f"image id {image_id} occurs twice: {first[0] or first[1]} and "
+                f"{reader.locations(i)[0] or reader.locations(i)[1]}"
+            )
+        index_of[image_id] = i
+    ids = sorted(index_of)[:limit_images]
+    skips = Counter(reader.skips)  # unpaired and ignored files
+    specs = []
+    for image_id in ids:  # only the images evaluated: their records, instances and counts
+        i = index_of[image_id]
+        rec = reader.record(i)
         counts = Counter(rec.skips)
         kept = _kept_instances(rec.annotations, rec.height, rec.width, counts, rules, sa1b=True)
-        if rec.image_id in by_id:
-            raise InputError(
-                f"image id {rec.image_id} occurs twice: {by_id[rec.image_id].tried[0]} and "
-                f"{rec.image_location or rec.json_location}"
-            )
+        skips.update(counts)
         tried = rec.image_location or rec.json_location.removesuffix(".json") + ".jpg"
-        by_id[rec.image_id] = ImageSpec(
-            rec.image_id, rec.height, rec.width, rec.image_location, (tried,), kept
+        specs.append(
+            ImageSpec(rec.image_id, rec.height, rec.width, rec.image_location, (tried,), kept)
         )
-        per_image[rec.image_id] = counts
-    ids = sorted(by_id)[:limit_images]
-    skips = listing
-    for image_id in ids:
-        skips.update(per_image[image_id])
     return AnnotationSet(
         dataset="sa1b",
         annotations=Path(annotations),
         images_dir=Path(images),
-        images=[by_id[i] for i in ids],
+        images=specs,
         skips=skips,
         api=reader,
         n_images_in_file=len(reader),

@@ -447,6 +447,15 @@ class SA1BDataset(Dataset[tuple[SA1BRecord, np.ndarray]]):
         """
         return self.parse_record(index, self.json_bytes(index))
 
+    def parse_image_id(self, index: int, raw: bytes) -> int:
+        """The ``image_id`` of image ``index`` from its json bytes (nothing else is checked
+        or counted).
+
+        Raises:
+            SA1BFormatError: as :meth:`record`.
+        """
+        return int(_parse(raw, self.locations(index)[1])["image"]["image_id"])
+
     def parse_record(self, index: int, raw: bytes) -> SA1BRecord:
         """:meth:`record` from the json bytes of image ``index`` already read."""
         image_loc, json_loc = self.locations(index)
