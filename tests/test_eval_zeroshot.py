@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from esam.adapters import Prediction, Prompts, SegmentationAdapter
 from esam.data.masks import encode_mask
 from esam.data.synthetic import write_synthetic_coco
 from esam.eval.outputs import read_rows
@@ -214,3 +215,52 @@ def test_annotation_boxes_are_clipped_to_the_image(tmp_path: Path) -> None:
     point = run_zeroshot(_cfg(ann, img, prompt="point1"))
     assert point is not None and point.results["config"]["clip_boxes"] is None
     assert point.results["metrics"]["n_instances"] == 3  # clicks need no box
+
+
+class HalfTruth(SegmentationAdapter):
+    """Predicts each instance's ground truth left of its last click (or box centre): imperfect,
+    prompt-dependent and per-instance, so chunking can be compared row for row."""
+
+    name = "half_truth"
+    supports_points = True
+    needs_ground_truth = True
+
+    def __init__(self) -> None:
+        self.queries: list[int] = []
+
+    def set_image(self, image: np.ndarray) -> None:
+        pass
+
+    def predict(self, prompts: Prompts, multimask_output: bool = True) -> Prediction:
+        gt = prompts.gt_masks
+        assert gt is not None
+        self.queries.append(len(gt))
+        if prompts.points is not None:
+            x = prompts.points[:, -1, 0]
+        else:
+            assert prompts.boxes is not None
+            x = (prompts.boxes[:, 0] + prompts.boxes[:, 2]) / 2
+        cols = np.arange(gt.shape[-1])[None, None, :]
+        masks = (gt & (cols <= np.maximum(x, 0)[:, None, None]))[:, None]
+        return Prediction(masks=masks, scores=np.ones((len(gt), 1), np.float32))
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+
+@pytest.mark.parametrize("prompt", ["box", "point3"])
+def test_many_instances_are_decoded_in_chunks_with_the_same_rows(
+    syn: tuple[Path, Path], prompt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import esam.eval.zeroshot as zeroshot
+
+    click = {"click": "iterative"} if prompt == "point3" else {}
+    whole = HalfTruth()
+    one = run_zeroshot(_cfg(*syn, prompt=prompt, mask_choice="single", **click), adapter=whole)
+    monkeypatch.setattr(zeroshot, "INSTANCES_PER_CALL", 3)
+    chunked = HalfTruth()
+    two = run_zeroshot(_cfg(*syn, prompt=prompt, mask_choice="single", **click), adapter=chunked)
+    assert one is not None and two is not None
+    assert max(whole.queries) == 7 and max(chunked.queries) == 3  # 7 instances per image
+    assert sum(whole.queries) == sum(chunked.queries)
+    assert one.rows == two.rows and 0 < one.results["metrics"]["miou"] < 100

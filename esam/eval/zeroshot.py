@@ -157,6 +157,10 @@ class PreparePrompts:
         return ZeroShotPayload(kept, gt, boxes, points, labels, skips)
 
 
+#: Instances decoded together in one ``predict`` call (their masks are Qx3xHxW at full size).
+INSTANCES_PER_CALL = 64
+
+
 @dataclass
 class EvalRun:
     """What a run returns on rank 0: the results object and the per-instance rows."""
@@ -230,11 +234,40 @@ def evaluate_image(
     """Run the model on one image's prompts and return one row per instance.
 
     The encoder runs once; each prompt round (one, or one per click for ``iterative``) is a
-    single ``predict`` call with the prompts of every instance of the image.
+    single ``predict`` call with the prompts of up to :data:`INSTANCES_PER_CALL` instances
+    (an image with more is decoded in chunks of that many: the outputs are Qx3xHxW, which on
+    an SA-1B image with hundreds of masks would otherwise take gigabytes).
     """
     if not payload.instances:
         return []
     adapter.set_image(image)
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(payload.instances), INSTANCES_PER_CALL):
+        part = _payload_slice(payload, slice(start, start + INSTANCES_PER_CALL))
+        rows.extend(_evaluate_instances(adapter, spec, part, cfg))
+    return rows
+
+
+def _payload_slice(payload: ZeroShotPayload, part: slice) -> ZeroShotPayload:
+    """The instances ``part`` of a payload (with their masks and prompts)."""
+
+    def cut(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else a[part]
+
+    return ZeroShotPayload(
+        payload.instances[part],
+        payload.gt_masks[part],
+        cut(payload.boxes),
+        cut(payload.points),
+        cut(payload.labels),
+        payload.skips,
+    )
+
+
+def _evaluate_instances(
+    adapter: SegmentationAdapter, spec: ImageSpec, payload: ZeroShotPayload, cfg: ZeroShotConfig
+) -> list[dict[str, Any]]:
+    """:func:`evaluate_image` for instances of the image already set in ``adapter``."""
     gt = payload.gt_masks
     history: list[np.ndarray] = []
     if payload.boxes is not None:
