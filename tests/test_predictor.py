@@ -292,3 +292,29 @@ def test_a_bfloat16_model_takes_the_same_inputs(tiny_model, rgb_image, predictor
     union = (masks | ref).sum(axis=(1, 2, 3))
     assert (inter / union).min() > 0.9
     assert np.abs(iou - ref_iou).max() < 0.05
+
+
+def test_exif_orientation_is_warned_about_or_applied(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from esam.everything.image import EXIF_ORIENTATION, read_image_file
+
+    stored = np.zeros((20, 30, 3), np.uint8)
+    stored[:5, :10] = 255  # a white block at the stored top-left
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6  # viewers rotate it 90 degrees clockwise
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(stored).save(path, exif=exif.tobytes(), quality=100)
+    with caplog.at_level("WARNING"):
+        as_stored = read_image_file(path)
+    assert as_stored.shape == (20, 30, 3) and as_stored[:5, :10].mean() > 240
+    assert "EXIF orientation 6" in caplog.text and "--exif-transpose" in caplog.text
+    shown = read_image_file(path, exif_transpose=True)
+    assert shown.shape == (30, 20, 3)
+    assert np.abs(shown.astype(int) - np.rot90(as_stored, k=-1)).max() < 8
+    caplog.clear()
+    plain = tmp_path / "plain.png"
+    Image.fromarray(stored).save(plain)
+    with caplog.at_level("WARNING"):
+        read_image_file(plain)
+    assert "EXIF" not in caplog.text

@@ -42,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_model_arguments(p)
     p.add_argument("--image", type=Path, required=True, help="input image (any format PIL reads)")
+    p.add_argument(
+        "--exif-transpose",
+        action="store_true",
+        help="rotate/mirror the image as its EXIF orientation says, so coordinates and masks "
+        "are in the frame viewers show (default: pixels as stored, as datasets annotate them)",
+    )
     for flag, kind, default, text in _SETTINGS:
         p.add_argument(flag, type=kind, default=default, help=text)
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -62,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     check_writable_file(args.out, "--out")
     if args.overlay is not None:
         check_writable_file(args.overlay, "--overlay")
-    image = as_rgb_uint8(read_image_file(args.image), str(args.image))
+    image = as_rgb_uint8(
+        read_image_file(args.image, exif_transpose=args.exif_transpose), str(args.image)
+    )
     mask_utils = require("pycocotools.mask", extra="eval")
 
     model = build_cli_model(args)

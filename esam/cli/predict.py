@@ -39,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_model_arguments(p)
     p.add_argument("--image", type=Path, required=True, help="input image (any format PIL reads)")
+    p.add_argument(
+        "--exif-transpose",
+        action="store_true",
+        help="rotate/mirror the image as its EXIF orientation says, so coordinates and masks "
+        "are in the frame viewers show (default: pixels as stored, as datasets annotate them)",
+    )
     prompt = p.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--box", help="x0,y0,x1,y1 in image pixels")
     prompt.add_argument("--points", help="'x,y;x,y' in image pixels (with --labels)")
@@ -66,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_weights_given(args)
     # 16-bit grey files keep their range (PIL's RGB conversion would clip them to white)
-    image = as_rgb_uint8(read_image_file(args.image), str(args.image))
+    image = as_rgb_uint8(
+        read_image_file(args.image, exif_transpose=args.exif_transpose), str(args.image)
+    )
 
     model = build_cli_model(args)
     predictor = esam.EfficientSamPredictor(model.to(args.device))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
 from esam.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 def as_rgb_uint8(image: object, name: str = "image") -> np.ndarray:
@@ -57,9 +60,18 @@ def as_rgb_uint8(image: object, name: str = "image") -> np.ndarray:
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
-def read_image_file(path: str | os.PathLike[str]) -> np.ndarray:
+#: The EXIF tag of the orientation a viewer applies to the stored pixels.
+EXIF_ORIENTATION = 0x0112
+
+
+def read_image_file(path: str | os.PathLike[str], *, exif_transpose: bool = False) -> np.ndarray:
     """Read an image file for the generator, keeping 16-bit grey values (PIL's RGB conversion
     would clip them); other modes are converted to RGB.
+
+    Pixels are used as stored, as datasets annotate them; a photo whose EXIF orientation asks
+    viewers to rotate or mirror it is shown differently from how it is stored, so a warning
+    says so unless ``exif_transpose`` applies the orientation (prompts and output masks are
+    then in the displayed frame).
 
     Returns:
         HxW uint16 for 16-bit grey files, HxW uint8 for 8-bit grey, HxWx3 or HxWx4 uint8
@@ -69,14 +81,26 @@ def read_image_file(path: str | os.PathLike[str]) -> np.ndarray:
         FileNotFoundError: no such file.
         InputError: the file is not an image PIL can decode.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     try:
-        with Image.open(path) as im:
-            im.load()
+        with Image.open(path) as opened:
+            opened.load()
+            orientation = opened.getexif().get(EXIF_ORIENTATION, 1)
+            im = opened
+            if exif_transpose:
+                im = ImageOps.exif_transpose(opened)
+            elif orientation not in (0, 1):
+                log.warning(
+                    "%s: EXIF orientation %s: viewers show this image rotated or mirrored; its "
+                    "pixels are used as stored, so prompts and masks are in the stored frame "
+                    "(pass --exif-transpose to use the frame viewers show)",
+                    path,
+                    orientation,
+                )
             if im.mode in _SIXTEEN_BIT_MODES:
                 return np.asarray(im).astype(np.uint16)
             if im.mode in ("L", "RGB", "RGBA"):
