@@ -416,3 +416,14 @@ def test_iterative_clicks_land_in_the_previous_predictions_error(syn) -> None:
                 assert quadrant[int(want[1]), int(want[0])] and not gt[int(want[1]), int(want[0])]
         checked += int(r["labels"][1] in (0, 1))
     assert checked == len(run.rows) > 0
+
+
+def test_an_image_without_instances_is_not_read(syn, tmp_path: Path) -> None:
+    ann, img = syn
+    data = json.loads(ann.read_text())
+    data["images"].append({"id": 999, "file_name": "missing.png", "height": 20, "width": 30})
+    extended = tmp_path / "instances.json"
+    extended.write_text(json.dumps(data))
+    run = run_zeroshot(_cfg(extended, img))  # no --skip-bad-images: yet no error
+    assert run is not None and "image_missing" not in run.results["skips"]
+    assert {r["image_id"] for r in run.rows} == {s["id"] for s in data["images"][:-1]}

@@ -348,7 +348,9 @@ def _run_local(
         min_area=MIN_AREA,
     )
     base_skips: Counter[str] = Counter(aset.skips)
-    images = handle_missing_images(aset.images, base_skips, cfg.skip_bad_images)
+    # an image left with no instance has nothing to evaluate: it is neither read nor needed
+    with_instances = [spec for spec in aset.images if spec.instances]
+    images = handle_missing_images(with_instances, base_skips, cfg.skip_bad_images)
     if adapter is None:
         adapter = build_adapter(cfg.model, cfg.checkpoint, device)
     if cfg.prompt == "box" and not adapter.supports_boxes:
