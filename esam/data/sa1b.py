@@ -48,6 +48,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -340,6 +341,10 @@ def _check_unique_names(containers: list[_Container]) -> None:
     )
 
 
+#: Threads that list shards and folders at once.
+INDEX_THREADS = 8
+
+
 class SA1BDataset(Dataset[tuple[SA1BRecord, np.ndarray]]):
     """The images of SA-1B tar shards and folders, in a fixed order.
 
@@ -386,13 +391,29 @@ class SA1BDataset(Dataset[tuple[SA1BRecord, np.ndarray]]):
         self.require_image = require_image
         self.check_rle = check_rle
         self.skips: Counter[str] = Counter()
-        containers = []
-        for path in tqdm(self.sources, unit="shard", disable=not progress, desc="index"):
+
+        # listing a shard reads one header per member (22k seeks for an SA-1B shard): on
+        # network storage that waits on I/O, so shards are listed by several threads
+        def index(path: Path) -> tuple[_Container, Counter[str]]:
+            counts: Counter[str] = Counter()
             if path.is_file():
-                containers.append(_index_tar(path, require_image, self.skips))
-            else:
-                containers.append(_index_folder(path, require_image, self.skips))
-        self._containers = [c for c in containers if len(c)]
+                return _index_tar(path, require_image, counts), counts
+            return _index_folder(path, require_image, counts), counts
+
+        workers = max(1, min(INDEX_THREADS, len(self.sources)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="sa1b-index") as pool:
+            listed = list(
+                tqdm(
+                    pool.map(index, self.sources),
+                    total=len(self.sources),
+                    unit="shard",
+                    disable=not progress,
+                    desc="index",
+                )
+            )
+        for _, counts in listed:  # in source order: the first error is the first source's
+            self.skips.update(counts)
+        self._containers = [c for c, _ in listed if len(c)]
         _check_unique_names(self._containers)
         self._ends = np.cumsum([len(c) for c in self._containers], dtype=np.int64)
         if not len(self):
