@@ -90,7 +90,7 @@ def read_image_file(path: str | os.PathLike[str], *, exif_transpose: bool = Fals
         with Image.open(path) as opened:
             opened.load()
             orientation = opened.getexif().get(EXIF_ORIENTATION, 1)
-            im = opened
+            im: Image.Image = opened
             if exif_transpose:
                 im = ImageOps.exif_transpose(opened)
             elif orientation not in (0, 1):
