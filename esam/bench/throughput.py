@@ -33,7 +33,9 @@ TASK = "throughput"
 _DECIMALS = 4
 ACCURACY_METRIC = (
     "mean IoU (percent) of every end-to-end mask (each image, prompt and multimask index) against "
-    "the fp32 eager mask of the same model at the same position; two empty masks count as identical"
+    "the fp32 eager mask of the same model at the same position and batch size (so an fp32 row "
+    "is 100 and a lower precision's row measures the precision alone, not batching's rounding); "
+    "two empty masks count as identical"
 )
 
 
@@ -204,11 +206,11 @@ def run_sweep(
     configs = settings.run_configs()
     with tempfile.TemporaryDirectory(prefix="esam-bench-") as tmp:
         workdir = Path(tmp)
-        ref_masks = workdir / "fp32_masks.npz"
+        ref_masks = str(workdir / "fp32_masks_b{batch}.npz")  # one file per batch size
         base = {"settings": settings.to_dict(), "log_level": log_level}
         log.info("reference run (fp32, eager): parameters, FLOPs, fp32 masks of the accuracy set")
         ref = run_worker(
-            {**base, "role": "reference", "save_masks": str(ref_masks)},
+            {**base, "role": "reference", "save_masks": ref_masks},
             workdir,
             "reference",
             in_process,
@@ -254,6 +256,7 @@ def run_sweep(
                 )
                 log.warning("%s skipped: %s", cfg.label(), reason)
                 continue
+            ref_file = ref_masks.format(batch=cfg.batch_size)
             spec: dict[str, Any] = {
                 **base,
                 "role": "measure",
@@ -262,7 +265,7 @@ def run_sweep(
                     "dtype": cfg.dtype,
                     "compile": cfg.compile,
                 },
-                "reference_masks": str(ref_masks) if ref_masks.is_file() else None,
+                "reference_masks": ref_file if Path(ref_file).is_file() else None,
             }
             out = run_worker(spec, workdir, f"config{i}", in_process, worker_timeout_s)
             if out.get("ok"):

@@ -4,10 +4,13 @@
 
 The spec is a JSON object: ``role`` (``reference`` or ``measure``), ``settings`` (a
 :class:`~esam.bench.settings.SweepSettings` as a dict) and, for ``measure``, ``config`` (batch
-size, dtype, compile) and ``reference_masks`` (the fp32 masks written by the reference role).
+size, dtype, compile) and ``reference_masks`` (the fp32 masks written by the reference role
+at that batch size).
 
 * ``reference``: builds the model in fp32, eager, counts parameters and FLOPs (one image), and
-  writes the fp32 masks of the accuracy set, computed one image at a time.
+  writes the fp32 masks of the accuracy set at each batch size of the sweep (``save_masks``, a
+  path with ``{batch}`` in it): batched kernels round differently, so each configuration is
+  compared with fp32 at its own batch size.
 * ``measure``: builds the model, applies the dtype and compile setting, times every component
   (warm-up excluded), and scores the accuracy set's masks against the fp32 masks.
 
@@ -166,9 +169,11 @@ def run_reference(spec: dict[str, Any]) -> dict[str, Any]:
     log.info("flops counted in %.1f s", time.perf_counter() - t0)
     if n_acc > 0:
         acc = synthetic_set(n_acc, s, q, settings.seed)
-        with torch.inference_mode():
-            masks = _accuracy_masks(bm, acc, 1)
-        save_masks(spec["save_masks"], masks)
+        for b in dict.fromkeys(settings.batch_sizes):
+            # per batch size: batched kernels round differently from one image at a time
+            with torch.inference_mode():
+                masks = _accuracy_masks(bm, acc, b)
+            save_masks(spec["save_masks"].format(batch=b), masks)
         info["accuracy_set"] = acc.describe()
     return {"ok": True, "model": info}
 
