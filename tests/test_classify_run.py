@@ -150,3 +150,30 @@ def test_two_gloo_processes_match_one(shapes: Path, tmp_path: Path) -> None:
         assert float((wa[k] - wb[k]).abs().max()) <= tol * scale, k
     # evaluation sharded over two processes counts every val image once
     assert _results(two)["metrics"]["n_images"] == 48
+
+
+def test_two_gloo_processes_extract_the_probe_features_of_one(shapes: Path, tmp_path: Path) -> None:
+    """Each process encodes its share of the images; rank 0 caches them in dataset order."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    common = ("linear.train.epochs=1",)
+    assert main(_args(shapes, one, "linear", *common)) == 0
+    cmd = [*torchrun(2, "-m", "esam.cli.main"), *_args(shapes, two, "linear", *common)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for split, n in (("train", 192), ("val", 48)):
+        (fa,) = (one / "features").glob(f"{split}-*.pt")
+        (fb,) = (two / "features").glob(f"{split}-*.pt")
+        assert fa.name == fb.name  # the same key: the cache does not depend on the processes
+        a, b = (torch.load(f, weights_only=True) for f in (fa, fb))
+        assert a["indices"].tolist() == b["indices"].tolist() == list(range(n))
+        assert torch.equal(a["labels"], b["labels"])
+        # batches differ between the runs: fp32 rounding, then at most one fp16 step
+        x, y = a["features"].float(), b["features"].float()
+        scale = float(x.abs().max())
+        bound = (
+            2.0**-10 * torch.maximum(x.abs(), y.abs())
+            + network_tolerance(torch.float32, 192, 12) * scale
+        )
+        assert bool(((x - y).abs() <= bound).all()), float((x - y).abs().max())
+    assert _results(two)["metrics"]["n_images"] == 48

@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,12 @@ from esam.classify.data import ClassificationSet
 from esam.classify.evaluate import run_batches
 from esam.classify.model import ViTClassifier
 from esam.errors import InputError
-from esam.runtime.distributed import DistContext, broadcast_object, run_collectively
+from esam.runtime.distributed import (
+    DistContext,
+    broadcast_object,
+    gather_to_main,
+    run_collectively,
+)
 from esam.train.config import TrainConfig
 from esam.train.param_groups import param_groups
 from esam.utils.io import write_bytes_atomic
@@ -80,7 +86,13 @@ def extract_features(
     precision: str,
     ctx: DistContext,
 ) -> dict[str, Any]:
-    """One split's features, from the cache or extracted (rank 0) and cached.
+    """One split's features, from the cache or extracted and cached.
+
+    Every process extracts its share of the images (as evaluation shards them); rank 0 puts
+    the shares in dataset order, so the cache does not depend on the number of processes,
+    writes it and hands the whole split to every process. (One process extracting a split of
+    ImageNet's size alone would leave the others waiting for longer than a collective's
+    timeout.)
 
     Returns:
         ``{"features": NxC float16, "labels": N int64, "indices": N int64, "skips": {...},
@@ -88,39 +100,63 @@ def extract_features(
     """
     key = cache_key(weights_digest(model), dataset, settings)
     path = cache_dir / f"{split}-{key}.pt"
+    dim = model.trunk.embed_dim
 
-    def work() -> dict[str, Any]:
-        if not ctx.is_main:
+    def read() -> dict[str, Any]:
+        if not (ctx.is_main and path.is_file()):
             return {}
-        if path.is_file():
-            log.info("%s features read from %s", split, path)
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(obj, dict) or obj.get("format") != FEATURES_FORMAT:
-                raise InputError(f"{path} is not a feature cache of esam eval imagenet")
-            return {**obj, "cached": True, "seconds": 0.0}
-        one = DistContext()  # rank 0 extracts the whole split
+        log.info("%s features read from %s", split, path)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(obj, dict) or obj.get("format") != FEATURES_FORMAT:
+            raise InputError(f"{path} is not a feature cache of esam eval imagenet")
+        return {**obj, "cached": True, "seconds": 0.0}
+
+    def extract() -> dict[str, Any]:
         outs, labels, indices, skips, wall, _ = run_batches(
-            model.features, dataset, batch_size, workers, device, precision, one, desc=split
+            model.features, dataset, batch_size, workers, device, precision, ctx, desc=split
         )
-        dim = model.trunk.embed_dim
-        obj = {
-            "format": FEATURES_FORMAT,
-            "key": key,
+        return {
             "features": torch.cat(outs).half() if outs else torch.zeros(0, dim).half(),
             "labels": torch.cat(labels).long() if labels else torch.zeros(0).long(),
             "indices": torch.tensor(indices, dtype=torch.long),
             "skips": skips,
+            "seconds": wall,
+        }
+
+    model.eval()
+    with torch.no_grad():
+        cached = run_collectively(read, ctx)
+        if ctx.distributed:
+            cached = broadcast_object(cached, ctx)
+        if cached:
+            return cached
+        part = run_collectively(extract, ctx)
+    parts = gather_to_main(part, ctx)
+
+    def assemble() -> dict[str, Any]:
+        if parts is None:
+            return {}
+        indices = torch.cat([q["indices"] for q in parts])
+        order = torch.argsort(indices)
+        skips: Counter[str] = Counter()
+        for q in parts:
+            skips.update(q["skips"])
+        obj = {
+            "format": FEATURES_FORMAT,
+            "key": key,
+            "features": torch.cat([q["features"] for q in parts])[order],
+            "labels": torch.cat([q["labels"] for q in parts])[order],
+            "indices": indices[order],
+            "skips": dict(skips),
         }
         buf = io.BytesIO()
         torch.save(obj, buf)
         write_bytes_atomic(path, buf.getvalue())
         log.info("%s features (%d x %d, fp16) cached in %s", split, len(indices), dim, path)
-        return {**obj, "cached": False, "seconds": wall}
+        return {**obj, "cached": False, "seconds": max(q["seconds"] for q in parts)}
 
-    model.eval()
-    with torch.no_grad():
-        local = run_collectively(work, ctx)
-    return broadcast_object(local, ctx) if ctx.distributed else local
+    whole = run_collectively(assemble, ctx)
+    return broadcast_object(whole, ctx) if ctx.distributed else whole
 
 
 class FeatureSet(Dataset[dict[str, torch.Tensor]]):
