@@ -219,10 +219,21 @@ def test_cache_teacher_then_train_from_the_cache(
     assert main(args) == 0
     rows = read_log(run / "log.jsonl")
     assert rows[-1]["loss"] < rows[0]["loss"]
+
+    def with_cache(out: Path, *extra: str) -> list[str]:
+        a = _args(data, out, *extra)
+        i = a.index("--teacher-checkpoint")
+        return a[:i] + ["--teacher-cache", str(cache)] + a[i + 2 :]
+
     # the results describe the teacher the cached features came from
     teacher = json.loads((run / "results.json").read_text())["model"]["teacher"]
     assert teacher["cache"] == str(cache) and teacher["input_size"] == SIZE
     assert teacher["checkpoint_sha256"] == sha256_file(data["teacher"])
+    assert teacher["views_per_image"] == 2 and teacher["view_augment"] == index["augment"]
+    # the run's own crop settings do not apply to cached views: said, not silent
+    capsys.readouterr()
+    assert main(with_cache(tmp_path / "run_scale", "data.scale_min=0.5", "train.max_steps=1")) == 0
+    assert "data.scale_min=0.5 and data.flip_prob=0.5 do not apply" in capsys.readouterr().err
     # a cache that does not match the run's teacher is a named error, never used
     with_file = _args(data, tmp_path / "run_file", "--teacher-cache", str(cache))
     other = tmp_path / "other_teacher.pt"

@@ -171,6 +171,20 @@ def open_cache(cfg: SamiConfig, images: ImageFolder, ctx: DistContext) -> Any:
                 f"{cfg.teacher.checkpoint} has {digest[:12]}...; pass the cache's weights or "
                 "rebuild the cache"
             )
+    augment = cache.index.get("augment") or {}
+    scale, flip = augment.get("scale"), augment.get("flip_prob")
+    if scale is not None and (scale[0] != cfg.data.scale_min or flip != cfg.data.flip_prob):
+        log.warning(
+            "%s: the cached views were cropped with scale >= %s and flipped with probability %s; "
+            "the run's data.scale_min=%s and data.flip_prob=%s do not apply (each image has %d "
+            "fixed views; rebuild the cache to change them)",
+            cfg.teacher.cache,
+            scale[0],
+            flip,
+            cfg.data.scale_min,
+            cfg.data.flip_prob,
+            cache.views_per_image,
+        )
     # the shards are checked once here (each process a share), not in every loader worker
     run_collectively(lambda: cache.verify_shards(ctx.rank, ctx.world_size), ctx)
     cache.verify_checksums = False
@@ -246,7 +260,14 @@ def run_pretrain(cfg: SamiConfig) -> PretrainResult:
                 teacher = _teacher_for_eval(cfg, device)
             if teacher is not None or cfg.target == "pixels":
                 evaluation = evaluate_reconstruction(model, teacher, cfg, device)
-        cached_teacher = dict(cache.teacher) if cache is not None else None
+        cached_teacher = None
+        if cache is not None:  # the features, and the views they were computed on
+            cached_teacher = {
+                **cache.teacher,
+                "views_per_image": cache.views_per_image,
+                "view_seed": cache.index.get("seed"),
+                "view_augment": cache.index.get("augment"),
+            }
         results = _write_results(
             cfg, result, images, unreadable, evaluation, seconds, start, trainer, cached_teacher
         )
