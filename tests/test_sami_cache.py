@@ -205,3 +205,36 @@ def test_an_image_changed_after_caching_is_refused(
     # an image missing now is the data set's counted skip, not a cache error
     copies[1].unlink()
     TeacherCache(tmp_path / "cache", images=copies)
+
+
+def test_ranks_wait_on_the_part_files_and_stop_on_a_failure_note(
+    tmp_path: Path, images: list[Path], teacher: Teacher
+) -> None:
+    import threading
+
+    from esam.sami.cache import CacheError, mark_part_failed, part_name, wait_for_parts
+
+    out = tmp_path / "cache"
+    out.mkdir()
+    (out / part_name(1, 2)).write_text("{}")  # a stale part of an earlier run...
+    mark_part_failed(out, 0, 2, "OSError: disk full")  # ...and a stale failure note
+    done = threading.Event()
+
+    def wait() -> None:
+        wait_for_parts(out, 2, poll_s=0.01)
+        done.set()
+
+    kw = dict(views_per_image=1, seed=3, view_size=32, world_size=2, progress=False)
+    write_cache_part(out, images, teacher, rank=0, **kw)  # removes rank 0's own stale note
+    assert not (out / "index.r000-of-002.failed").exists()
+    write_cache_part(out, images, teacher, rank=1, **kw)  # replaces the stale part
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    waiter.join(timeout=10)
+    assert done.is_set()
+    merge_cache_index(out, 2)
+    assert TeacherCache(out).num_images == 3
+    # a rank that failed: the others stop with its message instead of waiting
+    mark_part_failed(out, 1, 3, "RuntimeError: CUDA out of memory")
+    with pytest.raises(CacheError, match="rank 1 could not write its part: RuntimeError: CUDA"):
+        wait_for_parts(out, 3, poll_s=0.01)

@@ -177,7 +177,12 @@ def run_cache(args: argparse.Namespace) -> int:
         init_distributed,
         run_collectively,
     )
-    from esam.sami.cache import merge_cache_index, write_cache_part
+    from esam.sami.cache import (
+        mark_part_failed,
+        merge_cache_index,
+        wait_for_parts,
+        write_cache_part,
+    )
     from esam.sami.teacher import build_teacher
 
     images = scan_image_folder(args.data)
@@ -200,20 +205,29 @@ def run_cache(args: argparse.Namespace) -> int:
         paths = [str(images.path(i)) for i in range(len(images))]
 
         def work() -> Path:
-            return write_cache_part(
-                args.out,
-                paths,
-                teacher,
-                views_per_image=args.views,
-                seed=args.seed,
-                view_size=args.view_size,
-                rank=ctx.rank,
-                world_size=ctx.world_size,
-                batch_size=args.batch_size,
-                shard_size=args.shard_size,
-                scale=(args.scale_min, 1.0),
-                progress=not args.no_progress and ctx.is_main,
-            )
+            try:
+                part = write_cache_part(
+                    args.out,
+                    paths,
+                    teacher,
+                    views_per_image=args.views,
+                    seed=args.seed,
+                    view_size=args.view_size,
+                    rank=ctx.rank,
+                    world_size=ctx.world_size,
+                    batch_size=args.batch_size,
+                    shard_size=args.shard_size,
+                    scale=(args.scale_min, 1.0),
+                    progress=not args.no_progress and ctx.is_main,
+                )
+            except Exception as e:
+                if ctx.distributed:
+                    mark_part_failed(args.out, ctx.rank, ctx.world_size, f"{type(e).__name__}: {e}")
+                raise
+            if ctx.distributed:
+                # hours of work per rank end minutes apart: wait on the files, not a collective
+                wait_for_parts(args.out, ctx.world_size)
+            return part
 
         run_collectively(work, ctx)
         barrier(ctx)

@@ -89,6 +89,57 @@ def part_name(rank: int, world_size: int) -> str:
     return f"index.r{rank:03d}-of-{world_size:03d}.json"
 
 
+def failure_name(rank: int, world_size: int) -> str:
+    """File name of the note a rank leaves when its part failed (:func:`mark_part_failed`)."""
+    return f"index.r{rank:03d}-of-{world_size:03d}.failed"
+
+
+def mark_part_failed(
+    out_dir: str | os.PathLike[str], rank: int, world_size: int, error: str
+) -> None:
+    """Leave a note that rank ``rank`` could not write its part, for :func:`wait_for_parts`."""
+    write_text_atomic(Path(out_dir) / failure_name(rank, world_size), error + "\n")
+
+
+def wait_for_parts(
+    out_dir: str | os.PathLike[str],
+    world_size: int,
+    *,
+    poll_s: float = 10.0,
+    report_s: float = 600.0,
+) -> None:
+    """Wait, without a timeout, until every rank has written its index part.
+
+    Writing a part can take hours per rank (the teacher over every view of its images), and
+    ranks finish minutes apart; a process-group collective would give up after its timeout and
+    lose the work, so the ranks wait on the files instead. A rank that failed leaves a note
+    (:func:`mark_part_failed`) and the waiters stop with its message; a process that dies is
+    noticed by ``torchrun``, which stops the others.
+
+    Raises:
+        CacheError: a rank left a failure note.
+    """
+    import time
+
+    folder = Path(out_dir)
+    start = last_report = time.monotonic()
+    while True:
+        failed = [r for r in range(world_size) if (folder / failure_name(r, world_size)).is_file()]
+        if failed:
+            note = (folder / failure_name(failed[0], world_size)).read_text().strip()
+            raise CacheError(f"{folder}: rank {failed[0]} could not write its part: {note}")
+        waiting = [
+            r for r in range(world_size) if not (folder / part_name(r, world_size)).is_file()
+        ]
+        if not waiting:
+            return
+        now = time.monotonic()
+        if now - last_report >= report_s:
+            log.info("waiting %.0f s for the index parts of ranks %s", now - start, waiting[:16])
+            last_report = now
+        time.sleep(poll_s)
+
+
 def shard_name(rank: int, number: int) -> str:
     """File name of rank ``rank``'s shard ``number``."""
     return f"shard-r{rank:03d}-{number:05d}.npy"
@@ -244,6 +295,8 @@ def write_cache_part(
         raise InputError(f"batch_size and shard_size must be >= 1, got {batch_size}, {shard_size}")
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in (part_name(rank, world_size), failure_name(rank, world_size)):
+        (folder / stale).unlink(missing_ok=True)  # an earlier run's: the waiters read these
     root = Path(image_root) if image_root is not None else None
     names = [_relative(p, root) for p in images]
     header = _header(
