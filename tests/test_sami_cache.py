@@ -25,6 +25,7 @@ from esam.sami.cache import (
 )
 from esam.sami.teacher import Teacher
 from esam.standin import load_standin_weights
+from tests.numerics import network_tolerance
 
 SIZES = [(40, 60), (50, 50), (64, 48)]
 
@@ -238,3 +239,18 @@ def test_ranks_wait_on_the_part_files_and_stop_on_a_failure_note(
     mark_part_failed(out, 1, 3, "RuntimeError: CUDA out of memory")
     with pytest.raises(CacheError, match="rank 1 could not write its part: RuntimeError: CUDA"):
         wait_for_parts(out, 3, poll_s=0.01)
+
+
+def test_the_teacher_precision_is_applied_and_recorded(
+    tmp_path: Path, images: list[Path], teacher: Teacher
+) -> None:
+    kw = dict(views_per_image=1, seed=3, view_size=32, progress=False)
+    build_teacher_cache(tmp_path / "fp32", images, teacher, **kw)
+    build_teacher_cache(tmp_path / "bf16", images, teacher, precision="bf16", **kw)
+    a, b = TeacherCache(tmp_path / "fp32"), TeacherCache(tmp_path / "bf16")
+    assert a.teacher["precision"] == "fp32" and b.teacher["precision"] == "bf16"
+    x, y = a.features(0, 0).astype(np.float32), b.features(0, 0).astype(np.float32)
+    assert not np.array_equal(x, y)  # bf16 arithmetic did run
+    # a bf16 network differs by its own rounding (8 mantissa bits), not by a different result
+    scale = float(np.abs(x).max())
+    assert float(np.abs(x - y).max()) <= network_tolerance(torch.bfloat16, 192, 2) * scale

@@ -21,6 +21,7 @@ from esam.sami.teacher import (
     load_sam_image_encoder,
 )
 from esam.standin import load_standin_weights
+from tests.numerics import network_tolerance
 from tests.test_sami_model import tiny_encoder
 
 TINY = {"img_size": 64, "encoder_depth": 2}
@@ -51,6 +52,25 @@ def test_efficientsam_teacher_matches_its_image_encoder(vitt_checkpoint: Path) -
         "efficientsam_vitt", vitt_checkpoint, input_size=64, output="trunk", output_grid=4
     )
     assert trunk(x).shape == (2, 16, 192)
+
+
+def test_a_large_batch_is_run_in_chunks_with_the_same_features(
+    vitt_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import esam.sami.teacher as teacher_module
+
+    teacher = build_teacher("efficientsam_vitt", vitt_checkpoint, input_size=64, output_grid=4)
+    x = torch.randn(5, 3, 64, 64)
+    whole = teacher(x)
+    calls: list[int] = []
+    real = teacher._features
+    monkeypatch.setattr(teacher, "_features", lambda v: (calls.append(len(v)), real(v))[1])
+    monkeypatch.setattr(teacher_module, "TOKENS_PER_CALL", 2 * 16)  # 2 views of 4x4 tokens
+    chunked = teacher(x)
+    assert calls == [2, 2, 1]
+    # a view's features do not depend on the others in its call; only rounding differs
+    tol = network_tolerance(torch.float32, 768, 12) * float(whole.abs().max())
+    assert float((chunked - whole).abs().max()) <= tol
 
 
 def test_larger_teacher_view_is_pooled_to_the_student_grid(vitt_checkpoint: Path) -> None:

@@ -57,6 +57,7 @@ from esam.data.views import (
     view_rng,
 )
 from esam.errors import InputError
+from esam.runtime.precision import autocast, check_precision
 from esam.sami.teacher import Teacher
 from esam.utils.io import sha256_file, write_text_atomic
 
@@ -265,6 +266,7 @@ def write_cache_part(
     flip_prob: float = 0.5,
     load_image: Callable[[Path], np.ndarray] = load_rgb,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> Path:
     """Compute and store this rank's share of the teacher features.
 
@@ -283,6 +285,8 @@ def write_cache_part(
         scale, ratio, flip_prob: the random-resized-crop and flip settings.
         load_image: reads a path into HxWx3 uint8 RGB.
         progress: show a tqdm bar.
+        precision: autocast precision of the teacher (``fp32``, ``bf16``, ``fp16``); recorded
+            in the index. Features are stored in fp16 whatever it is.
 
     Returns:
         The path of this rank's index part.
@@ -311,6 +315,9 @@ def write_cache_part(
         flip_prob,
         world_size,
     )
+    device = next(teacher.parameters()).device
+    check_precision(device, precision)
+    header["teacher"] = {**header["teacher"], "precision": precision}
     mine = list(range(rank, len(names), world_size))
     total = len(mine) * views_per_image
     feat_shape = (teacher.num_tokens, teacher.feature_dim)
@@ -323,7 +330,9 @@ def write_cache_part(
         nonlocal writer, written
         if not pending:
             return
-        feats = teacher(torch.stack([x for x, _ in pending])).cpu().numpy().astype(np.float16)
+        with autocast(device, precision):
+            out = teacher(torch.stack([x for x, _ in pending]))
+        feats = out.cpu().numpy().astype(np.float16)
         for f, item in zip(feats, (it for _, it in pending), strict=True):
             if writer is None:
                 rows = min(shard_size, total - written)

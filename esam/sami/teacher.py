@@ -57,6 +57,8 @@ EFFICIENTSAM_TEACHERS = ("efficientsam_vitt", "efficientsam_vits", "efficientsam
 TEACHER_NAMES = (*SAM_TEACHERS, *EFFICIENTSAM_TEACHERS)
 #: SAM image-encoder width -> the SAM model of that width (for error messages).
 _SAM_BY_WIDTH = {1280: "sam_vit_h", 1024: "sam_vit_l", 768: "sam_vit_b"}
+#: Input tokens per teacher call (16 px patches): 64 views at 224 px, 3 at 1024 px.
+TOKENS_PER_CALL = 64 * 14 * 14
 
 SAM_WEIGHTS_HINT = (
     "SAM checkpoints (sam_vit_h_4b8939.pth, sam_vit_l_0b3195.pth, sam_vit_b_01ec64.pth) are "
@@ -208,6 +210,13 @@ class Teacher(nn.Module):
         """
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"images must have shape Bx3xHxW, got {tuple(images.shape)}")
+        # at most TOKENS_PER_CALL input tokens per call: SAM's global attention holds a
+        # tokens x tokens matrix per head and image (at 1024 px, 4096^2 x 16 heads each)
+        chunk = max(1, TOKENS_PER_CALL // (self.input_size // 16) ** 2)
+        outs = [self._features(images[i : i + chunk]) for i in range(0, len(images), chunk)]
+        return torch.cat(outs) if len(outs) != 1 else outs[0]
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
         param = next(self.backbone.parameters())
         with torch.inference_mode():
             x = images.to(device=param.device, dtype=param.dtype)
