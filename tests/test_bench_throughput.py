@@ -115,7 +115,7 @@ def test_compare_best_row_and_table(tiny_results) -> None:
 def test_reference_mode_and_explicit_configs(tmp_path) -> None:
     settings = _tiny_settings(
         "efficientsam_vitt:reference",
-        configs=(RunConfig(2, "fp32", False),),
+        configs=(RunConfig(3, "fp32", False),),  # a batch size not in batch_sizes
         components=("decoder", "end_to_end"),
         accuracy_images=2,
     )

@@ -169,7 +169,7 @@ def run_reference(spec: dict[str, Any]) -> dict[str, Any]:
     log.info("flops counted in %.1f s", time.perf_counter() - t0)
     if n_acc > 0:
         acc = synthetic_set(n_acc, s, q, settings.seed)
-        for b in dict.fromkeys(settings.batch_sizes):
+        for b in dict.fromkeys(c.batch_size for c in settings.run_configs()):
             # per batch size: batched kernels round differently from one image at a time
             with torch.inference_mode():
                 masks = _accuracy_masks(bm, acc, b)
