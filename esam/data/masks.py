@@ -45,6 +45,26 @@ def polygon_problem(segmentation: list[Any]) -> str | None:
     return None
 
 
+def drop_short_polygon_parts(annotations: Any) -> int:
+    """Remove polygon parts of fewer than 3 points from annotations, in place; returns how many.
+
+    For ground truth that another library rasterises itself (``COCOeval``, ``LVISEval``):
+    pycocotools reads a polygon list whose first part has 4 numbers as boxes and fails on
+    shorter ones, where :func:`segmentation_to_rle` drops such parts. An annotation left with
+    no part keeps its list (its problem is reported as ``polygon_lt_3_points``).
+    """
+    dropped = 0
+    for ann in annotations:
+        seg = ann.get("segmentation") if isinstance(ann, dict) else None
+        if not isinstance(seg, list) or polygon_problem(seg) is not None:
+            continue
+        kept = [part for part in seg if len(part) >= MIN_POLYGON_COORDS]
+        if len(kept) < len(seg):
+            dropped += len(seg) - len(kept)
+            ann["segmentation"] = kept
+    return dropped
+
+
 def _compressed_rle_counts(counts: str | bytes) -> list[int] | None:
     """Run lengths of a compressed COCO RLE string, or None when the string is malformed.
 

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from esam.adapters import Prompts, SegmentationAdapter, build_adapter
 from esam.data.coco import AnnotationSet, ImageSpec, load_annotation_set
-from esam.data.masks import encode_mask
+from esam.data.masks import drop_short_polygon_parts, encode_mask
 from esam.data.prompts import box_from_bbox, clip_boxes, empty_boxes
 from esam.data.skips import (
     SKIP_BAD_POLYGON,
@@ -358,6 +358,13 @@ def load_mask_ground_truth(
             f"{annotations}: ground-truth annotations that cannot be evaluated as masks: {bad}; "
             f"{metric} needs every ground-truth instance to have a valid segmentation"
         )
+    api_anns = getattr(aset.api, "anns", None)
+    if isinstance(api_anns, dict):  # the ground truth COCOeval / LVISEval rasterise
+        dropped = drop_short_polygon_parts(api_anns.values())
+        if dropped:
+            log.info(
+                "%d polygon part(s) of fewer than 3 points left out of the ground truth", dropped
+            )
     return aset
 
 
