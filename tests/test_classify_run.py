@@ -176,4 +176,9 @@ def test_two_gloo_processes_extract_the_probe_features_of_one(shapes: Path, tmp_
             + network_tolerance(torch.float32, 192, 12) * scale
         )
         assert bool(((x - y).abs() <= bound).all()), float((x - y).abs().max())
+    # each process encoded its own half
+    features = _results(two)["training"]["features"]
+    assert features["train_encoded_per_process"] == [96, 96]
+    assert features["val_encoded_per_process"] == [24, 24]
+    assert _results(one)["training"]["features"]["train_encoded_per_process"] == [192]
     assert _results(two)["metrics"]["n_images"] == 48

@@ -37,7 +37,7 @@ from esam.errors import InputError
 from esam.runtime.distributed import (
     DistContext,
     broadcast_object,
-    gather_to_main,
+    gather_to_all,
     run_collectively,
 )
 from esam.train.config import TrainConfig
@@ -131,11 +131,9 @@ def extract_features(
         if cached:
             return cached
         part = run_collectively(extract, ctx)
-    parts = gather_to_main(part, ctx)
+    parts = gather_to_all(part, ctx)  # every process assembles the split from the shares
 
     def assemble() -> dict[str, Any]:
-        if parts is None:
-            return {}
         indices = torch.cat([q["indices"] for q in parts])
         order = torch.argsort(indices)
         skips: Counter[str] = Counter()
@@ -149,14 +147,19 @@ def extract_features(
             "indices": indices[order],
             "skips": dict(skips),
         }
-        buf = io.BytesIO()
-        torch.save(obj, buf)
-        write_bytes_atomic(path, buf.getvalue())
-        log.info("%s features (%d x %d, fp16) cached in %s", split, len(indices), dim, path)
-        return {**obj, "cached": False, "seconds": max(q["seconds"] for q in parts)}
+        if ctx.is_main:
+            buf = io.BytesIO()
+            torch.save(obj, buf)
+            write_bytes_atomic(path, buf.getvalue())
+            log.info("%s features (%d x %d, fp16) cached in %s", split, len(indices), dim, path)
+        return {
+            **obj,
+            "cached": False,
+            "seconds": max(q["seconds"] for q in parts),
+            "encoded_per_process": [len(q["indices"]) for q in parts],
+        }
 
-    whole = run_collectively(assemble, ctx)
-    return broadcast_object(whole, ctx) if ctx.distributed else whole
+    return run_collectively(assemble, ctx)
 
 
 class FeatureSet(Dataset[dict[str, torch.Tensor]]):

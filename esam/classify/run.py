@@ -321,6 +321,9 @@ def _linear(
             "train_cached": bool(ftrain["cached"]),
             "val_cached": bool(fval["cached"]),
             "extract_seconds": float(ftrain["seconds"]) + float(fval["seconds"]),
+            # images each process encoded (None when read from the cache)
+            "train_encoded_per_process": ftrain.get("encoded_per_process"),
+            "val_encoded_per_process": fval.get("encoded_per_process"),
         },
     }
     if ctx.is_main:

@@ -208,13 +208,19 @@ def run_collectively(work: Callable[[], T], ctx: DistContext) -> T:
 
 def gather_to_main(obj: Any, ctx: DistContext) -> list[Any] | None:
     """Every process's ``obj`` on rank 0 (in rank order); None on the other ranks."""
+    parts = gather_to_all(obj, ctx)
+    return parts if ctx.is_main else None
+
+
+def gather_to_all(obj: Any, ctx: DistContext) -> list[Any]:
+    """Every process's ``obj`` on every process (in rank order)."""
     if not ctx.distributed:
         return [obj]
     import torch.distributed as dist
 
     out: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
-    return out if ctx.is_main else None
+    return out
 
 
 def broadcast_object(obj: T, ctx: DistContext, src: int = 0) -> T:
