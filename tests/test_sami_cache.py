@@ -254,3 +254,14 @@ def test_the_teacher_precision_is_applied_and_recorded(
     # a bf16 network differs by its own rounding (8 mantissa bits), not by a different result
     scale = float(np.abs(x).max())
     assert float(np.abs(x - y).max()) <= network_tolerance(torch.bfloat16, 192, 2) * scale
+
+
+def test_stale_parts_are_removed_for_the_run_world_size(tmp_path: Path) -> None:
+    from esam.sami.cache import failure_name, part_name, remove_stale_parts
+
+    for r in range(3):
+        (tmp_path / part_name(r, 3)).write_text("{}")
+        (tmp_path / failure_name(r, 3)).write_text("x")
+    (tmp_path / part_name(0, 2)).write_text("{}")  # another world size: not this run's
+    remove_stale_parts(tmp_path, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [part_name(0, 2)]

@@ -187,6 +187,7 @@ def run_cache(args: argparse.Namespace) -> int:
     from esam.sami.cache import (
         mark_part_failed,
         merge_cache_index,
+        remove_stale_parts,
         wait_for_parts,
         write_cache_part,
     )
@@ -210,6 +211,11 @@ def run_cache(args: argparse.Namespace) -> int:
             ctx,
         )
         paths = [str(images.path(i)) for i in range(len(images))]
+        if ctx.distributed:  # an earlier run's parts would end the waits below too early
+            if ctx.is_main:
+                Path(args.out).mkdir(parents=True, exist_ok=True)
+                remove_stale_parts(args.out, ctx.world_size)
+            barrier(ctx)
 
         def work() -> Path:
             try:

@@ -29,7 +29,7 @@ the recorded size and the recorded array header, that the folder holds no shard 
 does not list, that every (image, view) pair is present once, and (when given) that the image
 list matches and that every image file still has the size it had when its features were
 computed (an image replaced after caching would otherwise be trained against another image's
-features); with ``verify_checksums`` (default) each shard's SHA-256 is checked the first
+features; a replacement of exactly the same size goes unnoticed); with ``verify_checksums`` (default) each shard's SHA-256 is checked the first
 time it is read. Each failure is a named :class:`CacheError` subclass.
 """
 
@@ -100,6 +100,15 @@ def mark_part_failed(
 ) -> None:
     """Leave a note that rank ``rank`` could not write its part, for :func:`wait_for_parts`."""
     write_text_atomic(Path(out_dir) / failure_name(rank, world_size), error + "\n")
+
+
+def remove_stale_parts(out_dir: str | os.PathLike[str], world_size: int) -> None:
+    """Delete every rank's index part and failure note left by an earlier run; call it on one
+    process before any rank starts writing (then a barrier), so no waiter reads an old one."""
+    folder = Path(out_dir)
+    for r in range(world_size):
+        for name in (part_name(r, world_size), failure_name(r, world_size)):
+            (folder / name).unlink(missing_ok=True)
 
 
 def wait_for_parts(
