@@ -401,17 +401,21 @@ class SA1BDataset(Dataset[tuple[SA1BRecord, np.ndarray]]):
             return _index_folder(path, require_image, counts), counts
 
         workers = max(1, min(INDEX_THREADS, len(self.sources)))
+        listed: list[tuple[_Container, Counter[str]]] = []
         with ThreadPoolExecutor(workers, thread_name_prefix="sa1b-index") as pool:
-            listed = list(
-                tqdm(
-                    pool.map(index, self.sources),
-                    total=len(self.sources),
-                    unit="shard",
-                    disable=not progress,
-                    desc="index",
-                )
-            )
-        for _, counts in listed:  # in source order: the first error is the first source's
+            futures = [pool.submit(index, path) for path in self.sources]
+            bar = tqdm(total=len(futures), unit="shard", disable=not progress, desc="index")
+            try:
+                for future in futures:  # in order: the error raised is the first source's
+                    listed.append(future.result())
+                    bar.update(1)
+            except BaseException:
+                for future in futures:
+                    future.cancel()  # the shards not started yet; a failed listing stops now
+                raise
+            finally:
+                bar.close()
+        for _, counts in listed:
             self.skips.update(counts)
         self._containers = [c for c, _ in listed if len(c)]
         _check_unique_names(self._containers)
