@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from esam.build import build_model
+from esam.errors import InputError
 from esam.finetune.config import LossConfig, PromptConfig
 from esam.finetune.task import InteractiveTraining
 
@@ -77,3 +78,32 @@ def test_recomputed_rounds_keep_far_fewer_activations() -> None:
     )
     # what remains is the encoder's activations and each round's inputs
     assert fewer < 0.5 * kept, (fewer, kept)
+
+
+class _Unreadable:
+    """A data set whose every json fails to parse."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def record(self, i: int) -> None:
+        raise InputError(f"img{i}.json: not valid JSON")
+
+    def locations(self, i: int) -> tuple[str, str]:
+        return f"img{i}.jpg", f"img{i}.json"
+
+
+def test_a_long_run_of_unreadable_images_stops_with_a_named_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import esam.finetune.data as data
+
+    settings = data.SampleSettings(img_size=32, mask_size=8, max_masks=2, min_area=1, seed=0)
+    monkeypatch.setattr(data, "MAX_UNREADABLE_IN_A_ROW", 3)
+    with pytest.raises(InputError, match=r"3 images in a row cannot be read, the last img2.json"):
+        data.FinetuneSamples(_Unreadable(10), settings)[0]
+    with pytest.raises(InputError, match=r"no image of the fine-tuning data can be read"):
+        data.FinetuneSamples(_Unreadable(3), settings)[0]  # all of them: the plain message

@@ -118,9 +118,10 @@ class MemoryConfig:
 
 
 def _finetune_loop() -> TrainConfig:
-    """The paper's loop: 5 epochs of SA-1B, AdamW 4e-4 (0.9, 0.999), wd 0.1, 2 images per
-    process (the activations of 64 masks over every prompt round bound them; the recipe
-    configs accumulate 8 micro-batches on 8 processes for the paper's batch of 128)."""
+    """The paper's optimiser and schedule (5 epochs, AdamW 4e-4 (0.9, 0.999), wd 0.1) at 2
+    images per process: the activations of 64 masks over every prompt round bound them. The
+    paper's batch of 128 also needs ``accum_steps`` x processes = 64, which the recipe configs
+    set (8 accumulated micro-batches on 8 processes)."""
     return TrainConfig(
         output_dir="runs/finetune",
         precision="bf16",

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 #: Skip reason of masks below the minimum area at the loss resolution.
 SKIP_SMALL_MASK = "mask_below_min_area"
+#: Unreadable images in a row after which a sample stops looking (the data are likely not
+#: SA-1B's format at all, and every sample would read the whole set before failing).
+MAX_UNREADABLE_IN_A_ROW = 1000
 #: Count of images replaced because none of their masks could be drawn.
 SKIP_NO_USABLE_MASK = "image_without_usable_masks"
 
@@ -152,6 +155,11 @@ class FinetuneSamples(Dataset[dict[str, Any]]):
             read = self._read(i)
             if isinstance(read, str):
                 unreadable.append(read)
+                if len(unreadable) == MAX_UNREADABLE_IN_A_ROW < n:
+                    raise InputError(
+                        f"{len(unreadable)} images in a row cannot be read, the last {read} "
+                        "(see the warnings above): is this SA-1B-format data (jpg + json pairs)?"
+                    )
                 continue
             record, image = read
             h, w = image.shape[:2]
