@@ -93,7 +93,7 @@ def test_tidy_frame_shape_and_provenance(loaded):
     assert row["commit"] == "9b1e7d3-dirty"
     assert (row["device"], row["hardware"], row["dtype"]) == (
         "cpu",
-        "Fixture CPU (synthetic)",
+        "Fixture CPU (synthetic) (2 cores, 2 threads)",
         "fp32",
     )
     assert row["date"].startswith("2024-06-03")
@@ -381,3 +381,18 @@ def test_published_aliases_map_names_and_keep_the_original(tmp_path):
         assert list(got.frame["model"]) == [model]
         reasons = [s.reason for s in got.skipped]
         assert (reasons == []) if problem is None else (problem in reasons[0])
+
+
+def test_the_same_cpu_model_with_other_cores_or_threads_is_other_hardware() -> None:
+    from esam.report.load import hardware_label
+
+    def meta(cores: int | None, threads: int | None) -> dict:
+        hw = {"cpu_model": "Xeon", "cpu_cores": cores, "torch_threads": threads}
+        return {"device": "cpu", "hardware": hw}
+
+    labels = {hardware_label(meta(c, t)) for c, t in ((2, 2), (32, 32), (32, 8))}
+    assert labels == {"Xeon (2 cores, 2 threads)", "Xeon (32 cores, 32 threads)",
+                      "Xeon (32 cores, 8 threads)"}  # fmt: skip
+    assert hardware_label(meta(None, None)) == "Xeon"  # older files without the counts
+    gpu = {"device": "cuda", "hardware": {"gpu_name": "NVIDIA H100", "cpu_model": "Xeon"}}
+    assert hardware_label(gpu) == "NVIDIA H100"

@@ -51,7 +51,7 @@ def test_panels_pair_sources_and_front_is_measured_only(tidy):
     assert not gpu_panel["mobilesam"]["front"]  # slower and less accurate than efficientsam_vitt
     assert gpu_panel["efficientsam_vitt"]["x"] == pytest.approx(1630.0)  # best end-to-end config
     assert gpu_panel["efficientsam_vitt"]["y"] == pytest.approx(75.3)
-    cpu = panels["Fixture CPU (synthetic)"]
+    cpu = panels["Fixture CPU (synthetic) (2 cores, 2 threads)"]
     assert all(p["source"] == "measured" for p in cpu)
     published = [p for ps in panels.values() for p in ps if p["source"] == "published"]
     assert published and not any(p["front"] for p in published)

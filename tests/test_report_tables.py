@@ -221,7 +221,7 @@ def test_groups_and_generic_task(boards):
     assert ("lvis", "point1") in groups  # a published-only table still appears, last
     assert groups[-1] == ("lvis", "point1")
     hw = {b.group["hardware"] for b in boards["throughput"]}
-    assert {"Fixture GPU (synthetic)", "Fixture CPU (synthetic)"} <= hw
+    assert {"Fixture GPU (synthetic)", "Fixture CPU (synthetic) (2 cores, 2 threads)"} <= hw
     generic = boards["sami_pretrain"][0]
     assert not generic.task.declared
     assert {m.name for m in generic.metrics} == {"recon_loss", "linear_probe_top1"}

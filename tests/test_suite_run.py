@@ -275,7 +275,7 @@ def test_a_timed_out_run_is_stopped_with_every_process_it_started(tmp_path: Path
     )
     t0 = time.perf_counter()
     text, rc = _run_in_own_group([sys.executable, "-c", script], dict(os.environ), timeout=3)
-    assert rc == -1 and "started" in text and "timed out after 3 s" in text
+    assert rc is None and "started" in text and "timed out after 3 s" in text
     assert time.perf_counter() - t0 < 60
     child = int(pid_file.read_text())
     for _ in range(50):  # the grandchild goes with its group (reaped by init shortly after)
@@ -289,6 +289,45 @@ def test_a_timed_out_run_is_stopped_with_every_process_it_started(tmp_path: Path
         time.sleep(0.1)
     else:
         pytest.fail(f"process {child} outlived the timed-out run")
+
+
+def test_an_interrupted_suite_stops_the_runs_it_started(tmp_path: Path) -> None:
+    """Runs live in sessions of their own (no terminal Ctrl-C reaches them): an interrupted
+    suite stops them itself, SIGTERM first, and starts no new run."""
+    import os
+    import sys
+    import threading
+    import time
+
+    from esam.suite import runner
+
+    marker = tmp_path / "terminated"
+    script = (
+        "import signal, sys, time\n"
+        f"signal.signal(signal.SIGTERM, lambda *a: (open({str(marker)!r}, 'w').close(), "
+        "sys.exit(0)))\n"
+        "print('started', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    outcome: list[tuple[str, int | None]] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(
+            runner._run_in_own_group([sys.executable, "-c", script], dict(os.environ), None)
+        )
+    )
+    t0 = time.perf_counter()
+    worker.start()
+    for _ in range(100):
+        if runner._LIVE:
+            break
+        time.sleep(0.05)
+    time.sleep(1.0)  # the script installs its handler
+    runner.stop_all_runs(grace_s=20)
+    worker.join(timeout=30)
+    assert not worker.is_alive() and time.perf_counter() - t0 < 30
+    assert marker.exists()  # it got SIGTERM (torchrun stops its ranks on it), not only SIGKILL
+    assert outcome and "started" in outcome[0][0] and not runner._LIVE
+    runner._STOPPING.clear()
 
 
 def test_an_interrupted_imagenet_run_resumes(

@@ -286,7 +286,9 @@ def _short_commit(commit: Any) -> str:
 
 
 def hardware_label(meta: dict[str, Any]) -> str:
-    """Human name of the machine a run used: the GPU for CUDA runs, else the CPU model."""
+    """Human name of the machine a run used: the GPU for CUDA runs, else the CPU model with
+    its cores and the threads torch used (the same CPU model with 2 or 32 cores is another
+    machine for a throughput)."""
     hw = meta.get("hardware") if isinstance(meta.get("hardware"), dict) else {}
     device = str(meta.get("device") or "")
     gpu = hw.get("gpu_name") if hw else None
@@ -294,7 +296,12 @@ def hardware_label(meta: dict[str, Any]) -> str:
     if gpu and not device.startswith("cpu"):
         return str(gpu)
     if cpu:
-        return str(cpu)
+        detail = [
+            f"{hw[key]} {unit}"
+            for key, unit in (("cpu_cores", "cores"), ("torch_threads", "threads"))
+            if hw.get(key)
+        ]
+        return f"{cpu} ({', '.join(detail)})" if detail else str(cpu)
     return device or "unknown"
 
 

@@ -454,7 +454,12 @@ def _write_results(
         model={
             "name": name,
             "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-            "checkpoint_sha256": None,
+            # the weights' identity: runs of other recipes are other rows in the report
+            "checkpoint_sha256": (
+                sha256_file(result.checkpoint)
+                if result.checkpoint and Path(result.checkpoint).is_file()
+                else None
+            ),
             "teacher": teacher_block,
             "params": sum(p.numel() for p in trainer.raw_model.parameters()),
         },

@@ -344,10 +344,13 @@ def _execute(record: RunRecord, out: Path, timeout: float | None) -> None:
     record.log = logs / f"{run.id.replace('/', '_')}-{record.key}.log"
     env = dict(os.environ)
     t0 = time.perf_counter()
-    text, rc = _run_in_own_group(record.command, env, timeout)
+    text, rc = _run_in_own_group(record.command, env, timeout)  # rc None: timed out
     record.seconds = round(time.perf_counter() - t0, 3)
     record.log.write_text(shlex.join(record.command) + "\n\n" + text, encoding="utf-8")
-    if rc != 0:
+    if rc is None:
+        record.status, record.reason = "failed", f"timed out after {timeout} s"
+        _remove_results(record.output, run)
+    elif rc != 0:
         record.status, record.reason = "failed", one_line_error(text)
         # whatever results it left (a sweep's partial file, a file written before a failing
         # exit) must not count as done next time; a run folder keeps its checkpoints
@@ -362,13 +365,41 @@ def _execute(record: RunRecord, out: Path, timeout: float | None) -> None:
 #: Seconds a timed-out run's processes get between SIGTERM and SIGKILL.
 KILL_GRACE_S = 10.0
 
+# The runs' processes alive now (each the leader of its own session), so that an interrupted
+# suite stops them: started in their own sessions, they do not get the terminal's Ctrl-C.
+_LIVE: dict[int, subprocess.Popen[str]] = {}
+_LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
+def _signal_group(proc: subprocess.Popen[str], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def stop_all_runs(grace_s: float = KILL_GRACE_S) -> None:
+    """Stop every run's process group: SIGTERM (torchrun then stops its ranks, which live in
+    sessions of their own), up to ``grace_s`` seconds, then SIGKILL; no new run starts."""
+    import signal
+
+    _STOPPING.set()
+    with _LIVE_LOCK:
+        procs = list(_LIVE.values())
+    for proc in procs:
+        _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        _signal_group(proc, signal.SIGKILL)
+
 
 def _run_in_own_group(
     command: Sequence[str], env: dict[str, str], timeout: float | None
-) -> tuple[str, int]:
+) -> tuple[str, int | None]:
     """Run ``command`` in a new session; on timeout stop its whole process group (workers,
-    torchrun's children), SIGTERM first. Returns (output, exit code; -1 on timeout)."""
-    import signal
+    torchrun's children), SIGTERM first. Returns (output, exit code; None on timeout)."""
 
     proc = subprocess.Popen(
         list(command),
@@ -378,6 +409,18 @@ def _run_in_own_group(
         env=env,
         start_new_session=True,
     )
+    with _LIVE_LOCK:
+        _LIVE[proc.pid] = proc
+    try:
+        return _wait_for(proc, timeout)
+    finally:
+        with _LIVE_LOCK:
+            _LIVE.pop(proc.pid, None)
+
+
+def _wait_for(proc: subprocess.Popen[str], timeout: float | None) -> tuple[str, int | None]:
+    import signal
+
     try:
         out, _ = proc.communicate(timeout=timeout)
         return out or "", proc.returncode
@@ -392,10 +435,12 @@ def _run_in_own_group(
             os.killpg(proc.pid, signal.SIGKILL)  # the rest, and children that outlived it
         if out is None:
             out, _ = proc.communicate()
-        return (out or "") + f"\ntimed out after {timeout} s", -1
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        return (out or "") + f"\ntimed out after {timeout} s", None
+    except BaseException:  # an interrupt: stop the group as a timeout does
+        _signal_group(proc, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=KILL_GRACE_S)
+        _signal_group(proc, signal.SIGKILL)
         raise
 
 
@@ -481,17 +526,49 @@ def run_suite(
             settle(r)
 
     def work(record: RunRecord) -> None:
+        if _STOPPING.is_set():
+            return  # the suite is being interrupted: start nothing new
         _execute(record, root, timeout)
         settle(record)
 
-    if jobs <= 1:
-        for r in pending:
-            work(r)
-    else:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            list(pool.map(work, pending))
+    _STOPPING.clear()
+    with _sigterm_as_interrupt():
+        if jobs <= 1:
+            for r in pending:
+                work(r)
+        else:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                futures = [pool.submit(work, r) for r in pending]
+                try:
+                    for future in futures:
+                        future.result()
+                except BaseException:  # Ctrl-C or SIGTERM: stop the running jobs, then leave
+                    for future in futures:
+                        future.cancel()
+                    stop_all_runs()
+                    raise
     _write_ledger(ledger_file, suite, entries, hashes)
     return SuiteResult(records, ledger_file)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Any:
+    """In the main thread, turn SIGTERM into KeyboardInterrupt while the suite runs, so that a
+    terminated suite stops its runs' processes as Ctrl-C does."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _read_ledger(path: Path) -> dict[str, Any]:
