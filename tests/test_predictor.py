@@ -318,3 +318,19 @@ def test_exif_orientation_is_warned_about_or_applied(
     with caplog.at_level("WARNING"):
         read_image_file(plain)
     assert "EXIF" not in caplog.text
+
+
+def test_32_bit_grey_images_keep_their_values_or_are_refused(tmp_path: Path) -> None:
+    from esam.errors import InputError
+    from esam.everything.image import read_image_file
+
+    values = (np.arange(30 * 40).reshape(30, 40) * 50).astype(np.int32)  # up to 59950
+    Image.fromarray(values, mode="I").save(tmp_path / "i32.tif")
+    got = read_image_file(tmp_path / "i32.tif")
+    assert got.dtype == np.uint16 and np.array_equal(got, values)  # not clipped at 255
+    Image.fromarray(values * 10, mode="I").save(tmp_path / "wide.tif")
+    with pytest.raises(InputError, match="32-bit integer grey image with values from 0 to"):
+        read_image_file(tmp_path / "wide.tif")
+    Image.fromarray(values.astype(np.float32) / 7, mode="F").save(tmp_path / "f.tif")
+    with pytest.raises(InputError, match="floating-point grey image"):
+        read_image_file(tmp_path / "f.tif")

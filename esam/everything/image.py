@@ -103,6 +103,16 @@ def read_image_file(path: str | os.PathLike[str], *, exif_transpose: bool = Fals
                 )
             if im.mode in _SIXTEEN_BIT_MODES:
                 return np.asarray(im).astype(np.uint16)
+            if im.mode in ("I", "F"):  # 32-bit grey: PIL's RGB conversion clips it at 255
+                values = np.asarray(im)
+                if im.mode == "I" and values.size and values.min() >= 0 and values.max() <= 65535:
+                    return values.astype(np.uint16)
+                lo, hi = (float(values.min()), float(values.max())) if values.size else (0, 0)
+                raise InputError(
+                    f"{path}: a {'32-bit integer' if im.mode == 'I' else 'floating-point'} "
+                    f"grey image with values from {lo:g} to {hi:g}; convert it to 8 or 16 bits "
+                    "first (its range has no standard mapping to colours)"
+                )
             if im.mode in ("L", "RGB", "RGBA"):
                 return np.asarray(im)
             return np.asarray(im.convert("RGB"))
