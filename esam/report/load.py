@@ -289,7 +289,7 @@ def hardware_label(meta: dict[str, Any]) -> str:
     """Human name of the machine a run used: the GPU for CUDA runs, else the CPU model with
     its cores and the threads torch used (the same CPU model with 2 or 32 cores is another
     machine for a throughput)."""
-    hw = meta.get("hardware") if isinstance(meta.get("hardware"), dict) else {}
+    hw: dict[str, Any] = meta["hardware"] if isinstance(meta.get("hardware"), dict) else {}
     device = str(meta.get("device") or "")
     gpu = hw.get("gpu_name") if hw else None
     cpu = hw.get("cpu_model") if hw else None
