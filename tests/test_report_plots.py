@@ -120,3 +120,27 @@ def test_plots_skip_gracefully_without_data(tidy, tmp_path):
     empty = make_plots(tidy.iloc[0:0], tmp_path)
     assert empty and not any(r.drawn for r in empty)
     assert all(r.skipped for r in empty)
+
+
+def test_size_split_miou_comes_from_one_configuration() -> None:
+    """Two checkpoints of one model: the sizes shown are those of the best run by mIoU, not
+    each size's best (which would mix the two)."""
+    from esam.report.load import normalise_frame
+    from esam.report.plots import accuracy_table
+
+    values = {
+        "a.pt": {"miou": 70.0, "miou_small": 40.0},
+        "b.pt": {"miou": 65.0, "miou_small": 60.0},
+    }
+    rows = [
+        {"task": "zeroshot", "metric": metric, "source": "measured", "dataset": "coco",
+         "setting": "box", "protocol": "efficientsam", "model": "efficientsam",
+         "checkpoint": ckpt, "data_id": "d", "n_images": 10, "value": value}
+        for ckpt, metrics in values.items()
+        for metric, value in metrics.items()
+    ]  # fmt: skip
+    tidy = normalise_frame(pd.DataFrame(rows))
+    mixed, _ = accuracy_table(tidy, "zeroshot", "miou_small", "box")
+    assert mixed["value"].tolist() == [60.0]  # on its own, the best small-object run
+    one, label = accuracy_table(tidy, "zeroshot", "miou_small", "box", rank_by="miou")
+    assert one["value"].tolist() == [40.0] and label.startswith("coco · box")

@@ -91,13 +91,14 @@ def _choose(sub: pd.DataFrame, column: str, preferred: str) -> str | None:
 
 
 def accuracy_table(
-    tidy: pd.DataFrame, task: str, metric: str, setting: str
+    tidy: pd.DataFrame, task: str, metric: str, setting: str, rank_by: str | None = None
 ) -> tuple[pd.DataFrame, str]:
     """Per-model accuracy for one dataset, setting and protocol: measured and published.
 
     Measured runs of one configuration (variant, weights and data) are averaged; a model
     measured in several is represented by the one evaluated on the most images, and among
-    those by the best.
+    those by the best, judged by ``rank_by`` when given (another metric of the same runs:
+    the size-split mIoUs of one model then all come from its best configuration by mIoU).
 
     The dataset is COCO when present, the setting ``setting`` when present, the protocol
     ``efficientsam`` when present (else the most frequent); all are chosen from the measured
@@ -123,14 +124,31 @@ def accuracy_table(
         & (sub["protocol"] == protocol)
     ]
     # repeated runs: mean per configuration; then per model the most images, then the best
-    runs = sub[sub["source"] == "measured"].assign(
-        n=lambda d: d["n_images"].astype("Float64").fillna(-1.0).astype("float64")
-    )
+    config = ["model", "variant", "checkpoint", "data_id"]
+
+    def per_config(rows: pd.DataFrame) -> pd.DataFrame:
+        runs = rows[rows["source"] == "measured"].assign(
+            n=lambda d: d["n_images"].astype("Float64").fillna(-1.0).astype("float64")
+        )
+        return (
+            runs.groupby(config, as_index=False)
+            .agg(value=("value", "mean"), n=("n", "max"))
+            .sort_values(["n", "value"], ascending=False, kind="mergesort")
+        )
+
+    configs = per_config(sub)
+    if rank_by is not None and rank_by != metric:
+        ranking = tidy[
+            (tidy["task"] == task)
+            & (tidy["metric"] == rank_by)
+            & (tidy["dataset"] == dataset)
+            & (tidy["setting"] == chosen_setting)
+            & (tidy["protocol"] == protocol)
+        ]
+        best = per_config(ranking).drop_duplicates("model")[config]
+        configs = configs.merge(best, on=config, how="inner")
     measured = (
-        runs.groupby(["model", "variant", "checkpoint", "data_id"], as_index=False)
-        .agg(value=("value", "mean"), n=("n", "max"))
-        .sort_values(["n", "value"], ascending=False, kind="mergesort")
-        .drop_duplicates("model")[["model", "value"]]
+        configs.drop_duplicates("model")[["model", "value"]]
         .sort_values("model", kind="mergesort")
         .reset_index(drop=True)
     )
@@ -432,7 +450,10 @@ def plot_miou_by_size(tidy: pd.DataFrame, out_dir: Path) -> PlotResult:
 
     name = "miou_by_object_size"
     result = PlotResult(name=name, title="mIoU by object size")
-    tables = {m: accuracy_table(tidy, "zeroshot", m, "box") for m, _ in SIZE_METRICS}
+    # every size from the configuration with the best overall mIoU, not each size's best
+    tables = {
+        m: accuracy_table(tidy, "zeroshot", m, "box", rank_by="miou") for m, _ in SIZE_METRICS
+    }
     label = tables["miou_small"][1]
     entries: list[tuple[str, str, list[float]]] = []
     measured_models = sorted(set(tables["miou_small"][0].query("source == 'measured'")["model"]))
