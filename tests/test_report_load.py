@@ -396,3 +396,14 @@ def test_the_same_cpu_model_with_other_cores_or_threads_is_other_hardware() -> N
     assert hardware_label(meta(None, None)) == "Xeon"  # older files without the counts
     gpu = {"device": "cuda", "hardware": {"gpu_name": "NVIDIA H100", "cpu_model": "Xeon"}}
     assert hardware_label(gpu) == "NVIDIA H100"
+
+
+def test_model_rows_of_a_run_with_architecture_overrides_are_their_own_variant() -> None:
+    from esam.report.load import _model_rows
+
+    model = {"params": {"total": 2_000_000}, "macs": {"end_to_end": 1e9}}
+    small = _model_rows(model, {"model": "efficientsam_vitt"}, {"overrides": {"encoder_depth": 2}})
+    full = _model_rows(model, {"model": "efficientsam_vitt"}, {"overrides": {}})
+    assert {r["variant"] for r in small} == {'overrides={"encoder_depth": 2}'}
+    assert {r["variant"] for r in full} == {""}
+    assert {r["metric"] for r in small} == {"params_total", "macs"}

@@ -652,12 +652,21 @@ def results_to_rows(obj: dict[str, Any], path: str) -> list[dict[str, Any]]:
                     extra["setting"] = " / ".join(p for p in (base["setting"], label) if p)
             add(extra, numbers)
 
-    rows.extend(_model_rows(model, dict(base, note="; ".join(run_notes))))
+    rows.extend(_model_rows(model, dict(base, note="; ".join(run_notes)), config))
     return rows
 
 
-def _model_rows(model: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows of the ``model`` task from ``model.params`` and ``model.macs``."""
+def _model_rows(
+    model: dict[str, Any], base: dict[str, Any], config: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Rows of the ``model`` task from ``model.params`` and ``model.macs``.
+
+    Their variant is the architecture overrides the run measured under (``config.overrides``,
+    such as a smaller encoder for a quick sweep), so a shrunken model never stands in a row
+    with the full one.
+    """
+    overrides = (config or {}).get("overrides")
+    variant = f"overrides={_variant_value('overrides', overrides)}" if overrides else ""
     numbers: list[tuple[str, float]] = []
     params = model.get("params")
     if _is_number(params):
@@ -678,7 +687,7 @@ def _model_rows(model: dict[str, Any], base: dict[str, Any]) -> list[dict[str, A
             dataset="",
             setting="",
             protocol="",
-            variant="",
+            variant=variant,
             data="",  # parameter counts do not depend on the data either
             data_id="",
             n_images=None,
