@@ -377,14 +377,11 @@ def _signal_group(proc: subprocess.Popen[str], sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
-def stop_all_runs(grace_s: float = KILL_GRACE_S) -> None:
-    """Stop every run's process group: SIGTERM (torchrun then stops its ranks, which live in
-    sessions of their own), up to ``grace_s`` seconds, then SIGKILL; no new run starts."""
+def _stop_groups(procs: Sequence[subprocess.Popen[str]], grace_s: float) -> None:
+    """SIGTERM to each process group (torchrun then stops its ranks, which live in sessions of
+    their own), up to ``grace_s`` seconds for all of them, then SIGKILL to what is left."""
     import signal
 
-    _STOPPING.set()
-    with _LIVE_LOCK:
-        procs = list(_LIVE.values())
     for proc in procs:
         _signal_group(proc, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
@@ -395,12 +392,19 @@ def stop_all_runs(grace_s: float = KILL_GRACE_S) -> None:
         _signal_group(proc, signal.SIGKILL)
 
 
+def stop_all_runs(grace_s: float = KILL_GRACE_S) -> None:
+    """Stop every run's process group (:func:`_stop_groups`); no new run starts."""
+    _STOPPING.set()
+    with _LIVE_LOCK:
+        procs = list(_LIVE.values())
+    _stop_groups(procs, grace_s)
+
+
 def _run_in_own_group(
     command: Sequence[str], env: dict[str, str], timeout: float | None
 ) -> tuple[str, int | None]:
     """Run ``command`` in a new session; on timeout stop its whole process group (workers,
     torchrun's children), SIGTERM first. Returns (output, exit code; None on timeout)."""
-
     proc = subprocess.Popen(
         list(command),
         stdout=subprocess.PIPE,
@@ -425,22 +429,17 @@ def _wait_for(proc: subprocess.Popen[str], timeout: float | None) -> tuple[str, 
         out, _ = proc.communicate(timeout=timeout)
         return out or "", proc.returncode
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
+        _signal_group(proc, signal.SIGTERM)
+        try:  # the output is collected while the group stops
             out, _ = proc.communicate(timeout=KILL_GRACE_S)
         except subprocess.TimeoutExpired:
             out = None  # collected below, once the group is killed
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the rest, and children that outlived it
+        _signal_group(proc, signal.SIGKILL)  # the rest, and children that outlived it
         if out is None:
             out, _ = proc.communicate()
         return (out or "") + f"\ntimed out after {timeout} s", None
     except BaseException:  # an interrupt: stop the group as a timeout does
-        _signal_group(proc, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=KILL_GRACE_S)
-        _signal_group(proc, signal.SIGKILL)
+        _stop_groups([proc], KILL_GRACE_S)
         raise
 
 
