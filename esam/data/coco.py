@@ -444,11 +444,15 @@ def _load_sa1b_set(
             f"shards as --images and --annotations (got {images} and {annotations})"
         )
     digest = hashlib.sha256()
+    skips = Counter(reader.skips)  # unpaired and ignored files
     index_of: dict[int, int] = {}
+    # every record is evaluated without a limit: parsed once, here; with one, only the ids
+    records: dict[int, Any] = {}
     for i in range(len(reader)):  # every json: the digest, the image ids
         raw = reader.json_bytes(i)
         digest.update(len(raw).to_bytes(8, "little") + raw)
-        image_id = reader.parse_image_id(i, raw)
+        rec = reader.parse_record(i, raw) if limit_images is None else None
+        image_id = rec.image_id if rec is not None else reader.parse_image_id(i, raw)
         if image_id in index_of:
             first = reader.locations(index_of[image_id])
             raise InputError(
@@ -456,12 +460,12 @@ def _load_sa1b_set(
                 f"{reader.locations(i)[0] or reader.locations(i)[1]}"
             )
         index_of[image_id] = i
+        if rec is not None:
+            records[image_id] = rec
     ids = sorted(index_of)[:limit_images]
-    skips = Counter(reader.skips)  # unpaired and ignored files
     specs = []
     for image_id in ids:  # only the images evaluated: their records, instances and counts
-        i = index_of[image_id]
-        rec = reader.record(i)
+        rec = records.get(image_id) or reader.record(index_of[image_id])
         counts = Counter(rec.skips)
         kept = _kept_instances(rec.annotations, rec.height, rec.width, counts, rules, sa1b=True)
         skips.update(counts)
