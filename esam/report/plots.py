@@ -118,11 +118,18 @@ def accuracy_table(
     chosen_setting = _choose(basis, "setting", setting) or ""
     basis = basis[basis["setting"] == chosen_setting]
     protocol = _choose(basis, "protocol", PREFERRED_PROTOCOL) or ""
-    sub = sub[
-        (sub["dataset"] == dataset)
-        & (sub["setting"] == chosen_setting)
-        & (sub["protocol"] == protocol)
-    ]
+
+    def scoped(m: str) -> pd.DataFrame:
+        """Rows of metric ``m`` in the chosen dataset, setting and protocol."""
+        return tidy[
+            (tidy["task"] == task)
+            & (tidy["metric"] == m)
+            & (tidy["dataset"] == dataset)
+            & (tidy["setting"] == chosen_setting)
+            & (tidy["protocol"] == protocol)
+        ]
+
+    sub = scoped(metric)
     # repeated runs: mean per configuration; then per model the most images, then the best
     config = ["model", "variant", "checkpoint", "data_id"]
 
@@ -138,14 +145,7 @@ def accuracy_table(
 
     configs = per_config(sub)
     if rank_by is not None and rank_by != metric:
-        ranking = tidy[
-            (tidy["task"] == task)
-            & (tidy["metric"] == rank_by)
-            & (tidy["dataset"] == dataset)
-            & (tidy["setting"] == chosen_setting)
-            & (tidy["protocol"] == protocol)
-        ]
-        best = per_config(ranking).drop_duplicates("model")[config]
+        best = per_config(scoped(rank_by)).drop_duplicates("model")[config]
         configs = configs.merge(best, on=config, how="inner")
     measured = (
         configs.drop_duplicates("model")[["model", "value"]]
