@@ -657,7 +657,7 @@ def results_to_rows(obj: dict[str, Any], path: str) -> list[dict[str, Any]]:
 
 
 def _model_rows(
-    model: dict[str, Any], base: dict[str, Any], config: dict[str, Any] | None = None
+    model: dict[str, Any], base: dict[str, Any], config: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Rows of the ``model`` task from ``model.params`` and ``model.macs``.
 
@@ -665,7 +665,7 @@ def _model_rows(
     such as a smaller encoder for a quick sweep), so a shrunken model never stands in a row
     with the full one.
     """
-    overrides = (config or {}).get("overrides")
+    overrides = config.get("overrides")
     variant = f"overrides={_variant_value('overrides', overrides)}" if overrides else ""
     numbers: list[tuple[str, float]] = []
     params = model.get("params")
