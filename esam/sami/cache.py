@@ -105,10 +105,14 @@ def mark_part_failed(
 def remove_stale_parts(out_dir: str | os.PathLike[str], world_size: int) -> None:
     """Delete every rank's index part and failure note left by an earlier run; call it on one
     process before any rank starts writing (then a barrier), so no waiter reads an old one."""
-    folder = Path(out_dir)
     for r in range(world_size):
-        for name in (part_name(r, world_size), failure_name(r, world_size)):
-            (folder / name).unlink(missing_ok=True)
+        _remove_rank_files(Path(out_dir), r, world_size)
+
+
+def _remove_rank_files(folder: Path, rank: int, world_size: int) -> None:
+    """Delete rank ``rank``'s index part and failure note, where they exist."""
+    for name in (part_name(rank, world_size), failure_name(rank, world_size)):
+        (folder / name).unlink(missing_ok=True)
 
 
 def wait_for_parts(
@@ -308,8 +312,7 @@ def write_cache_part(
         raise InputError(f"batch_size and shard_size must be >= 1, got {batch_size}, {shard_size}")
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in (part_name(rank, world_size), failure_name(rank, world_size)):
-        (folder / stale).unlink(missing_ok=True)  # an earlier run's: the waiters read these
+    _remove_rank_files(folder, rank, world_size)  # an earlier run's: the waiters read these
     root = Path(image_root) if image_root is not None else None
     names = [_relative(p, root) for p in images]
     header = _header(
