@@ -93,7 +93,7 @@ from esam.bench.memory import PeakMemory  # noqa: E402
 from esam.bench.timing import dense_matmul_rate  # noqa: E402
 from esam.runtime.precision import parse_precision  # noqa: E402
 from esam.standin import load_standin_weights  # noqa: E402
-from esam.utils.allocator import allocator_info, retain_freed_memory, trim_heap  # noqa: E402
+from esam.utils.allocator import allocator_info, retain_freed_memory  # noqa: E402
 
 MODELS = {"vitt": "efficientsam_vitt", "vits": "efficientsam_vits"}
 LABEL = {"vitt": "Ti", "vits": "S"}
@@ -264,9 +264,7 @@ def memory_probe(
     fn = calls.decoder(path == "reference", boxes_for(q, h, w))
     out = fn()  # warm-up
     del out
-    gc.collect()
-    trim_heap()
-    with PeakMemory("cpu") as pm:
+    with PeakMemory("cpu", settle=True) as pm:
         out = fn()
     del out
     return {"growth_mib": pm.growth_mib, "method": pm.method}

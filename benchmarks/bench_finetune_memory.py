@@ -25,7 +25,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gc
 import time
 from typing import Any
 
@@ -38,7 +37,6 @@ from esam.finetune.model import build_finetune_model
 from esam.finetune.run import loss_size
 from esam.finetune.task import InteractiveTraining
 from esam.runtime.precision import autocast
-from esam.utils.allocator import trim_heap
 from esam.utils.io import write_json_atomic
 from esam.utils.meta import run_metadata, utc_now
 from esam.utils.results import make_results
@@ -68,10 +66,8 @@ def step_growth_mib(
     """(memory growth in MiB, seconds, method) of one forward + backward."""
     batch = {k: v.to(device) for k, v in batch.items()}
     module.zero_grad(set_to_none=False)
-    gc.collect()
-    trim_heap()
-    t0 = time.perf_counter()
-    with PeakMemory(device) as mem:
+    with PeakMemory(device, settle=True) as mem:
+        t0 = time.perf_counter()
         with autocast(device, precision):
             loss, _ = module(batch)
         loss.backward()

@@ -46,7 +46,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gc
 import time
 from collections.abc import Callable
 from typing import Any
@@ -66,7 +65,6 @@ from esam.finetune.prompting import (
 )
 from esam.modeling import EfficientSam
 from esam.standin import load_standin_weights
-from esam.utils.allocator import trim_heap
 from esam.utils.io import write_json_atomic
 from esam.utils.meta import run_metadata, utc_now
 from esam.utils.results import make_results
@@ -249,9 +247,7 @@ def interleaved_times(
 
 def peak_growth_mib(step: Step, device: str) -> tuple[float, str]:
     """RSS (CPU) or allocated (CUDA) growth over one call of ``step``, MiB."""
-    gc.collect()
-    trim_heap()
-    with PeakMemory(device) as mem:
+    with PeakMemory(device, settle=True) as mem:
         step()
     return mem.growth_mib, mem.method
 

@@ -43,6 +43,22 @@ def test_peak_memory_sees_a_large_allocation() -> None:
     assert pm.method
 
 
+def test_a_settled_measurement_collects_and_trims_before_its_baseline(monkeypatch) -> None:
+    import gc
+
+    import esam.utils.allocator as allocator
+
+    calls: list[str] = []
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append("collect") or 0)
+    monkeypatch.setattr(allocator, "trim_heap", lambda: calls.append("trim"))
+    with PeakMemory("cpu"):
+        pass
+    assert calls == []
+    with PeakMemory("cpu", settle=True) as pm:
+        assert calls == ["collect", "trim"]
+    assert pm.method
+
+
 def test_dense_matmul_rate_counts_two_n_cubed_over_the_fastest_call(monkeypatch) -> None:
     seen = []
 

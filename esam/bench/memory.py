@@ -93,11 +93,13 @@ class PeakMemory:
 
     After the block, ``peak_bytes`` is the peak (CUDA: allocated tensors; CPU: whole-process
     RSS), ``baseline_bytes`` the same quantity when the block started, and ``method`` names
-    how it was measured.
+    how it was measured. With ``settle``, garbage is collected first and, on CPU, freed heap
+    memory handed back to the OS, so the baseline does not carry an earlier step's leftovers.
     """
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = "cpu", *, settle: bool = False) -> None:
         self.device = str(device)
+        self.settle = settle
         self.peak_bytes = 0
         self.baseline_bytes = 0
         self.method = ""
@@ -108,6 +110,14 @@ class PeakMemory:
         return self.device.startswith("cuda")
 
     def __enter__(self) -> PeakMemory:
+        if self.settle:
+            import gc
+
+            from esam.utils.allocator import trim_heap
+
+            gc.collect()
+            if not self.is_cuda:
+                trim_heap()
         if self.is_cuda:
             import torch
 

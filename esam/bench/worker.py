@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -184,15 +183,11 @@ def _timed(
     """Warm up, then time ``iters`` calls while measuring peak memory (warm-up excluded)."""
     from esam.bench.memory import PeakMemory
     from esam.bench.timing import time_callable
-    from esam.utils.allocator import trim_heap
 
     for _ in range(warmup):
         fn()
     _sync(device)
-    gc.collect()
-    if not str(device).startswith("cuda"):
-        trim_heap()
-    with PeakMemory(device) as pm:
+    with PeakMemory(device, settle=True) as pm:
         timing = time_callable(fn, device, 0, iters)
     return timing, {
         "peak_mem_mib": pm.peak_mib,
