@@ -17,6 +17,7 @@ from esam.finetune.prompting import (
     scale_points,
     select_best,
     tight_boxes,
+    to_encoder_frame,
 )
 
 
@@ -288,6 +289,22 @@ def test_scale_points_keeps_padding_and_applies_the_model_ratio():
     assert scale_points(boxes.view(-1, 2, 2), (64, 32), (128, 128)).view(-1, 4).tolist() == [
         [0.0, 0.0, 128.0, 128.0]
     ]
+
+
+def test_to_encoder_frame_keeps_click_centres_and_box_edges():
+    # a click on pixel (x=10, y=3) of a 64x32 frame: its centre (10.5, 3.5) lies at
+    # (84, 14) in a 256x256 frame, which the prompt encoder reaches from index (83.5, 13.5)
+    pts = torch.tensor([[[10.0, 3.0], [0.0, 0.0], [32.0, 64.0], [-1.0, -1.0]]])
+    labels = torch.tensor([[1, 2, 3, -1]])
+    out = to_encoder_frame(pts, labels, (64, 32), (256, 256))
+    assert out.tolist() == [[[83.5, 13.5], [0.0, 0.0], [256.0, 256.0], [-1.0, -1.0]]]
+    negative = to_encoder_frame(pts[:, :1], torch.tensor([[0]]), (64, 32), (256, 256))
+    assert negative.tolist() == [[[83.5, 13.5]]]
+    # the same frame changes nothing
+    same = to_encoder_frame(pts, labels, (64, 32), (64, 32))
+    assert torch.equal(same, pts)
+    with pytest.raises(InputError, match="labels"):
+        to_encoder_frame(pts, labels[:, :2], (64, 32), (256, 256))
 
 
 def test_bad_inputs_raise_named_errors():

@@ -80,6 +80,7 @@ __all__ = [
     "first_prompts",
     "point_prompts",
     "scale_points",
+    "to_encoder_frame",
     "select_best",
     "tight_boxes",
 ]
@@ -462,3 +463,40 @@ def scale_points(points: Tensor, src_size: tuple[int, int], dst_size: tuple[int,
     )
     p = points.to(torch.float32)
     return torch.where(p >= 0, p * ratio, PAD_POINT[0])
+
+
+def to_encoder_frame(
+    points: Tensor, labels: Tensor, src_size: tuple[int, int], dst_size: tuple[int, int]
+) -> Tensor:
+    """Move prompts sampled in a frame of ``src_size`` (h, w) to the encoder input's frame.
+
+    Clicks (labels 0 and 1) are pixel indices: the centre of pixel j of the source frame, at
+    (j + 0.5) * ratio in the destination, becomes the index (j + 0.5) * ratio - 0.5 there, so
+    that the prompt encoder (which adds 0.5) sees the click at the centre of the source pixel.
+    The plain ratio of :func:`scale_points` would put it 0.5 * (ratio - 1) pixels up and left
+    of that centre: 1.5 px at 1024 px for a click sampled in the 256 px low-res frame. Box
+    corners are pixel edges and scale by the plain ratio; padding stays (-1, -1).
+
+    Args:
+        points: ...xNx2 float (x, y) in the source frame.
+        labels: ...xN int64 prompt labels.
+        src_size: (h, w) of the frame the prompts were sampled in.
+        dst_size: (h, w) of the encoder input; pass ``input_h, input_w = dst_size`` to the
+            model so that it leaves them as they are.
+
+    Returns:
+        ...xNx2 float32 in the destination frame.
+    """
+    if tuple(labels.shape) != tuple(points.shape[:-1]):
+        raise InputError(
+            f"labels must have the shape of points without its last axis, got "
+            f"{tuple(labels.shape)} and {tuple(points.shape)}"
+        )
+    scaled = scale_points(points, src_size, dst_size)
+    ratio = torch.tensor(
+        [dst_size[1] / src_size[1], dst_size[0] / src_size[0]],
+        dtype=torch.float32,
+        device=points.device,
+    )
+    click = ((labels == POSITIVE) | (labels == NEGATIVE))[..., None]
+    return torch.where(click, scaled + 0.5 * (ratio - 1), scaled)

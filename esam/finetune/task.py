@@ -30,7 +30,13 @@ from torch.utils.checkpoint import checkpoint
 
 from esam.finetune.config import LossConfig, PromptConfig
 from esam.finetune.losses import sam_loss_terms
-from esam.finetune.prompting import append_points, corrective_points, first_prompts, select_best
+from esam.finetune.prompting import (
+    append_points,
+    corrective_points,
+    first_prompts,
+    select_best,
+    to_encoder_frame,
+)
 from esam.train.task_state import KeepsUnreadable
 
 #: SAM's box noise cap is 20 px of its 1024 px input.
@@ -77,7 +83,9 @@ class InteractiveTraining(nn.Module):
         """
         b, k, t = targets.shape[0], targets.shape[1], targets.shape[-1]
         core: Any = self.model
-        logits, iou = core.predict_masks(embeddings, points, labels, multimask, t, t)
+        side = core.img_size
+        points = to_encoder_frame(points, labels, (t, t), (side, side))
+        logits, iou = core.predict_masks(embeddings, points, labels, multimask, side, side)
         if logits.shape[-1] != t:
             logits = F.interpolate(
                 logits.flatten(0, 2).unsqueeze(1), (t, t), mode="bilinear"
