@@ -187,6 +187,7 @@ def test_an_unreadable_image_leaves_every_shard_complete(
             params, feats = cache[i, v]
             assert feats.shape == (4, 256) and np.isfinite(feats.astype(np.float32)).all()
     assert index["image_bytes"][3] is None  # no features, nothing to compare later
+    assert index["image_digests"][3] is None
 
 
 def test_an_image_changed_after_caching_is_refused(
@@ -206,6 +207,37 @@ def test_an_image_changed_after_caching_is_refused(
     # an image missing now is the data set's counted skip, not a cache error
     copies[1].unlink()
     TeacherCache(tmp_path / "cache", images=copies)
+
+
+def test_a_same_size_replacement_is_caught_when_the_training_set_reads_it(
+    tmp_path: Path, teacher: Teacher
+) -> None:
+    from esam.data.imagefolder import scan_image_folder
+    from esam.sami.cache import image_digest
+    from esam.sami.data import PretrainViews, ViewSettings
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):  # uncompressed PNG: the size depends on the pixel count only
+        pixels = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{i}.png", compress_level=0)
+    images = scan_image_folder(folder)
+    paths = [images.path(i) for i in range(len(images))]
+    _build(tmp_path / "cache", paths, teacher)
+    index = json.loads((tmp_path / "cache" / "index.json").read_text())
+    assert index["image_digests"] == [image_digest(Path(p).read_bytes()) for p in paths]
+    cache = TeacherCache(tmp_path / "cache", images=paths)
+    views = PretrainViews(images, ViewSettings(size=32), 4, seed=0, cache=cache)
+    assert views[1]["index"] == 1  # unchanged: read and checked
+    size = Path(paths[1]).stat().st_size
+    other = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(other).save(paths[1], compress_level=0)
+    assert Path(paths[1]).stat().st_size == size
+    cache = TeacherCache(tmp_path / "cache", images=paths)  # same size: opens
+    assert views[0]["index"] == 0
+    with pytest.raises(IndexMismatchError, match=r"img1\.png: differs from the file its teacher"):
+        PretrainViews(images, ViewSettings(size=32), 4, seed=0, cache=cache)[1]
 
 
 def test_ranks_wait_on_the_part_files_and_stop_on_a_failure_note(

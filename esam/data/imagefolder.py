@@ -93,13 +93,24 @@ def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
     Raises:
         ImageReadError: the file is missing or cannot be decoded (``reason`` says which).
     """
-    from esam.data.images import read_image
+    from esam.data.images import read_image_bytes
+
+    return decode_rgb(read_image_bytes(str(path)), str(path))
+
+
+def decode_rgb(data: bytes, name: str) -> np.ndarray:
+    """An image file's bytes, already read, as HxWx3 uint8 RGB (pixels as stored).
+
+    Raises:
+        ImageReadError: the bytes cannot be decoded (``name`` says whose).
+    """
+    from esam.data.images import decode_image
 
     try:
-        return read_image(str(path))
+        return decode_image(data, name)
     except ImageReadError:
         raise
     except Exception as e:  # PIL raises many kinds for broken files
         raise ImageReadError(
-            SKIP_IMAGE_CORRUPT, f"{path}: cannot be decoded as an image ({e})"
+            SKIP_IMAGE_CORRUPT, f"{name}: cannot be decoded as an image ({e})"
         ) from e

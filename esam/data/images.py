@@ -28,29 +28,26 @@ def read_image(path: str, expected_hw: tuple[int, int] | None = None) -> np.ndar
     Raises:
         ImageReadError: missing, undecodable or of a different size than ``expected_hw``.
     """
+    return decode_image(read_image_bytes(path), path, expected_hw)
+
+
+def read_image_bytes(path: str) -> bytes:
+    """The encoded bytes of an image file or of a tar member (``<shard>.tar::<member>``).
+
+    Raises:
+        ImageReadError: missing, or cannot be read (a damaged shard, a folder, no permission).
+    """
     from esam.data.tarshards import CorruptShardError, read_member_path, split_member_path
 
-    if split_member_path(path) is not None:
-        try:
-            data = read_member_path(path)
-        except FileNotFoundError as e:
-            raise ImageReadError(SKIP_IMAGE_MISSING, f"{path}: {e}") from e
-        except (CorruptShardError, OSError) as e:
-            raise ImageReadError(SKIP_IMAGE_CORRUPT, f"{path}: cannot be read ({e})") from e
-        return decode_image(data, path, expected_hw)
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(path) as im:
-            im.load()
-            rgb = np.array(im.convert("RGB"))
+        if split_member_path(path) is not None:
+            return read_member_path(path)
+        with open(path, "rb") as f:
+            return f.read()
     except FileNotFoundError as e:
-        raise ImageReadError(SKIP_IMAGE_MISSING, f"{path}: file not found") from e
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-        raise ImageReadError(
-            SKIP_IMAGE_CORRUPT, f"{path}: cannot be decoded as an image ({e})"
-        ) from e
-    return _check_size(rgb, path, expected_hw)
+        raise ImageReadError(SKIP_IMAGE_MISSING, f"{path}: file not found ({e})") from e
+    except (CorruptShardError, OSError) as e:
+        raise ImageReadError(SKIP_IMAGE_CORRUPT, f"{path}: cannot be read ({e})") from e
 
 
 def decode_image(data: bytes, name: str, expected_hw: tuple[int, int] | None = None) -> np.ndarray:

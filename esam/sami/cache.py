@@ -17,7 +17,8 @@ both in a single process. Shards are written under a temporary name and renamed 
 
 The index (JSON) records the format version, the teacher (name, checkpoint SHA-256, input
 size, feature kind), the image paths (relative to an image root when given) and each image
-file's size in bytes (``null`` for images that could not be read), the seed and augmentation
+file's size in bytes and a digest of its bytes (``null`` for images that could not be read),
+the seed and augmentation
 settings, the feature shape and dtype, and per shard its file name, shape,
 byte size, SHA-256 and items: ``[image, view, top, left, height, width, flip]`` rows, so each
 view's parameters are stored beside its features. View ``v`` of image ``i`` is drawn from
@@ -29,12 +30,15 @@ the recorded size and the recorded array header, that the folder holds no shard 
 does not list, that every (image, view) pair is present once, and (when given) that the image
 list matches and that every image file still has the size it had when its features were
 computed (an image replaced after caching would otherwise be trained against another image's
-features; a replacement of exactly the same size goes unnoticed); with ``verify_checksums`` (default) each shard's SHA-256 is checked the first
+features). A replacement of exactly the same size passes that check; the training data set
+catches it when it reads the image, against the recorded digest (:meth:`TeacherCache.check_image`,
+no extra read). With ``verify_checksums`` (default) each shard's SHA-256 is checked the first
 time it is read. Each failure is a named :class:`CacheError` subclass.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -47,7 +51,7 @@ import torch
 from tqdm import tqdm
 
 from esam.data.imagefolder import read_rgb
-from esam.data.images import ImageReadError
+from esam.data.images import ImageReadError, read_image_bytes
 from esam.data.views import (
     DEFAULT_RATIO,
     DEFAULT_SCALE,
@@ -166,6 +170,20 @@ def load_rgb(path: Path) -> np.ndarray:
         ImageReadError: missing or undecodable (the writer counts and skips such images).
     """
     return read_rgb(path)
+
+
+def image_digest(data: bytes) -> str:
+    """The digest the index records of an image file's bytes (BLAKE2b, 128 bits, hex)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _file_digest(path: Path) -> str | None:
+    """:func:`image_digest` of a file, or None when it cannot be read as a file (a loader
+    that does not read files; such images are never checked)."""
+    try:
+        return image_digest(read_image_bytes(str(path)))
+    except ImageReadError:
+        return None
 
 
 def _relative(path: str | os.PathLike[str], root: Path | None) -> str:
@@ -359,6 +377,7 @@ def write_cache_part(
     bar = tqdm(total=total, disable=not progress, desc=f"teacher features, rank {rank}")
     unreadable: list[list[Any]] = []
     image_bytes: list[list[int]] = []
+    image_digests: list[list[Any]] = []
     for i in mine:
         path = Path(names[i]) if root is None else root / names[i]
         try:
@@ -369,6 +388,7 @@ def write_cache_part(
             bar.update(views_per_image)
             continue
         image_bytes.append([i, _file_size(path)])
+        image_digests.append([i, _file_digest(path)])
         h, w = image.shape[:2]
         for v in range(views_per_image):
             params = sample_view(view_rng(seed, i, v), h, w, scale, ratio, flip_prob)
@@ -392,6 +412,7 @@ def write_cache_part(
         "shards": shards,
         "unreadable": unreadable,
         "image_bytes": image_bytes,
+        "image_digests": image_digests,
     }
     return _write_json(folder / part_name(rank, world_size), part)
 
@@ -411,7 +432,7 @@ def merge_cache_index(out_dir: str | os.PathLike[str], world_size: int) -> Path:
                 f"{folder}: rank {r} has not written its index part {p.name}; merge after every rank has finished"
             )
         parts.append(json.loads(p.read_text()))
-    skip = ("rank", "shards", "unreadable", "image_bytes")
+    skip = ("rank", "shards", "unreadable", "image_bytes", "image_digests")
     first = {k: v for k, v in parts[0].items() if k not in skip}
     for r, part in enumerate(parts[1:], start=1):
         other = {k: v for k, v in part.items() if k not in skip}
@@ -421,12 +442,16 @@ def merge_cache_index(out_dir: str | os.PathLike[str], world_size: int) -> Path:
                 f"{folder}: index part of rank {r} disagrees with rank 0 on {diff}; the parts come from different runs"
             )
     sizes: list[int | None] = [None] * len(first["images"])
+    digests: list[str | None] = [None] * len(first["images"])
     for part in parts:
         for i, size in part.get("image_bytes", []):
             sizes[i] = size
+        for i, digest in part.get("image_digests", []):
+            digests[i] = digest
     index = {
         **first,
         "image_bytes": sizes,
+        "image_digests": digests,
         "shards": [s for part in parts for s in part["shards"]],
         "unreadable": sorted(
             (u for part in parts for u in part.get("unreadable", [])), key=lambda u: u[0]
@@ -459,6 +484,21 @@ def _file_size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return -1
+
+
+def _digest_table(digests: list[str | None] | None, n: int) -> np.ndarray | None:
+    """The index's image digests as an n-row array of 16-byte strings (b'' where none is
+    recorded): compact, and shared by forked loader workers without copying."""
+    if digests is None:
+        return None
+    if len(digests) != n:
+        raise IndexMismatchError(
+            f"the index records {len(digests)} image digests for {n} images; it is damaged"
+        )
+    try:
+        return np.array([bytes.fromhex(d) if d else b"" for d in digests], dtype="S16")
+    except (TypeError, ValueError) as e:
+        raise IndexMismatchError(f"the index holds a malformed image digest: {e}") from e
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> Path:
@@ -540,6 +580,7 @@ class TeacherCache:
             self._check_image_sizes([base / n if base else Path(n) for n in self.images])
         self._check_files()
         self._build_tables()
+        self._digests = _digest_table(index.pop("image_digests", None), len(self.images))
         self._arrays: dict[int, np.ndarray] = {}
 
     def _check_image_sizes(self, paths: list[Path]) -> None:
@@ -695,6 +736,31 @@ class TeacherCache:
         if not (0 <= image < len(self.images) and 0 <= view < self.views_per_image):
             raise IndexError(
                 f"view {view} of image {image} is outside the cache ({len(self.images)} images x {self.views_per_image} views)"
+            )
+
+    @property
+    def records_digests(self) -> bool:
+        """Whether the index records the images' digests (older indexes do not)."""
+        return self._digests is not None
+
+    def check_image(self, image: int, data: bytes, name: str) -> None:
+        """Check the bytes of image ``image``, as read now, against the recorded digest.
+
+        A file replaced by another of exactly the same size since caching passes the size
+        check at opening; this catches it when the training set reads it. Images with no
+        recorded digest (unreadable when cached, or an index without digests) pass.
+
+        Raises:
+            IndexMismatchError: the bytes differ from those the features were computed from.
+        """
+        if self._digests is None or not self._digests[image]:
+            return
+        got = image_digest(data)
+        if bytes.fromhex(got) != self._digests[image]:
+            raise IndexMismatchError(
+                f"{name}: differs from the file its teacher features were computed from "
+                f"(digest {got[:12]}..., cached {self._digests[image].hex()[:12]}...); "
+                "rebuild the cache (esam pretrain cache-teacher)"
             )
 
     def verify(self) -> None:

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from esam.data.imagefolder import ImageFolder, read_rgb
-from esam.data.images import ImageReadError
+from esam.data.imagefolder import ImageFolder, decode_rgb, read_rgb
+from esam.data.images import ImageReadError, read_image_bytes
 from esam.data.views import DEFAULT_RATIO, apply_view, sample_view
 from esam.errors import InputError
 
@@ -106,11 +106,21 @@ class PretrainViews(Dataset[dict[str, Any]]):
                 skipped.append(str(self.images.path(i)))
                 continue
             try:
-                return i, read_rgb(self.images.path(i)), skipped
+                return i, self._read(i), skipped
             except ImageReadError as e:
                 log.warning("%s: skipped (%s)", self.images.path(i), e)
                 skipped.append(str(self.images.path(i)))
         raise InputError(f"no image of {self.images.root} can be read ({n} tried)")
+
+    def _read(self, i: int) -> np.ndarray:
+        """Image ``i`` as HxWx3 uint8; with a cache that records digests, its bytes are
+        checked against the file the teacher's features came from."""
+        path = str(self.images.path(i))
+        if self.cache is None or not self.cache.records_digests:
+            return read_rgb(path)
+        data = read_image_bytes(path)
+        self.cache.check_image(i, data, path)
+        return decode_rgb(data, path)
 
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
         epoch, index = key if isinstance(key, tuple) else (0, int(key))
