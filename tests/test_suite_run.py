@@ -389,3 +389,80 @@ def test_changed_inputs_drop_the_old_results_even_when_the_new_run_fails(tmp_pat
     assert main(argv) == 1
     (entry,) = _ledger(out)["runs"].values()
     assert entry["status"] == "not run" and entry["kept_output"] == str(kept) and kept.is_file()
+
+
+THROUGHPUT_SUITE = """
+name: m
+runs:
+  - task: throughput
+    model: efficientsam_vitt
+    overrides: {device: cpu, batch_sizes: 1, iters: 2, no_progress: true, worker_timeout: 60}
+"""
+
+
+def test_identity_ignores_neutral_settings_and_holds_the_machine_for_throughput(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from esam.cli.suite import task_options
+    from esam.suite import runner
+    from esam.suite.runner import _HashCache, identity_key, run_identity
+    from esam.suite.spec import load_suite
+
+    def key_of(text: str, **env: str) -> str:
+        path = tmp_path / "s.yaml"
+        path.write_text(text)
+        (run,) = load_suite(path, task_options(), environ=env).runs
+        return identity_key(run_identity(run, _HashCache(None)))
+
+    zeroshot = (
+        "runs:\n  - {task: zeroshot, model: box_fill, dataset: d, overrides: {%s}}\n"
+        "datasets: {d: {format: coco, annotations: /a.json, images: /im}}\n"
+    )
+    base = key_of(zeroshot % "workers: 0, progress: false, limit_images: 2")
+    assert key_of(zeroshot % "workers: 8, progress: true, limit_images: 2") == base
+    assert key_of(zeroshot % "workers: 0, progress: false, limit_images: 3") != base
+
+    machine = {"cpu_model": "CPU A", "cpu_cores": 2}
+    monkeypatch.setattr(runner, "machine_identity", lambda device: dict(machine))
+    on_a = key_of(THROUGHPUT_SUITE)
+    assert key_of(THROUGHPUT_SUITE.replace("worker_timeout: 60", "worker_timeout: 600")) == on_a
+    assert key_of(THROUGHPUT_SUITE.replace("iters: 2", "iters: 3")) != on_a
+    machine["cpu_model"] = "CPU B"
+    assert key_of(THROUGHPUT_SUITE) != on_a
+
+
+def test_another_machines_throughput_results_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from esam.suite import runner
+
+    suite = tmp_path / "m.yaml"
+    suite.write_text(THROUGHPUT_SUITE)
+    out = tmp_path / "results"
+    argv = ["suite", "run", str(suite), "--out", str(out)]
+    machine = {"cpu_model": "CPU A", "cpu_cores": 2}
+    monkeypatch.setattr(runner, "machine_identity", lambda device: dict(machine))
+
+    def pretend_measured() -> Path:
+        # results already there: the suite skips the run ("done") and records its output
+        from esam.cli.suite import task_options
+        from esam.suite.runner import _HashCache, identity_key, output_path, run_identity
+        from esam.suite.spec import load_suite
+
+        (run,) = load_suite(suite, task_options(), environ={}).runs
+        key = identity_key(run_identity(run, _HashCache(None)))
+        path = output_path(out, run, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"task": "throughput", "complete": True}))
+        return path
+
+    on_a = pretend_measured()
+    assert main(argv) == 0
+    (entry,) = _ledger(out, "m")["runs"].values()
+    assert entry["machine"] == machine and entry["output"] == str(on_a)
+    machine["cpu_model"] = "CPU B"
+    on_b = pretend_measured()
+    assert main(argv) == 0
+    (entry,) = _ledger(out, "m")["runs"].values()
+    assert entry["output"] == str(on_b) and entry["machine"]["cpu_model"] == "CPU B"
+    assert on_a.is_file() and on_b.is_file()  # the first machine's numbers stay

@@ -3,7 +3,8 @@
 Each run's results file is ``<out>/<task>/<run id>-<key>.json`` (a folder for run-folder tasks),
 where ``key`` is the first 12 hex digits of the SHA-256 of the run's resolved identity: task,
 model, checkpoint SHA-256, the SHA-256 of each data file (annotations, detections, ...), data
-format, protocol and settings (:func:`run_identity`). A results file already there means the
+format, protocol and the settings that change what is measured (not loader workers or progress
+bars), and for throughput the machine (:func:`run_identity`). A results file already there means the
 run was done with identical inputs and is skipped; changed inputs give a new name, so the run
 is done again and the file it replaces is removed.
 
@@ -24,6 +25,7 @@ layer reads for its "Not run" table; the report never imports this package.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -42,7 +44,7 @@ from typing import Any
 
 from esam.suite.spec import ResolvedRun, Suite, TaskOptions
 from esam.utils.io import sha256_file, write_json_atomic
-from esam.utils.meta import utc_now
+from esam.utils.meta import hardware_info, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ class RunRecord:
     command: list[str] = field(default_factory=list)
     seconds: float | None = None
     log: Path | None = None
+    machine: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         r = self.run
@@ -88,6 +91,7 @@ class RunRecord:
             "command": shlex.join(self.command) if self.command else None,
             "seconds": self.seconds,
             "log": str(self.log) if self.log is not None else None,
+            "machine": self.machine,
         }
 
 
@@ -130,14 +134,17 @@ def missing_inputs(run: ResolvedRun) -> list[str]:
 def run_identity(run: ResolvedRun, hashes: _HashCache) -> dict[str, Any]:
     """Everything that decides a run's numbers; its hash names the results file.
 
-    Files are identified by content (SHA-256), folders by path.
+    Files are identified by content (SHA-256), folders by path. The task's neutral settings
+    (workers, progress) are left out; a hardware-bound task's identity holds the machine
+    (:func:`machine_identity`).
     """
 
     def ident(value: str) -> str:
         p = Path(value)
         return f"sha256:{hashes.sha256(p)}" if p.is_file() else f"path:{value}"
 
-    return {
+    tdef = run.definition
+    identity: dict[str, Any] = {
         "task": run.task,
         "model": run.model,
         "checkpoint_sha256": ident(run.checkpoint) if run.checkpoint is not None else None,
@@ -145,11 +152,24 @@ def run_identity(run: ResolvedRun, hashes: _HashCache) -> dict[str, Any]:
         "inputs": {k: ident(v) for k, v in sorted(run.inputs.items())},
         "protocol": run.protocol,
         "overrides": {
-            k: ident(str(v)) if k in run.definition.file_options else v
+            k: ident(str(v)) if k in tdef.file_options else v
             for k, v in sorted(run.overrides.items())
+            if k not in tdef.neutral
         },
         "nproc": run.nproc,
     }
+    if tdef.hardware_bound:
+        identity["machine"] = machine_identity(str(run.overrides.get("device", "cpu")))
+    return identity
+
+
+@functools.lru_cache(maxsize=8)
+def machine_identity(device: str) -> dict[str, Any]:
+    """What a measurement of speed or memory depends on: the CPU model and its logical core
+    count, and for a CUDA device the GPU's name and memory."""
+    info = hardware_info(device)
+    keys = ("cpu_model", "cpu_cores", "gpu_name", "gpu_memory_gib")
+    return {k: info[k] for k in keys if k in info}
 
 
 def identity_key(identity: dict[str, Any]) -> str:
@@ -316,11 +336,19 @@ def plan_run(
     missing = missing_inputs(run)
     if missing:
         return RunRecord(run, "not run", f"not run: missing {'; '.join(missing)}")
-    key = identity_key(run_identity(run, hashes))
+    identity = run_identity(run, hashes)
+    key = identity_key(identity)
     output = output_path(out, run, key)
     argv = build_argv(run, opts, output)
     status = "done" if _complete_results(results_file(output, run)) else "pending"
-    return RunRecord(run, status, output=output, key=key, command=command_of(run, argv))
+    return RunRecord(
+        run,
+        status,
+        output=output,
+        key=key,
+        command=command_of(run, argv),
+        machine=identity.get("machine"),
+    )
 
 
 def _complete_results(path: Path) -> bool:
@@ -506,10 +534,18 @@ def run_suite(
             old_output = old.get("output") or old.get("kept_output")
             entry = record.to_json()
             if old_output and record.output is not None and Path(old_output) != record.output:
-                # the inputs changed: the old results describe other inputs, whether or not
-                # the new run succeeds
-                log.info("%s: inputs changed; removing %s", record.run.id, old_output)
-                _remove_output(Path(old_output))
+                if old.get("machine") != record.machine:
+                    # measured on another machine: those numbers stay valid for it
+                    log.info(
+                        "%s: measured on another machine before; keeping %s",
+                        record.run.id,
+                        old_output,
+                    )
+                else:
+                    # the inputs changed: the old results describe other inputs, whether or
+                    # not the new run succeeds
+                    log.info("%s: inputs changed; removing %s", record.run.id, old_output)
+                    _remove_output(Path(old_output))
             elif old_output and record.output is None:
                 # not run here (inputs or packages missing): the last results stay, tracked
                 entry["kept_output"] = old_output

@@ -128,6 +128,13 @@ class TaskDef:
         file_options: settings (overrides) that name a file the run reads, such as the
             downstream tasks' trained-head ``checkpoint``: checked for existence before the run
             (a missing one makes it ``not run``) and identified by content in its hash.
+        neutral: settings that change how a run goes but not what it measures (loader
+            workers, progress bars, how many prompts one decoder call takes): left out of
+            its identity, so changing them does not redo a finished run.
+        hardware_bound: the results are measurements of the machine (throughput): the
+            machine's CPU model, core count and GPU name join the run's identity, so the
+            same suite on another machine measures again instead of reusing another
+            machine's numbers.
     """
 
     name: str
@@ -141,6 +148,8 @@ class TaskDef:
     reserved: tuple[str, ...] = RESERVED
     launcher: tuple[str, ...] = ()
     file_options: tuple[str, ...] = ()
+    neutral: tuple[str, ...] = ("workers", "progress")
+    hardware_bound: bool = False
 
 
 #: The package of the downstream tasks and the suite variable naming the Python that has it.
@@ -170,8 +179,15 @@ TASKS: dict[str, TaskDef] = {
     for t in (
         TaskDef("zeroshot", ("eval", "zeroshot")),
         TaskDef("instseg", ("eval", "instseg")),
-        TaskDef("proposals", ("eval", "proposals")),
-        TaskDef("throughput", ("bench", "throughput")),
+        TaskDef(
+            "proposals", ("eval", "proposals"), neutral=("workers", "progress", "points_per_batch")
+        ),
+        TaskDef(
+            "throughput",
+            ("bench", "throughput"),
+            neutral=("no_progress", "worker_timeout"),
+            hardware_bound=True,
+        ),
         TaskDef("imagenet", ("eval", "imagenet"), output="dir", checkpoint_flag="backbone"),
         _downstream("coco-maskrcnn"),
         _downstream("ade20k-mask2former"),
