@@ -442,3 +442,53 @@ def test_a_run_with_freed_memory_retained_is_its_own_variant(tmp_path):
     # a file without the key and one with it off are the same setting: averaged, not apart
     plain = [r for r in board.rows.to_dict("records") if "retain" not in str(r["variant"])]
     assert plain and all(r["n_runs"] == 2 for r in plain)
+
+
+@pytest.mark.parametrize(
+    ("name", "family"),
+    [
+        ("NVIDIA A100-SXM4-80GB", "NVIDIA A100"),
+        ("NVIDIA A100 80GB PCIe", "NVIDIA A100"),
+        ("NVIDIA H100 80GB HBM3", "NVIDIA H100"),
+        ("Tesla V100-SXM2-16GB", "Tesla V100"),
+        ("NVIDIA H200", "NVIDIA H200"),
+        ("NVIDIA GeForce RTX 4090", "NVIDIA GeForce RTX 4090"),
+        ("NVIDIA H100 NVL", "NVIDIA H100 NVL"),
+    ],
+)
+def test_gpu_family(name, family):
+    from esam.report.published import gpu_family
+
+    assert gpu_family(name) == family
+
+
+def test_published_gpu_rows_join_the_measured_variant_of_their_gpu(tmp_path):
+    from esam.report.published import align_published_hardware
+
+    src = FIXTURES / "fixture_gpu/throughput/efficientsam_ti.json"
+    obj = json.loads(src.read_text())
+    obj["meta"]["hardware"]["gpu_name"] = "NVIDIA A100-SXM4-80GB"
+    (tmp_path / "a100.json").write_text(json.dumps(obj))
+    pub = load_published(PUBLISHED).frame
+    tidy = pd.concat([load_results([tmp_path], warn=False).frame, pub], ignore_index=True)
+    stated = pub[(pub["task"] == "throughput") & (pub["hardware"] == "NVIDIA A100")]
+    assert len(stated)
+    shown = align_published_hardware(tidy)
+    assert len(shown) == len(tidy) and list(shown.columns) == list(tidy.columns)
+    moved = shown[(shown["source"] == "published") & (shown["hardware"] == "NVIDIA A100-SXM4-80GB")]
+    assert sorted(moved["value"]) == sorted(stated["value"])
+    assert (
+        moved["note"]
+        .str.endswith("published for NVIDIA A100, shown with the measured NVIDIA A100-SXM4-80GB")
+        .all()
+    )
+    board = _board(
+        build_leaderboards(shown),
+        "throughput",
+        hardware="NVIDIA A100-SXM4-80GB",
+        component="end_to_end",
+    )
+    assert set(board.rows["source"]) == {"measured", "published"}
+    # no measured GPU of that model: the published rows stay as stated
+    alone = align_published_hardware(pub)
+    assert alone is pub

@@ -24,7 +24,11 @@ import pandas as pd
 from esam.report.load import SkippedFile, load_not_run, load_results, write_tidy_csv
 from esam.report.page import PageInfo, render_page
 from esam.report.plots import PlotResult, make_plots
-from esam.report.published import default_published_path, load_published
+from esam.report.published import (
+    align_published_hardware,
+    default_published_path,
+    load_published,
+)
 from esam.report.tables import (
     DEFAULT_MAX_SKIPPED_IMAGES,
     Leaderboard,
@@ -158,10 +162,13 @@ def build_report(
 
     non_empty = [f for f in frames if len(f)]
     tidy = pd.concat(non_empty, ignore_index=True) if non_empty else loaded.frame
-    boards = build_leaderboards(tidy, max_skipped_images)
-    partial = partial_runs(tidy, max_skipped_images)
+    # tables and plots show a paper's "A100" beside a measured "A100-SXM4-80GB"; the CSV
+    # keeps each number once, as its source states it
+    shown = align_published_hardware(tidy)
+    boards = build_leaderboards(shown, max_skipped_images)
+    partial = partial_runs(shown, max_skipped_images)
     plots = make_plots(
-        tidy[~partial_mask(tidy, max_skipped_images)], out / "plots", curves=loaded.curves
+        shown[~partial_mask(shown, max_skipped_images)], out / "plots", curves=loaded.curves
     )
 
     outputs = ReportOutputs(

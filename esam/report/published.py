@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,3 +187,63 @@ def load_published(path: str | Path) -> PublishedNumbers:
         rows.append(row)
     frame = normalise_frame(pd.DataFrame(rows)) if rows else empty_frame()
     return PublishedNumbers(frame, display, skipped, aliases)
+
+
+#: Tokens of a GPU's reported name that give its memory or form factor, not its model.
+_GPU_VARIANT_TOKEN = re.compile(r"^(\d+GB|HBM\d*e?|PCIE|SXM\d*)$", re.IGNORECASE)
+
+
+def gpu_family(name: str) -> str:
+    """The model of a GPU without its memory size or form factor, as papers name it.
+
+    ``NVIDIA A100-SXM4-80GB`` and ``NVIDIA A100 80GB PCIe`` -> ``NVIDIA A100``; ``NVIDIA H100
+    80GB HBM3`` -> ``NVIDIA H100``; ``Tesla V100-SXM2-16GB`` -> ``Tesla V100``. Names that are
+    already a model (``NVIDIA H200``, ``NVIDIA GeForce RTX 4090``) come back unchanged.
+    """
+    head = name.strip().split("-", 1)[0]
+    words = head.split()
+    while len(words) > 1 and _GPU_VARIANT_TOKEN.match(words[-1]):
+        words.pop()
+    return " ".join(words)
+
+
+def align_published_hardware(frame: pd.DataFrame) -> pd.DataFrame:
+    """Put published rows beside the measured rows of the same GPU model.
+
+    Papers name a GPU by its model (``NVIDIA A100``); a measured run records the full name the
+    driver reports (``NVIDIA A100-SXM4-80GB``), so tables grouped by hardware would set them
+    apart. A published row whose hardware is the :func:`gpu_family` of measured hardware is
+    shown in that hardware's table (once per such variant), with a note saying what the source
+    states; published rows with no measured counterpart, and measured rows, are unchanged.
+    """
+    if "hardware" not in frame.columns or not len(frame):
+        return frame
+    measured = frame["source"] == "measured"
+    labels = {str(h) for h in frame.loc[measured, "hardware"].dropna() if str(h)}
+    by_family: dict[str, list[str]] = {}
+    for label in sorted(labels):
+        by_family.setdefault(gpu_family(label).casefold(), []).append(label)
+    rows: list[dict[str, Any]] = []
+    moved = 0
+    for rec in frame.to_dict("records"):
+        stated = rec.get("hardware")
+        if rec.get("source") != "published" or not isinstance(stated, str) or stated in labels:
+            rows.append(rec)
+            continue
+        variants = by_family.get(gpu_family(stated).casefold(), [])
+        if not variants:
+            rows.append(rec)
+            continue
+        moved += 1
+        for variant in variants:
+            note = f"published for {stated}, shown with the measured {variant}"
+            rows.append(
+                {
+                    **rec,
+                    "hardware": variant,
+                    "note": "; ".join(filter(None, (rec.get("note"), note))),
+                }
+            )
+    if not moved:
+        return frame
+    return pd.DataFrame(rows, columns=frame.columns).astype(frame.dtypes.to_dict())
