@@ -401,3 +401,60 @@ def test_small_region_removal_equals_segment_anything(
     ours = generate(tiny_model, rgb_image, **kw)
     assert ours
     assert_same_records(ours, reference(tiny_model, rgb_image, **kw))
+
+
+def test_small_regions_are_removed_one_decoded_mask_at_a_time(
+    tiny_model: nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changed masks lose to unchanged duplicates in NMS, changed survivors get new RLEs and
+    boxes, exactly as segment-anything's post-processing does; yet no more than one decoded
+    mask is alive at any time."""
+    import copy
+    import gc
+    import weakref
+
+    pytest.importorskip("cv2")
+    from segment_anything.automatic_mask_generator import SamAutomaticMaskGenerator
+    from segment_anything.utils import amg
+
+    from esam import EfficientSamAutomaticMaskGenerator
+
+    h, w = 60, 80
+    holed = np.zeros((h, w), dtype=bool)
+    holed[10:40, 10:50] = True
+    filled = holed.copy()
+    holed[20:22, 20:22] = False  # a 4-pixel hole: changed, then a duplicate of `filled`
+    islanded = np.zeros((h, w), dtype=bool)
+    islanded[45:58, 55:78] = True
+    islanded[2:4, 70:72] = True  # a 4-pixel island far away: changed, survives
+    masks = torch.from_numpy(np.stack([holed, filled, islanded]))
+    data = amg.MaskData(
+        rles=amg.mask_to_rle_pytorch(masks),
+        boxes=amg.batched_mask_to_box(masks).numpy(),
+        iou_preds=np.array([0.9, 0.8, 0.7], dtype=np.float32),
+    )
+    want = SamAutomaticMaskGenerator.postprocess_small_regions(copy.deepcopy(data), 10, 0.7)
+    assert len(want["rles"]) == 2
+
+    live: list[weakref.ref] = []
+    peak = 0
+    decode = amg.rle_to_mask
+
+    def counting(rle: dict[str, Any]) -> np.ndarray:
+        nonlocal peak
+        gc.collect()
+        out = decode(rle)
+        live[:] = [r for r in live if r() is not None] + [weakref.ref(out)]
+        peak = max(peak, len(live))
+        return out
+
+    generator = EfficientSamAutomaticMaskGenerator(tiny_model, min_mask_region_area=10)
+    monkeypatch.setattr(generator._amg, "rle_to_mask", counting)
+    got = generator._remove_small_regions(data, 10, 0.7)
+    assert peak == 1
+    assert [amg.rle_to_mask(r).tolist() for r in got["rles"]] == [
+        amg.rle_to_mask(r).tolist() for r in want["rles"]
+    ]
+    np.testing.assert_array_equal(got["boxes"], want["boxes"])
+    np.testing.assert_array_equal(got["iou_preds"], want["iou_preds"])
+    assert not amg.rle_to_mask(got["rles"][1])[2:4, 70:72].any()  # the island is gone

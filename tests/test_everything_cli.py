@@ -68,6 +68,15 @@ def test_everything_writes_records_and_overlay(
         covered |= mask_utils.decode(r["segmentation"]).astype(bool)
     assert (shown[covered] != rgb_image[covered]).any(axis=-1).mean() > 0.5
     assert np.array_equal(shown[~covered], rgb_image[~covered])
+    # drawn from RLEs decoded one at a time, ordered by the records' areas: the same picture
+    # as from every mask decoded up front
+    from esam.everything.overlay import RleMasks, overlay_masks
+
+    decoded = [mask_utils.decode(r["segmentation"]).astype(bool) for r in records]
+    assert np.array_equal(shown, np.asarray(overlay_masks(rgb_image, decoded)))
+    lazy = RleMasks([r["segmentation"] for r in records])
+    assert len(lazy) == len(records) and np.array_equal(lazy[-1], decoded[-1])
+    assert [m.tolist() for m in lazy[1:3]] == [m.tolist() for m in decoded[1:3]]
 
 
 def test_everything_reads_16_bit_grey_images(tiny_checkpoint: Path, tmp_path: Path) -> None:

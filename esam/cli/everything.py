@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     import esam
     from esam.everything.image import as_rgb_uint8, read_image_file
-    from esam.everything.overlay import overlay_masks
+    from esam.everything.overlay import RleMasks, overlay_masks
     from esam.utils.deps import require
     from esam.utils.io import check_writable_file, write_bytes_atomic, write_json_atomic
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     image = as_rgb_uint8(
         read_image_file(args.image, exif_transpose=args.exif_transpose), str(args.image)
     )
-    mask_utils = require("pycocotools.mask", extra="eval")
+    require("pycocotools.mask", extra="eval")  # records and overlay use COCO RLEs
 
     model = build_cli_model(args)
     settings = {
@@ -88,10 +88,9 @@ def run(args: argparse.Namespace) -> int:
     write_json_atomic(args.out, records)
     print(f"masks: {args.out} ({len(records)} masks in {seconds:.1f} s)")
     if args.overlay is not None:
-        masks = [mask_utils.decode(r["segmentation"]).astype(bool) for r in records]
+        masks = RleMasks([r["segmentation"] for r in records])  # decoded one at a time
         buf = io.BytesIO()
-        overlay_masks(image, masks).save(buf, format="PNG")
+        overlay_masks(image, masks, areas=[r["area"] for r in records]).save(buf, format="PNG")
         write_bytes_atomic(args.overlay, buf.getvalue())
-        del masks
         print(f"overlay: {args.overlay}")
     return 0

@@ -268,11 +268,8 @@ class EfficientSamAutomaticMaskGenerator:
         image = as_rgb_uint8(image)
         data = self._generate_masks(image)
         if self.min_mask_region_area > 0 and len(data["rles"]) > 0:
-            sam_amg = require("segment_anything.automatic_mask_generator", extra="sam")
-            data = sam_amg.SamAutomaticMaskGenerator.postprocess_small_regions(
-                data,
-                self.min_mask_region_area,
-                max(self.box_nms_thresh, self.crop_nms_thresh),
+            data = self._remove_small_regions(
+                data, self.min_mask_region_area, max(self.box_nms_thresh, self.crop_nms_thresh)
             )
         rles = data["rles"]
         if self.output_mode == "coco_rle":
@@ -294,6 +291,42 @@ class EfficientSamAutomaticMaskGenerator:
             )
             records.append(dict(zip(RECORD_KEYS, values, strict=True)))
         return records
+
+    def _remove_small_regions(self, data: Any, min_area: int, nms_thresh: float) -> Any:
+        """segment-anything's ``postprocess_small_regions``, one mask at a time.
+
+        Holes, then islands, smaller than ``min_area`` pixels are removed from each mask; box
+        NMS then prefers the masks that needed no change, and the RLE and box of a changed mask
+        that survives are replaced. segment-anything decodes every mask at once (N x H x W
+        bytes, twice over); here one mask is decoded at a time and a changed mask is
+        re-encoded right away, so memory holds one mask plus the RLEs.
+        """
+        amg = self._amg
+        boxes, scores, changed_rles = [], [], {}
+        for i, rle in enumerate(data["rles"]):
+            mask = amg.rle_to_mask(rle)
+            mask, holes = amg.remove_small_regions(mask, min_area, mode="holes")
+            mask, islands = amg.remove_small_regions(mask, min_area, mode="islands")
+            as_tensor = torch.as_tensor(mask).unsqueeze(0)
+            boxes.append(amg.batched_mask_to_box(as_tensor)[0])
+            unchanged = not holes and not islands
+            scores.append(float(unchanged))
+            if not unchanged:
+                changed_rles[i] = amg.mask_to_rle_pytorch(as_tensor)[0]
+            del mask, as_tensor
+        box_tensor = torch.stack(boxes)
+        keep = self._ops.batched_nms(
+            box_tensor.float(),
+            torch.as_tensor(scores),
+            torch.zeros(len(boxes)),
+            iou_threshold=nms_thresh,
+        )
+        for i in keep.tolist():
+            if i in changed_rles:
+                data["rles"][i] = changed_rles[i]
+                data["boxes"][i] = box_tensor[i]
+        data.filter(keep)
+        return data
 
     def _generate_masks(self, image: np.ndarray) -> Any:
         """All crops' masks, duplicates across crops removed; a ``MaskData`` of numpy arrays.
