@@ -11,6 +11,9 @@ from esam.data.views import (
     IMAGENET_STD,
     ViewParams,
     apply_view,
+    crop_view,
+    render_crop,
+    render_crops,
     sample_view,
     view_rng,
 )
@@ -60,6 +63,23 @@ def test_apply_view_is_deterministic_and_exact() -> None:
     # /255, -mean, /std: three roundings of values <= 1 in magnitude before the division
     tol = 3 * torch.finfo(torch.float32).eps * 2.0 / float(std.min())
     assert torch.allclose(same, (crop - mean) / std, atol=tol, rtol=0)
+
+
+def test_a_crop_rendered_later_is_the_view_bit_for_bit() -> None:
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, size=(60, 80, 3), dtype=np.uint8)
+    views = [ViewParams(5, 7, 40, 50, True), ViewParams(0, 0, 60, 80, False)]
+    crops = [torch.from_numpy(crop_view(image, p)) for p in views]
+    assert [tuple(c.shape) for c in crops] == [(40, 50, 3), (60, 80, 3)]
+    assert crops[0].dtype == torch.uint8 and crops[0].is_contiguous()
+    for crop, p in zip(crops, views, strict=True):
+        assert torch.equal(render_crop(crop, 96, p.flip), apply_view(image, p, 96))
+    batch = render_crops(crops, torch.tensor([p.flip for p in views]), 96)
+    assert torch.equal(batch, torch.stack([apply_view(image, p, 96) for p in views]))
+    with pytest.raises(InputError, match="2 crops but 1 flip"):
+        render_crops(crops, torch.tensor([True]), 96)
+    with pytest.raises(ValueError, match="does not fit|outside|exceeds|fit"):
+        crop_view(image, ViewParams(30, 0, 40, 80, False))
 
 
 def test_view_params_round_trip_and_errors() -> None:

@@ -313,3 +313,41 @@ def test_samples_are_a_function_of_seed_epoch_and_index(data) -> None:
     a, b, c = ds[(0, 5)], ds[(0, 5)], ds[(1, 5)]
     assert torch.equal(a["image"], b["image"]) and torch.equal(a["noise"], b["noise"])
     assert not torch.equal(a["noise"], c["noise"])
+
+
+def test_an_online_teacher_of_another_side_gets_its_view_rendered_from_the_uint8_crop(data) -> None:
+    from esam.data.imagefolder import read_rgb, scan_image_folder
+    from esam.data.views import DEFAULT_RATIO, apply_view, sample_view
+    from esam.sami.data import VIEW_STREAM, PretrainViews, ViewSettings, collate, sample_rng
+    from esam.sami.pretrain import SamiTask
+
+    folder = scan_image_folder(data["train"])
+    views = ViewSettings(size=SIZE, teacher_size=2 * SIZE)
+    ds = PretrainViews(folder, views, 16, seed=3)
+    samples = [ds[(0, i)] for i in range(3)]
+    assert all(s["teacher_crop"].dtype == torch.uint8 for s in samples)
+    batch = collate(samples)
+    assert len(batch["teacher_crop"]) == 3 and batch["teacher_flip"].dtype == torch.bool
+
+    seen: list[torch.Tensor] = []
+
+    class Recorder:
+        input_size = 2 * SIZE
+
+        def __call__(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x)
+            return torch.zeros(x.shape[0], 16, 8)
+
+    def model(images, targets, noise):
+        return targets.sum() + images.sum() * 0, None, None
+
+    SamiTask(Recorder()).training_step(model, batch)  # type: ignore[arg-type]
+    (rendered,) = seen
+    assert rendered.shape == (3, 3, 2 * SIZE, 2 * SIZE)
+    for k, s in enumerate(samples):
+        image = read_rgb(folder.path(int(s["index"])))
+        # the view the sample drew, redrawn from its seed
+        rng = sample_rng(3, 0, k, VIEW_STREAM)
+        params = sample_view(rng, *image.shape[:2], views.scale, DEFAULT_RATIO, views.flip_prob)
+        assert tuple(s["teacher_crop"].shape) == (params.height, params.width, 3)
+        assert torch.equal(rendered[k], apply_view(image, params, 2 * SIZE))

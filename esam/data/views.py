@@ -160,15 +160,56 @@ def apply_view(
         raise InputError(f"image must have shape HxWx3 (RGB), got {image.shape}")
     if size < 1:
         raise InputError(f"size must be >= 1, got {size}")
+    crop = crop_view(image, params)
+    return render_crop(torch.from_numpy(crop), size, params.flip, mean, std)
+
+
+def crop_view(image: np.ndarray, params: ViewParams) -> np.ndarray:
+    """The view's box cut from an HxWx3 uint8 image: hxwx3 uint8, contiguous (a copy).
+
+    With :func:`render_crop` this is :func:`apply_view` in two steps: the crop, a fraction of
+    the size of a large rendered view, can travel from a loader worker, and the rendering
+    run where the view is used.
+    """
     params.check_fits(image.shape[0], image.shape[1])
     crop = image[params.top : params.top + params.height, params.left : params.left + params.width]
-    x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float() / 255.0
+    return np.ascontiguousarray(crop)
+
+
+def render_crop(
+    crop: torch.Tensor,
+    size: int,
+    flip: bool,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """Resize a crop from :func:`crop_view` to ``size`` x ``size``, flip it, normalise it.
+
+    Args:
+        crop: hxwx3 uint8, on any device.
+        size: output side S.
+        flip: mirror left-right.
+        mean, std: per-channel normalisation of values in [0, 1].
+
+    Returns:
+        3xSxS float32 on the crop's device; on a CPU bit-identical to :func:`apply_view`.
+    """
+    x = crop.permute(2, 0, 1)[None].float() / 255.0
     if x.shape[-2:] != (size, size):
         x = F.interpolate(
             x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
         )
-    if params.flip:
+    if flip:
         x = x.flip(-1)
-    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     return ((x - m) / s)[0].contiguous()
+
+
+def render_crops(crops: list[torch.Tensor], flips: torch.Tensor, size: int) -> torch.Tensor:
+    """:func:`render_crop` for a batch of crops of different sizes: Bx3xSxS float32."""
+    if len(crops) != len(flips):
+        raise InputError(f"{len(crops)} crops but {len(flips)} flip flags")
+    return torch.stack(
+        [render_crop(c, size, bool(f)) for c, f in zip(crops, flips.tolist(), strict=True)]
+    )

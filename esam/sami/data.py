@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from esam.data.imagefolder import ImageFolder, decode_rgb, read_rgb
 from esam.data.images import ImageReadError, read_image_bytes
-from esam.data.views import DEFAULT_RATIO, apply_view, sample_view
+from esam.data.views import DEFAULT_RATIO, apply_view, crop_view, sample_view
 from esam.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,9 @@ class PretrainViews(Dataset[dict[str, Any]]):
 
     Each sample is a dict: ``image`` 3xSxS float32 (ImageNet-normalised view), ``noise`` N
     float32 uniform in [0, 1) (the masking noise of the sample's N tokens), ``target`` NxD
-    float16 teacher features of that view (only with a cache), ``teacher_image`` the same view
-    at the teacher's side (only when it differs), ``index`` the image used, and
+    float16 teacher features of that view (only with a cache), ``teacher_crop`` hxwx3 uint8
+    and ``teacher_flip`` the view's crop and flip, for rendering it at the teacher's side
+    (:func:`esam.data.views.render_crops`; only with an online teacher of another side), ``index`` the image used, and
     ``unreadable`` the paths skipped to get a readable image ('' separated by '\\n').
 
     Args:
@@ -139,7 +140,10 @@ class PretrainViews(Dataset[dict[str, Any]]):
         sample["image"] = apply_view(image, params, self.views.size)
         teacher_size = self.views.teacher_size
         if self.cache is None and teacher_size is not None and teacher_size != self.views.size:
-            sample["teacher_image"] = apply_view(image, params, teacher_size)
+            # the uint8 crop, rendered at the teacher's side where the teacher runs: a 1024 px
+            # float32 view is 12 MiB per sample, the crop of an ImageNet photo under 0.6 MiB
+            sample["teacher_crop"] = torch.from_numpy(crop_view(image, params))
+            sample["teacher_flip"] = params.flip
         noise = sample_rng(self.seed, epoch, index, MASK_STREAM).random(self.num_tokens)
         sample["noise"] = torch.from_numpy(noise.astype(np.float32))
         sample["index"] = i
@@ -155,7 +159,9 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "index": torch.tensor([s["index"] for s in samples], dtype=torch.long),
         "unreadable": [p for s in samples for p in s["unreadable"].split("\n") if p],
     }
-    for key in ("target", "teacher_image"):
-        if key in samples[0]:
-            batch[key] = torch.stack([s[key] for s in samples])
+    if "target" in samples[0]:
+        batch["target"] = torch.stack([s["target"] for s in samples])
+    if "teacher_crop" in samples[0]:
+        batch["teacher_crop"] = [s["teacher_crop"] for s in samples]
+        batch["teacher_flip"] = torch.tensor([s["teacher_flip"] for s in samples])
     return batch

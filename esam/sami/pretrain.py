@@ -26,7 +26,7 @@ from torch import nn
 from esam.config import config_to_dict
 from esam.data.imagefolder import ImageFolder, read_rgb, scan_image_folder
 from esam.data.images import ImageReadError
-from esam.data.views import ViewParams, apply_view
+from esam.data.views import ViewParams, apply_view, render_crops
 from esam.errors import InputError
 from esam.runtime.distributed import (
     DistContext,
@@ -74,7 +74,13 @@ class SamiTask(KeepsUnreadable):
         targets = batch.get("target")
         if targets is None and self.teacher is not None:
             with torch.no_grad():
-                targets = self.teacher(batch.get("teacher_image", images)).clone()
+                if "teacher_crop" in batch:
+                    views = render_crops(
+                        batch["teacher_crop"], batch["teacher_flip"], self.teacher.input_size
+                    )
+                else:
+                    views = images
+                targets = self.teacher(views).clone()
         loss, _, _ = model(images, targets, noise=batch["noise"])
         self.unreadable.update(batch["unreadable"])
         return loss, {}
