@@ -67,6 +67,39 @@ def test_timeout_and_group_creation(monkeypatch: pytest.MonkeyPatch) -> None:
     assert calls == [{"backend": "gloo", "timeout": timedelta(seconds=17)}]
 
 
+def test_finish_leaves_the_group_together_unless_an_error_propagates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch.distributed as dist
+
+    from esam.runtime.distributed import finish
+
+    calls: list[str] = []
+    monkeypatch.setattr(dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append("destroy"))
+    ctx = DistContext(1, 2, 1, owns_group=True)
+    finish(ctx)
+    assert calls == ["barrier", "destroy"]
+    calls.clear()
+    with pytest.raises(RuntimeError, match="rank failed"):
+        try:
+            raise RuntimeError("rank failed")
+        finally:
+            finish(ctx)  # the others may wait in another collective: no barrier
+    assert calls == ["destroy"]
+    calls.clear()
+
+    def gone() -> None:
+        raise RuntimeError("Connection closed by peer")
+
+    monkeypatch.setattr(dist, "barrier", gone)
+    finish(ctx)  # logged, and the group is left anyway
+    assert calls == ["destroy"]
+    calls.clear()
+    finish(DistContext(0, 2, 0, owns_group=False))  # someone else's group: untouched
+    assert calls == []
+
+
 def test_only_rank_zero_logs_below_warning() -> None:
     def record(level: int) -> logging.LogRecord:
         return logging.LogRecord("esam", level, __file__, 1, "m", None, None)

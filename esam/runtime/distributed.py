@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -290,10 +291,26 @@ def barrier(ctx: DistContext) -> None:
 
 
 def finish(ctx: DistContext) -> None:
-    """Leave the process group if this module created it."""
+    """Leave the process group if this module created it, once every process is done.
+
+    A process that destroyed its group while another still used its own (rank 0 writing the
+    results while the others had returned) sometimes aborted at exit under gloo
+    ("terminate called without an active exception"), so the group is left together: a
+    barrier first. Called from a ``finally`` block while an exception propagates, it skips the
+    barrier (the other processes may be waiting in another collective, and the launcher stops
+    them once this one exits); if the barrier fails (a peer left), the error is logged and the
+    group destroyed anyway.
+    """
     if ctx.owns_group:
         import torch.distributed as dist
 
+        if sys.exc_info()[0] is None:
+            try:
+                dist.barrier()
+            except Exception as e:  # a peer failed or left: nothing to wait for
+                log.warning(
+                    "rank %d: leaving the process group without a barrier (%s)", ctx.rank, e
+                )
         dist.destroy_process_group()
 
 
