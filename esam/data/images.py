@@ -39,13 +39,17 @@ def read_image_bytes(path: str) -> bytes:
     """
     from esam.data.tarshards import CorruptShardError, read_member_path, split_member_path
 
+    member = split_member_path(path) is not None
     try:
-        if split_member_path(path) is not None:
+        if member:
             return read_member_path(path)
         with open(path, "rb") as f:
             return f.read()
     except FileNotFoundError as e:
-        raise ImageReadError(SKIP_IMAGE_MISSING, f"{path}: file not found ({e})") from e
+        # a missing member's error names the shard and member; a missing file needs no more
+        raise ImageReadError(
+            SKIP_IMAGE_MISSING, f"{path}: {e if member else 'file not found'}"
+        ) from e
     except (CorruptShardError, OSError) as e:
         raise ImageReadError(SKIP_IMAGE_CORRUPT, f"{path}: cannot be read ({e})") from e
 
