@@ -80,9 +80,9 @@ __all__ = [
     "first_prompts",
     "point_prompts",
     "scale_points",
-    "to_encoder_frame",
     "select_best",
     "tight_boxes",
+    "to_encoder_frame",
 ]
 
 
@@ -437,6 +437,17 @@ def _drop_oldest_clicks(points: Tensor, labels: Tensor, max_slots: int) -> tuple
 # -- frames -------------------------------------------------------------------------------------
 
 
+def _frame_ratio(
+    src_size: tuple[int, int], dst_size: tuple[int, int], device: torch.device
+) -> Tensor:
+    """(dst_w / src_w, dst_h / src_h) as a float32 tensor: what x and y are multiplied by."""
+    if min(*src_size, *dst_size) <= 0:
+        raise InputError(f"frame sizes must be positive, got {src_size} and {dst_size}")
+    return torch.tensor(
+        [dst_size[1] / src_size[1], dst_size[0] / src_size[0]], dtype=torch.float32, device=device
+    )
+
+
 def scale_points(points: Tensor, src_size: tuple[int, int], dst_size: tuple[int, int]) -> Tensor:
     """Move (x, y) coordinates from a frame of ``src_size`` (h, w) to one of ``dst_size``.
 
@@ -454,13 +465,7 @@ def scale_points(points: Tensor, src_size: tuple[int, int], dst_size: tuple[int,
     """
     if points.shape[-1:] != (2,):
         raise InputError(f"points must have shape ...x2 (x, y), got {tuple(points.shape)}")
-    if min(*src_size, *dst_size) <= 0:
-        raise InputError(f"frame sizes must be positive, got {src_size} and {dst_size}")
-    ratio = torch.tensor(
-        [dst_size[1] / src_size[1], dst_size[0] / src_size[0]],
-        dtype=torch.float32,
-        device=points.device,
-    )
+    ratio = _frame_ratio(src_size, dst_size, points.device)
     p = points.to(torch.float32)
     return torch.where(p >= 0, p * ratio, PAD_POINT[0])
 
@@ -493,10 +498,6 @@ def to_encoder_frame(
             f"{tuple(labels.shape)} and {tuple(points.shape)}"
         )
     scaled = scale_points(points, src_size, dst_size)
-    ratio = torch.tensor(
-        [dst_size[1] / src_size[1], dst_size[0] / src_size[0]],
-        dtype=torch.float32,
-        device=points.device,
-    )
+    ratio = _frame_ratio(src_size, dst_size, points.device)
     click = ((labels == POSITIVE) | (labels == NEGATIVE))[..., None]
     return torch.where(click, scaled + 0.5 * (ratio - 1), scaled)
