@@ -71,6 +71,49 @@ def test_resume_reproduces_the_uninterrupted_run(sa1b: Path, tmp_path: Path) -> 
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_export_writes_the_model_of_any_training_checkpoint(
+    sa1b: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    common = ("train.epochs=1", "train.save_every_steps=3", "train.keep_last=5")
+    assert main(_args(sa1b, out, *common)) == 0
+    # the run folder: its newest checkpoint, which is the final model
+    assert main(["finetune", "export", str(out), "--out", str(tmp_path / "last.pt")]) == 0
+    final = torch.load(out / "model.pt", weights_only=True)["model"]
+    last = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
+    assert last.keys() == final.keys() and all(torch.equal(last[k], final[k]) for k in final)
+    # an earlier checkpoint: its own weights, under the run's architecture
+    early = out / "checkpoints" / "checkpoint-00000003.pt"
+    assert main(["finetune", "export", str(early), "--out", str(tmp_path / "s3.pt")]) == 0
+    assert "model at step 3" in capsys.readouterr().out
+    model = esam.build_model("efficientsam", tmp_path / "s3.pt")
+    assert model.config.img_size == 128 and model.config.encoder_depth == 1
+    stored = {k.removeprefix("model."): v for k, v in load_checkpoint(early)["model"].items()}
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in stored.items())
+    assert any(not torch.equal(stored[k], final[k]) for k in final)
+    _, info = esam.checkpoint.read_checkpoint(tmp_path / "s3.pt")
+    assert "step 3" in info["weights"]
+
+
+def test_export_refuses_what_is_not_a_finetuning_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty").mkdir()
+    assert (
+        main(["finetune", "export", str(tmp_path / "empty"), "--out", str(tmp_path / "x.pt")]) == 2
+    )
+    assert "holds no checkpoint" in capsys.readouterr().err
+    # a training checkpoint of another task (a pretraining run's student)
+    other = tmp_path / "pretrain"
+    CheckpointManager(other / "checkpoints").save(
+        {"model": {"encoder.pos_embed": torch.zeros(1)}, "config": {"student": {}}}, 7
+    )
+    assert main(["finetune", "export", str(other), "--out", str(tmp_path / "x.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "not a checkpoint of esam finetune" in err and "encoder.pos_embed" in err
+    assert not (tmp_path / "x.pt").exists()
+
+
 @pytest.fixture(scope="module")
 def bad_sa1b(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """8 generated images with one of each kind of bad input the run must count or name."""

@@ -4,6 +4,7 @@ Usage::
 
     esam finetune [--config NAME_OR_YAML] --data DIR_OR_TARS --output RUN_DIR
                   [--backbone PATH] [--init-checkpoint PATH] [--resume] [KEY=VALUE ...]
+    esam finetune export RUN_DIR_OR_CHECKPOINT --out MODEL.pt
 
 Configs (``--config``): ``efficientsam_vitt``, ``efficientsam_vits`` (the paper's recipe: 1024
 px, AdamW 4e-4, batch 128, 5 epochs) and ``tiny`` (a small model from scratch on a CPU), or a
@@ -11,6 +12,8 @@ YAML file; every field can be set with ``KEY=VALUE`` (``prompts.corrective_round
 flag. Precedence: defaults < config < flags < ``KEY=VALUE``. RUN_DIR receives ``model.pt``:
 evaluate it with ``esam eval zeroshot --model efficientsam --checkpoint RUN_DIR/model.pt``.
 Run under ``torchrun --nproc_per_node N -m esam.cli.main finetune ...`` for one process per GPU.
+``export`` writes the model of a run's newest training checkpoint (or of a checkpoint file)
+as ``model.pt`` is written, to evaluate a run before it ends or at an earlier step.
 """
 
 from __future__ import annotations
@@ -63,13 +66,39 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="esam finetune export",
+        description="Write the model of a fine-tuning run's newest training checkpoint (or of "
+        "a checkpoint file) as an esam checkpoint, the kind of file the run's model.pt is.",
+    )
+    p.add_argument(
+        "run_dir", metavar="RUN_DIR_OR_CHECKPOINT", help="a fine-tuning run folder or checkpoint"
+    )
+    p.add_argument("--out", required=True, metavar="MODEL.pt", help="model file to write")
+    return p
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from esam.finetune.export import export_finetuned
+    from esam.utils.io import check_writable_file
+
+    check_writable_file(args.out, "model file")
+    path, step = export_finetuned(args.run_dir, args.out)
+    print(f"model at step {step} -> {path}")
+    return 0
+
+
 def dispatch(args: argparse.Namespace) -> int:
     from esam.cli.config_args import config_from_args
     from esam.cli.formatting import number
     from esam.finetune.config import FinetuneConfig
     from esam.finetune.run import run_finetune
 
-    parsed = parser().parse_intermixed_args(list(args.argv))
+    argv: list[str] = list(args.argv)
+    if argv and argv[0] == "export":
+        return run_export(export_parser().parse_args(argv[1:]))
+    parsed = parser().parse_intermixed_args(argv)
     resume = {"train.resume": "auto"} if parsed.resume else None
     cfg = config_from_args(FinetuneConfig, parsed, aliases=_ALIASES, extra_flags=resume)
     result = run_finetune(cfg)

@@ -16,29 +16,9 @@ from typing import Any
 import torch
 
 from esam.checkpoint import CheckpointError, arch_of_trunk, save_backbone
-from esam.train.checkpointing import CheckpointManager, load_checkpoint
+from esam.train.checkpointing import find_run_checkpoint, load_checkpoint
 
 ENCODER_PREFIX = "encoder."
-
-
-def find_checkpoint(run_dir: str | os.PathLike[str]) -> Path:
-    """The newest checkpoint of a run folder (or the file itself when a file is given).
-
-    Raises:
-        FileNotFoundError: no such folder or file, or a run folder without checkpoints.
-    """
-    path = Path(run_dir)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise FileNotFoundError(f"run folder not found: {path}")
-    latest = CheckpointManager(path / "checkpoints").latest()
-    if latest is None:
-        raise FileNotFoundError(
-            f"{path} holds no checkpoint (checkpoints/ is empty or missing): train first with "
-            "esam pretrain --output RUN_DIR"
-        )
-    return latest
 
 
 def trunk_architecture(config: dict[str, Any], trunk: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -65,7 +45,7 @@ def export_backbone(
         FileNotFoundError: no run folder or checkpoint.
         CheckpointError: the checkpoint is not a pretraining checkpoint.
     """
-    path = find_checkpoint(run_dir)
+    path = find_run_checkpoint(run_dir, "esam pretrain")
     state = load_checkpoint(path)
     model_state = state.get("model")
     config = state.get("config") or {}

@@ -162,3 +162,28 @@ class CheckpointManager:
                 old.unlink(missing_ok=True)
         log.info("saved checkpoint %s", path)
         return path
+
+
+def find_run_checkpoint(run_dir: str | os.PathLike[str], command: str) -> Path:
+    """The newest checkpoint of a run folder (or the file itself when a file is given).
+
+    Args:
+        run_dir: a run folder (its ``checkpoints/``) or a checkpoint file.
+        command: the command that writes such runs, for the error message
+            (``esam pretrain``).
+
+    Raises:
+        FileNotFoundError: no such folder or file, or a run folder without checkpoints.
+    """
+    path = Path(run_dir)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"run folder not found: {path}")
+    latest = CheckpointManager(path / "checkpoints").latest()
+    if latest is None:
+        raise FileNotFoundError(
+            f"{path} holds no checkpoint (checkpoints/ is empty or missing): train first with "
+            f"{command} --output RUN_DIR"
+        )
+    return latest
