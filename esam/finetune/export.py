@@ -15,11 +15,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from esam.build import GENERIC_NAME, build_from_config
 from esam.checkpoint import CheckpointError, load_state_dict_strict
 from esam.config import from_dict
 from esam.finetune.config import FinetuneConfig
-from esam.finetune.model import model_config, save_finetuned
+from esam.finetune.model import build_architecture, save_finetuned, weights_note
 from esam.train.checkpointing import find_run_checkpoint, load_checkpoint
 
 #: The trained module wraps the model as ``model`` (:class:`~esam.finetune.task.InteractiveTraining`).
@@ -52,11 +51,10 @@ def export_finetuned(
             "pretraining run use esam pretrain export"
         )
     cfg = from_dict(FinetuneConfig, config)
-    model = build_from_config(model_config(cfg))
-    model.model_name = GENERIC_NAME
+    model = build_architecture(cfg)
     load_state_dict_strict(
         model, {k[len(MODEL_PREFIX) :]: v for k, v in weights.items()}, str(path)
     )
     step = int(state.get("global_step", 0))
-    trained_on = f"finetuned on {cfg.data.note}" if cfg.data.note else "finetuned"
-    return save_finetuned(model.eval(), Path(out), f"{trained_on}, step {step} ({path.name})"), step
+    note = f"{weights_note(cfg)}, step {step} ({path.name})"
+    return save_finetuned(model.eval(), Path(out), note), step

@@ -36,6 +36,18 @@ def model_config(cfg: FinetuneConfig) -> Any:
         raise InputError(f"model.overrides: {e}") from e
 
 
+def weights_note(cfg: FinetuneConfig) -> str:
+    """What the run's weights were trained on, as recorded with them and in its results."""
+    return f"finetuned on {cfg.data.note}" if cfg.data.note else "finetuned"
+
+
+def build_architecture(cfg: FinetuneConfig) -> EfficientSam:
+    """The run's model with PyTorch's default weights, named for the generic builder."""
+    model = build_from_config(model_config(cfg))
+    model.model_name = GENERIC_NAME
+    return model
+
+
 def build_finetune_model(cfg: FinetuneConfig) -> tuple[EfficientSam, dict[str, Any]]:
     """The model with its initial weights, and a record of where they came from.
 
@@ -43,9 +55,7 @@ def build_finetune_model(cfg: FinetuneConfig) -> tuple[EfficientSam, dict[str, A
         FileNotFoundError: a named checkpoint does not exist.
         CheckpointError: a checkpoint does not fit the architecture (every key named).
     """
-    arch = model_config(cfg)
-    model = build_from_config(arch)
-    model.model_name = GENERIC_NAME
+    model = build_architecture(cfg)
     # a trunk trained from scratch starts as MAE's does: Xavier weights and the 2D sine-cosine
     # position table (PyTorch's defaults leave the position embedding at zero, so the image
     # embedding would carry no position until one is learned)

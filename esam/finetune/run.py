@@ -25,7 +25,7 @@ from esam.config import config_to_dict
 from esam.errors import InputError
 from esam.finetune.config import FinetuneConfig
 from esam.finetune.data import FinetuneSamples, SampleSettings, collate
-from esam.finetune.model import build_finetune_model, save_finetuned
+from esam.finetune.model import build_finetune_model, save_finetuned, weights_note
 from esam.finetune.task import FinetuneTask, InteractiveTraining
 from esam.runtime.distributed import (
     DistContext,
@@ -145,8 +145,7 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
             )
             obj = json.loads(existing.read_text(encoding="utf-8"))
             return FinetuneResult(result.global_step, obj, run_dir, run_dir / MODEL_FILENAME)
-        note = f"finetuned on {cfg.data.note}" if cfg.data.note else "finetuned"
-        model_path = save_finetuned(model, run_dir / MODEL_FILENAME, note)
+        model_path = save_finetuned(model, run_dir / MODEL_FILENAME, weights_note(cfg))
         results = _write_results(
             cfg, result, len(data), unreadable, skips, origin, seconds, start, trainer, model_path
         )
@@ -220,7 +219,7 @@ def _write_results(
             "arch": cfg.model.arch,
             "checkpoint": str(model_path),
             "checkpoint_sha256": sha256_file(model_path),
-            "weights": f"finetuned on {cfg.data.note}" if cfg.data.note else "finetuned",
+            "weights": weights_note(cfg),
             "origin": origin,
             "params": sum(p.numel() for p in trainer.raw_model.parameters()),  # the model's
         },
