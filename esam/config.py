@@ -420,8 +420,20 @@ def split_override(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError([f"override {text!r} is not of the form key=value"])
+        raise ConfigError([f"override {text!r} is not of the form key=value{_path_hint(text)}"])
     return key, value
+
+
+def _path_hint(text: str) -> str:
+    """A hint for a stray argument that is a path: most often one of the files an unquoted
+    glob expanded to, the rest of which the shell passed as further arguments."""
+    if not (os.sep in text or os.path.exists(text)):
+        return ""
+    return (
+        "; it looks like a path: if the shell expanded a glob into several arguments, "
+        "quote it ('shards/sa_*.tar') or join the paths with commas, for an option that "
+        "takes several (--data of esam finetune)"
+    )
 
 
 def parse_override_value(raw: str, tp: Any | None) -> Any:
@@ -492,7 +504,7 @@ def load_config(
         _assign(cls, tree, key, parse_override_value(raw, field_type_at(cls, key)), problems)
     result = _build(cls, tree, "", problems, None)
     if problems:
-        raise ConfigError(problems, label)
+        raise ConfigError([_point_to_moved_key(cls, p) for p in problems], label)
     return typing.cast(T, result)
 
 
@@ -558,6 +570,35 @@ def _assign(cls: type, tree: dict[str, Any], key: str, value: Any, problems: lis
 
 def _unknown(key: str, name: str, fields: Mapping[str, Any]) -> str:
     return f"unknown key {key!r}{_did_you_mean(name, list(fields))}"
+
+
+_BARE_UNKNOWN = re.compile(r"unknown key '([^']+)'")
+
+
+def _point_to_moved_key(cls: type, problem: str) -> str:
+    """An unknown key with no close name in its own group, whose last part is a key of
+    another group (``train.optim.warmup_steps``): name that key."""
+    match = _BARE_UNKNOWN.fullmatch(problem)
+    if match is None:
+        return problem
+    leaf = match.group(1).rpartition(".")[2]
+    elsewhere = [k for k in _dotted_keys(cls) if k.rpartition(".")[2] == leaf]
+    if not elsewhere:
+        return problem
+    return f"{problem} (did you mean {' or '.join(map(repr, elsewhere))}?)"
+
+
+def _dotted_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every leaf key of a config dataclass, dotted (``train.schedule.warmup_steps``)."""
+    keys = []
+    hints = _hints(cls)
+    for name in _init_fields(cls):
+        sub = _dataclass_type(hints[name])
+        if sub is not None:
+            keys.extend(_dotted_keys(sub, f"{prefix}{name}."))
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
 
 
 _INVALID = object()

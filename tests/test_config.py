@@ -102,9 +102,29 @@ def test_unknown_keys_are_named_with_a_suggestion() -> None:
     assert "unknown key 'epoch'" in str(e.value) and "did you mean 'epochs'" in str(e.value)
     with pytest.raises(ConfigError, match=r"unknown key 'inner.lrr' \(did you mean 'lr'\?\)"):
         load_config(Run, overrides=["inner.lrr=3"])
+    with pytest.raises(ConfigError, match=r"unknown key 'lr' \(did you mean 'inner.lr'\?\)"):
+        load_config(Run, overrides=["lr=3"])
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'inner.epochs' \(did you mean 'epochs'\?\)"
+    ):
+        load_config(Run, overrides=["inner.epochs=3"])
+    with pytest.raises(ConfigError, match=r"unknown key 'inner.zzz'$"):
+        load_config(Run, overrides=["inner.zzz=3"])
     with pytest.raises(ConfigError, match="'epochs' is a int field, not a group"):
         load_config(Run, overrides=["epochs.x=3"])
     assert isinstance(e.value, UserError)
+
+
+def test_a_stray_path_argument_gets_a_glob_hint(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not of the form key=value$"):
+        load_config(Run, overrides=["epochs"])
+    shard = tmp_path / "sa_000001.tar"
+    shard.touch()
+    for stray in (str(shard), "shards/sa_000002.tar"):
+        with pytest.raises(ConfigError) as e:
+            load_config(Run, overrides=["epochs=3", stray])
+        assert f"override {stray!r} is not of the form key=value" in str(e.value)
+        assert "quote it ('shards/sa_*.tar')" in str(e.value)
 
 
 def test_wrong_types_name_key_expected_type_and_value() -> None:
