@@ -252,6 +252,28 @@ def test_from_an_official_layout_checkpoint_and_back_into_the_predictor(
         assert np.array_equal(a, b)
 
 
+def test_a_frozen_image_encoder_keeps_its_weights_and_leaves_the_optimizer(
+    sa1b: Path, tmp_path: Path
+) -> None:
+    first = tmp_path / "first"
+    assert main(_args(sa1b, first, "train.epochs=1", "train.max_steps=2")) == 0
+    out = tmp_path / "frozen"
+    extra = ("--init-checkpoint", str(first / "model.pt"), "model.freeze=[image_encoder]")
+    assert main(_args(sa1b, out, "train.epochs=1", "train.max_steps=2", *extra)) == 0
+    start = esam.build_model("efficientsam", first / "model.pt").state_dict()
+    end = esam.build_model("efficientsam", out / "model.pt").state_dict()
+    moved = {k.split(".")[0] for k in start if not torch.equal(start[k], end[k])}
+    assert moved == {"prompt_encoder", "mask_decoder"}
+    results = json.loads((out / "results.json").read_text())
+    assert results["model"]["origin"]["frozen"] == ["image_encoder"]
+    encoder = sum(v.numel() for k, v in start.items() if k.startswith("image_encoder."))
+    assert results["model"]["trainable_params"] == results["model"]["params"] - encoder
+    optimizer = load_checkpoint(CheckpointManager(out / "checkpoints").latest())["optimizer"]
+    names = [n for g in optimizer["param_groups"] for n in g["param_names"]]
+    assert names and not [n for n in names if ".image_encoder." in f".{n}"]
+    assert any(".mask_decoder." in f".{n}" for n in names)
+
+
 def test_the_harness_evaluates_a_finetuned_model(sa1b: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert main(_args(sa1b, out, "train.epochs=1", "train.max_steps=2")) == 0
@@ -273,6 +295,8 @@ def test_the_harness_evaluates_a_finetuned_model(sa1b: Path, tmp_path: Path) -> 
         (("data.max_masks=0",), "max_masks must be >= 1"),
         (("prompts.box_prob=2",), "box_prob"),
         (("model.backbone=/no/such/backbone.pt",), "not found"),
+        (("model.freeze=[image_encoder]",), "would stay at random weights"),
+        (("model.freeze=[mask_decoder, prompt_encoder, image_encoder]",), "nothing would train"),
     ],
 )
 def test_bad_settings_are_named_one_line_errors(

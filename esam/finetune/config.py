@@ -40,10 +40,29 @@ class ModelConfig:
     init_checkpoint: str | None = None
     """EfficientSAM checkpoint (official layout accepted) to start the whole model from; the
     backbone, when also given, then replaces its encoder trunk."""
+    freeze: list[Literal["image_encoder", "prompt_encoder", "mask_decoder"]] = field(
+        default_factory=list
+    )
+    """Parts kept at their starting weights (no gradient, not in the optimizer), e.g.
+    ``[image_encoder]`` to train the prompt encoder and mask decoder on an encoder that stays
+    as it is; a frozen image encoder runs without autograd, so none of its activations are
+    kept. A frozen part must start from a checkpoint (``init_checkpoint``, or ``backbone``
+    for the image encoder)."""
 
     def __post_init__(self) -> None:
         if self.img_size < 64 or self.img_size % 16:
             raise InputError(f"model.img_size must be a multiple of 16, >= 64, got {self.img_size}")
+        parts = set(self.freeze)
+        if parts == {"image_encoder", "prompt_encoder", "mask_decoder"}:
+            raise InputError("model.freeze names every part of the model: nothing would train")
+        if self.init_checkpoint is None:
+            random = parts - ({"image_encoder"} if self.backbone is not None else set())
+            if random:
+                raise InputError(
+                    f"model.freeze names {sorted(random)}, which would stay at random weights: "
+                    "start them from a checkpoint (--init-checkpoint; --backbone for the image "
+                    "encoder) or train them"
+                )
 
 
 @dataclass

@@ -84,6 +84,17 @@ def build_finetune_model(cfg: FinetuneConfig) -> tuple[EfficientSam, dict[str, A
     return model, origin
 
 
+def freeze_parts(model: EfficientSam, parts: list[str]) -> list[str]:
+    """Stop the gradient of the named parts (``image_encoder``, ``prompt_encoder``,
+    ``mask_decoder``); returns the names of the frozen parameters."""
+    frozen = []
+    for part in parts:
+        module = getattr(model, part)
+        module.requires_grad_(False)
+        frozen.extend(f"{part}.{name}" for name, _ in module.named_parameters())
+    return frozen
+
+
 def save_finetuned(model: EfficientSam, path: str | Path, note: str | None = None) -> Path:
     """Write ``model`` as an esam checkpoint that stores its architecture."""
     return save_checkpoint(

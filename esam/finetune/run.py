@@ -25,7 +25,12 @@ from esam.config import config_to_dict
 from esam.errors import InputError
 from esam.finetune.config import FinetuneConfig
 from esam.finetune.data import FinetuneSamples, SampleSettings, collate
-from esam.finetune.model import build_finetune_model, save_finetuned, weights_note
+from esam.finetune.model import (
+    build_finetune_model,
+    freeze_parts,
+    save_finetuned,
+    weights_note,
+)
 from esam.finetune.task import FinetuneTask, InteractiveTraining
 from esam.runtime.distributed import (
     DistContext,
@@ -94,6 +99,10 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
         log.info("%d training images in %s", len(data), ", ".join(sources))
         seed_everything(cfg.train.seed)  # the same initial weights on every rank
         model, origin = build_finetune_model(cfg)
+        if cfg.model.freeze:
+            frozen = freeze_parts(model, list(cfg.model.freeze))
+            origin["frozen"] = sorted(cfg.model.freeze)
+            log.info("frozen: %s (%d tensors)", ", ".join(cfg.model.freeze), len(frozen))
         trained = InteractiveTraining(
             model, cfg.prompts, cfg.loss, recompute_rounds=cfg.memory.recompute_rounds
         )
@@ -222,6 +231,9 @@ def _write_results(
             "weights": weights_note(cfg),
             "origin": origin,
             "params": sum(p.numel() for p in trainer.raw_model.parameters()),  # the model's
+            "trainable_params": sum(
+                p.numel() for p in trainer.raw_model.parameters() if p.requires_grad
+            ),
         },
         config=config_to_dict(cfg),
         metrics=metrics,
