@@ -87,7 +87,7 @@ def build_finetune_model(cfg: FinetuneConfig) -> tuple[EfficientSam, dict[str, A
 def freeze_parts(model: EfficientSam, parts: list[str]) -> list[str]:
     """Stop the gradient of the named parts (``image_encoder``, ``prompt_encoder``,
     ``mask_decoder``); returns the names of the frozen parameters."""
-    frozen = []
+    frozen: list[str] = []
     for part in parts:
         module = getattr(model, part)
         module.requires_grad_(False)
