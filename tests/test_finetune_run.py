@@ -253,7 +253,7 @@ def test_from_an_official_layout_checkpoint_and_back_into_the_predictor(
 
 
 def test_a_frozen_image_encoder_keeps_its_weights_and_leaves_the_optimizer(
-    sa1b: Path, tmp_path: Path
+    sa1b: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     first = tmp_path / "first"
     assert main(_args(sa1b, first, "train.epochs=1", "train.max_steps=2")) == 0
@@ -272,6 +272,10 @@ def test_a_frozen_image_encoder_keeps_its_weights_and_leaves_the_optimizer(
     names = [n for g in optimizer["param_groups"] for n in g["param_names"]]
     assert names and not [n for n in names if ".image_encoder." in f".{n}"]
     assert any(".mask_decoder." in f".{n}" for n in names)
+    # resuming without the freeze: the optimizer no longer fits, and the error says why
+    resume = ("--init-checkpoint", str(first / "model.pt"), "--resume")
+    assert main(_args(sa1b, out, "train.epochs=1", "train.max_steps=2", *resume)) == 2
+    assert "model.freeze (['image_encoder'] there, [] here)" in capsys.readouterr().err
 
 
 def test_the_harness_evaluates_a_finetuned_model(sa1b: Path, tmp_path: Path) -> None:

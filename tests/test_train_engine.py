@@ -33,6 +33,7 @@ from esam.train import (
     steps_per_epoch,
 )
 from esam.train.checkpointing import CheckpointManager, check_plain, load_checkpoint
+from esam.train.engine import config_changes
 from esam.train.metrics import read_log
 from esam.train.task_state import KeepsUnreadable
 
@@ -478,3 +479,15 @@ def test_unreadable_names_round_trip_and_merge_across_processes() -> None:
     resumed = Task()
     resumed.load_state_dict(states)  # two processes resumed as one
     assert resumed.unreadable == {"a.jpg", "b.jpg", "c.jpg"}
+
+
+def test_config_changes_name_each_differing_key() -> None:
+    saved = {"model": {"freeze": ["image_encoder"], "img_size": 128}, "train": {"resume": None}}
+    now = {"model": {"freeze": [], "img_size": 128}, "train": {"resume": "auto", "seed": 1}}
+    assert config_changes(saved, now) == [
+        "model.freeze (['image_encoder'] there, [] here)",
+        "train.seed (unset there, 1 here)",
+    ]
+    assert config_changes(saved, saved) == [] and config_changes(None, now) == []
+    many = config_changes({f"k{i}": i for i in range(10)}, {}, limit=3)
+    assert many == [f"k{i} ({i} there, unset here)" for i in (0, 1, 2)] + ["and 7 more"]

@@ -369,15 +369,20 @@ class Trainer:
 
     # --------------------------------------------------------------------------- checkpoints
 
+    def _config_dict(self) -> Any:
+        """The run config as stored in checkpoints (a dict when it is a config dataclass)."""
+        cfg = self.run_config
+        if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+            return config_to_dict(cfg)
+        return cfg
+
     def state_dict(
         self, rng: list[Any] | None, task_states: list[Any] | None = None
     ) -> dict[str, Any]:
         """Everything a checkpoint holds (see :mod:`esam.train.checkpointing`); ``rng`` and
         ``task_states`` hold one entry per process."""
         epoch, step_in_epoch = divmod(self.global_step, self.steps_per_epoch)
-        cfg = self.run_config
-        if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-            cfg = config_to_dict(cfg)
+        cfg = self._config_dict()
         return {
             "model": self.raw_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -459,7 +464,11 @@ class Trainer:
             self.raw_model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
-            raise TrainCheckpointError(f"{path} does not fit this model / optimizer: {e}") from e
+            changes = config_changes(state.get("config"), self._config_dict())
+            why = f"; its config differs from this run's in {'; '.join(changes)}" if changes else ""
+            raise TrainCheckpointError(
+                f"{path} does not fit this model / optimizer: {e}{why}"
+            ) from e
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
@@ -492,3 +501,38 @@ class Trainer:
                 "from zero); resume from a checkpoint this version of esam wrote"
             )
         load(list(saved[self.ctx.rank :: self.ctx.world_size]))
+
+
+#: Config keys that differ between a run and its resumption by design.
+_RESUME_KEYS = frozenset({"train.resume", "resume"})
+
+
+def config_changes(saved: Any, now: Any, limit: int = 8) -> list[str]:
+    """The keys whose values differ between two nested config dicts, as
+    ``"key (A there, B here)"`` lines (at most ``limit``, then a count); [] when either is not
+    a dict."""
+    if not isinstance(saved, Mapping) or not isinstance(now, Mapping):
+        return []
+    flat_saved, flat_now = _flatten(saved), _flatten(now)
+    keys = sorted(k for k in flat_saved.keys() | flat_now.keys() if k not in _RESUME_KEYS)
+    missing = object()
+    lines = []
+    for key in keys:
+        a, b = flat_saved.get(key, missing), flat_now.get(key, missing)
+        if a != b:
+            there = "unset" if a is missing else repr(a)
+            here = "unset" if b is missing else repr(b)
+            lines.append(f"{key} ({there} there, {here} here)")
+    if len(lines) > limit:
+        lines = [*lines[:limit], f"and {len(lines) - limit} more"]
+    return lines
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
