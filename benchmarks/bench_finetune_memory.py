@@ -12,14 +12,16 @@ masks, so two sizes give the cost of one mask (over every round) and of the imag
 
 and from them the step's memory at the config's ``batch_size`` images x ``max_masks`` masks
 per process, printed side by side for the two settings. Weights are untrained (the arithmetic
-does not depend on them), masks random rectangles. The precision is the device's run
+does not depend on them), masks random rectangles. ``--freeze image_encoder`` measures the
+step of ``model.freeze=[image_encoder]``: the encoder then keeps no activations. The precision is the device's run
 precision (``--precision``; on a CPU without native bfloat16 use fp32, and expect bf16
 autocast on a GPU to keep activations of roughly half the size).
 
 Usage::
 
     python benchmarks/bench_finetune_memory.py [--config efficientsam_vitt] [--k1 2] [--k2 6]
-        [--device cpu] [--precision fp32] [--threads N] [--output FILE.json]
+        [--device cpu] [--precision fp32] [--threads N] [--freeze image_encoder]
+        [--output FILE.json]
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import torch
 from esam.bench.memory import PeakMemory
 from esam.config import load_config
 from esam.finetune.config import FinetuneConfig
-from esam.finetune.model import build_finetune_model
+from esam.finetune.model import build_finetune_model, freeze_parts
 from esam.finetune.run import loss_size
 from esam.finetune.task import InteractiveTraining
 from esam.runtime.precision import autocast
@@ -82,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--freeze",
+        default="",
+        help="comma-separated parts kept frozen, as model.freeze (e.g. image_encoder)",
+    )
     parser.add_argument("--output", help="write a results JSON here")
     parser.add_argument("overrides", nargs="*", help="config KEY=VALUE overrides")
     args = parser.parse_args(argv)
@@ -93,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(FinetuneConfig, args.config, args.overrides)
     torch.manual_seed(0)
     model, _ = build_finetune_model(cfg)
+    frozen = [p for p in args.freeze.split(",") if p]
+    unknown = set(frozen) - {"image_encoder", "prompt_encoder", "mask_decoder"}
+    if unknown:
+        raise SystemExit(f"--freeze: unknown part(s) {sorted(unknown)}")
+    freeze_parts(model, frozen)  # untrained weights: what is frozen matters, not its values
     model = model.to(args.device).train()
     img, t = cfg.model.img_size, loss_size(cfg)
     b, k = cfg.train.batch_size, cfg.data.max_masks
@@ -121,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{args.config}: {img} px, loss at {t}x{t}, {rounds} prompt rounds, {args.precision} on "
         f"{args.device} ({method}); config: {b} images x {k} masks per process"
+        + (f"; frozen: {', '.join(frozen)}" if frozen else "")
     )
     print(
         f"{'rounds':>10} | {'per mask':>10} | {'per image':>10} | {'config step':>12} | time K1/K2"
@@ -149,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                 "max_masks": k,
                 "threads": torch.get_num_threads(),
                 "memory_method": method,
+                "frozen": frozen,
             },
             metrics={**rows, "recompute_per_mask_ratio": ratio},
             meta=run_metadata(device=args.device, dtype=args.precision, start_time=start),
