@@ -582,23 +582,10 @@ def _point_to_moved_key(cls: type, problem: str) -> str:
     if match is None:
         return problem
     leaf = match.group(1).rpartition(".")[2]
-    elsewhere = [k for k in _dotted_keys(cls) if k.rpartition(".")[2] == leaf]
+    elsewhere = [f.key for f in iter_fields(cls) if f.key.rpartition(".")[2] == leaf]
     if not elsewhere:
         return problem
     return f"{problem} (did you mean {' or '.join(map(repr, elsewhere))}?)"
-
-
-def _dotted_keys(cls: type, prefix: str = "") -> list[str]:
-    """Every leaf key of a config dataclass, dotted (``train.schedule.warmup_steps``)."""
-    keys = []
-    hints = _hints(cls)
-    for name in _init_fields(cls):
-        sub = _dataclass_type(hints[name])
-        if sub is not None:
-            keys.extend(_dotted_keys(sub, f"{prefix}{name}."))
-        else:
-            keys.append(f"{prefix}{name}")
-    return keys
 
 
 _INVALID = object()
