@@ -13,9 +13,9 @@ masks, so two sizes give the cost of one mask (over every round) and of the imag
 and from them the step's memory at the config's ``batch_size`` images x ``max_masks`` masks
 per process, printed side by side for the two settings. Weights are untrained (the arithmetic
 does not depend on them), masks random rectangles. ``--freeze image_encoder`` measures the
-step of ``model.freeze=[image_encoder]``: the encoder then keeps no activations. The precision is the device's run
-precision (``--precision``; on a CPU without native bfloat16 use fp32, and expect bf16
-autocast on a GPU to keep activations of roughly half the size).
+step of ``model.freeze=[image_encoder]``: the encoder then keeps no activations. The
+precision is the device's run precision (``--precision``; on a CPU without native bfloat16
+use fp32, and expect bf16 autocast on a GPU to keep activations of roughly half the size).
 
 Usage::
 
@@ -34,6 +34,7 @@ import torch
 
 from esam.bench.memory import PeakMemory
 from esam.config import load_config
+from esam.errors import InputError
 from esam.finetune.config import FinetuneConfig
 from esam.finetune.model import build_finetune_model, freeze_parts
 from esam.finetune.run import loss_size
@@ -101,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model, _ = build_finetune_model(cfg)
     frozen = [p for p in args.freeze.split(",") if p]
-    unknown = set(frozen) - {"image_encoder", "prompt_encoder", "mask_decoder"}
-    if unknown:
-        raise SystemExit(f"--freeze: unknown part(s) {sorted(unknown)}")
-    freeze_parts(model, frozen)  # untrained weights: what is frozen matters, not its values
+    try:
+        freeze_parts(model, frozen)  # untrained weights: what is frozen matters, not its values
+    except InputError as e:
+        raise SystemExit(f"--freeze: {e}") from None
     model = model.to(args.device).train()
     img, t = cfg.model.img_size, loss_size(cfg)
     b, k = cfg.train.batch_size, cfg.data.max_masks

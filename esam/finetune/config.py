@@ -9,10 +9,14 @@ overridden with ``key=value``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from esam.errors import InputError
 from esam.train.config import OptimConfig, ScheduleConfig, TrainConfig
+
+#: The parts of an EfficientSAM that ``model.freeze`` can name.
+FreezablePart = Literal["image_encoder", "prompt_encoder", "mask_decoder"]
+FREEZABLE_PARTS: tuple[str, ...] = get_args(FreezablePart)
 
 
 @dataclass
@@ -40,9 +44,7 @@ class ModelConfig:
     init_checkpoint: str | None = None
     """EfficientSAM checkpoint (official layout accepted) to start the whole model from; the
     backbone, when also given, then replaces its encoder trunk."""
-    freeze: list[Literal["image_encoder", "prompt_encoder", "mask_decoder"]] = field(
-        default_factory=list
-    )
+    freeze: list[FreezablePart] = field(default_factory=list)
     """Parts kept at their starting weights (no gradient, not in the optimizer), e.g.
     ``[image_encoder]`` to train the prompt encoder and mask decoder on an encoder that stays
     as it is; a frozen image encoder runs without autograd, so none of its activations are
@@ -53,7 +55,7 @@ class ModelConfig:
         if self.img_size < 64 or self.img_size % 16:
             raise InputError(f"model.img_size must be a multiple of 16, >= 64, got {self.img_size}")
         parts = set(self.freeze)
-        if parts == {"image_encoder", "prompt_encoder", "mask_decoder"}:
+        if parts == set(FREEZABLE_PARTS):
             raise InputError("model.freeze names every part of the model: nothing would train")
         if self.init_checkpoint is None:
             random = parts - ({"image_encoder"} if self.backbone is not None else set())

@@ -18,7 +18,7 @@ from typing import Any
 from esam.build import GENERIC_NAME, MODEL_CONFIGS, build_from_config, load_backbone_into
 from esam.checkpoint import CheckpointError, load_state, read_checkpoint, save_checkpoint
 from esam.errors import InputError
-from esam.finetune.config import FinetuneConfig
+from esam.finetune.config import FREEZABLE_PARTS, FinetuneConfig
 from esam.modeling import EfficientSam
 
 
@@ -85,8 +85,15 @@ def build_finetune_model(cfg: FinetuneConfig) -> tuple[EfficientSam, dict[str, A
 
 
 def freeze_parts(model: EfficientSam, parts: list[str]) -> list[str]:
-    """Stop the gradient of the named parts (``image_encoder``, ``prompt_encoder``,
-    ``mask_decoder``); returns the names of the frozen parameters."""
+    """Stop the gradient of the named parts (:data:`~esam.finetune.config.FREEZABLE_PARTS`);
+    returns the names of the frozen parameters.
+
+    Raises:
+        InputError: a name that is not one of those parts.
+    """
+    unknown = sorted(set(parts) - set(FREEZABLE_PARTS))
+    if unknown:
+        raise InputError(f"cannot freeze {unknown}: the parts are {list(FREEZABLE_PARTS)}")
     frozen: list[str] = []
     for part in parts:
         module = getattr(model, part)
