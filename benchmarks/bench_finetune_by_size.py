@@ -37,6 +37,7 @@ from tqdm import tqdm
 from esam import build_model
 from esam.adapters.baselines import fill_boxes
 from esam.data.sa1b import SA1BDataset
+from esam.eval.metrics import mask_iou
 from esam.finetune.losses import downsample_masks
 from esam.predictor import EfficientSamPredictor
 from esam.utils.io import write_json_atomic
@@ -44,12 +45,6 @@ from esam.utils.meta import run_metadata, utc_now
 
 #: The columns, in print order.
 COLUMNS = ("chosen", "best_of_3", "lowres_exact", "box_fill")
-
-
-def iou(pred: np.ndarray, target: np.ndarray) -> float:
-    """IoU of two HxW bool masks (0 when both are empty, as in ``esam.eval.metrics``)."""
-    union = np.logical_or(pred, target).sum()
-    return float(np.logical_and(pred, target).sum() / union) if union else 0.0
 
 
 def lowres_exact(masks: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
@@ -81,27 +76,27 @@ def score_image(
         boxes: Qx4 (x0, y0, x1, y1) prompt boxes in pixels.
 
     Returns:
-        Q dicts: ``area`` (pixels) and one IoU in [0, 1] per column of :data:`COLUMNS`.
+        Q dicts: ``area`` (pixels) and one IoU in percent per column of :data:`COLUMNS`
+        (``esam.eval.metrics.mask_iou``, the harness's IoU).
     """
     h, w = image.shape[:2]
     predictor.set_image(image)
     with torch.no_grad():
         pred, _, low = predictor.predict_batch(boxes=boxes)  # sorted by predicted IoU
     exact = lowres_exact(torch.from_numpy(masks), tuple(low.shape[-2:]))
-    filled = fill_boxes(boxes, h, w)
-    rows = []
-    for k, gt in enumerate(masks):
-        outputs = [iou(pred[k, j], gt) for j in range(pred.shape[1])]
-        rows.append(
-            {
-                "area": float(gt.sum()),
-                "chosen": outputs[0],
-                "best_of_3": max(outputs),
-                "lowres_exact": iou(exact[k], gt),
-                "box_fill": iou(filled[k], gt),
-            }
-        )
-    return rows
+    outputs = mask_iou(pred, masks[:, None])  # QxM
+    exact_iou = mask_iou(exact, masks)
+    filled_iou = mask_iou(fill_boxes(boxes, h, w), masks)
+    return [
+        {
+            "area": float(gt.sum()),
+            "chosen": float(outputs[k, 0]),
+            "best_of_3": float(outputs[k].max()),
+            "lowres_exact": float(exact_iou[k]),
+            "box_fill": float(filled_iou[k]),
+        }
+        for k, gt in enumerate(masks)
+    ]
 
 
 def score_dataset(
@@ -119,7 +114,8 @@ def score_dataset(
 
 
 def summarise(rows: list[dict[str, float]], bins: list[float]) -> list[dict[str, Any]]:
-    """mIoU (percent) of each column overall and per area bin ``[lo, hi)``."""
+    """mIoU (percent) of each column overall and per area bin ``[lo, hi)``; ``rows`` as
+    :func:`score_image` returns them."""
     area = np.array([r["area"] for r in rows])
     edges = [0.0, *bins, float("inf")]
     groups = [("all", np.ones(len(rows), dtype=bool))]
@@ -131,7 +127,7 @@ def summarise(rows: list[dict[str, float]], bins: list[float]) -> list[dict[str,
         entry: dict[str, Any] = {"area_px": label, "n_masks": int(sel.sum())}
         for col in COLUMNS:
             values = [r[col] for r, s in zip(rows, sel, strict=True) if s]
-            entry[col] = 100.0 * float(np.mean(values)) if values else None
+            entry[col] = float(np.mean(values)) if values else None
         table.append(entry)
     return table
 

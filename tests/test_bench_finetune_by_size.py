@@ -17,6 +17,7 @@ import torch
 import esam
 from esam.cli.main import main
 from esam.data.synth_sa1b import write_synthetic_sa1b
+from esam.eval.metrics import mask_iou
 from esam.finetune.model import save_finetuned
 from esam.standin import load_standin_weights
 
@@ -38,14 +39,14 @@ def test_lowres_ceiling_of_known_masks(script: ModuleType) -> None:
     masks[0, 4:12, 2:10] = True  # on the 8x8 grid's 2 px cells: passes exactly
     masks[1, 5, 5] = True  # a quarter of one cell: below one half, lost
     out = script.lowres_exact(masks, (8, 8))
-    assert script.iou(out[0], masks[0].numpy()) == 1.0
-    assert not out[1].any() and script.iou(out[1], masks[1].numpy()) == 0.0
+    assert mask_iou(out[0], masks[0].numpy()) == 100.0
+    assert not out[1].any() and mask_iou(out[1], masks[1].numpy()) == 0.0
 
 
 def test_summary_bins_and_means(script: ModuleType) -> None:
     rows = [
-        {"area": a, "chosen": c, "best_of_3": b, "lowres_exact": 1.0, "box_fill": 0.5}
-        for a, c, b in ((10, 0.2, 0.4), (40, 0.6, 0.6), (50, 0.8, 1.0))
+        {"area": a, "chosen": c, "best_of_3": b, "lowres_exact": 100.0, "box_fill": 50.0}
+        for a, c, b in ((10, 20.0, 40.0), (40, 60.0, 60.0), (50, 80.0, 100.0))
     ]
     table = {e["area_px"]: e for e in script.summarise(rows, [32.0, 64.0])}
     assert list(table) == ["all", "0-32", "32-64", ">=64"]
