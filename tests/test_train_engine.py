@@ -410,6 +410,49 @@ def test_log_jsonl_content(tmp_path: Path) -> None:
     assert (tmp_path / "config.yaml").is_file()
 
 
+def test_evaluate_runs_after_every_nth_epoch_and_at_the_end(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(DIM, 1)
+    seen: list[tuple[bool, bool, float]] = []
+
+    def evaluate() -> dict[str, float]:
+        seen.append((model.training, torch.is_grad_enabled(), float(model.weight.sum())))
+        return {"val_w": float(model.weight.sum())}
+
+    cfg = config(tmp_path / "run", epochs=5, log_every=4)  # 4 steps per epoch
+    trainer = build(cfg, MseTask(), model=model)
+    trainer.evaluate, trainer.evaluate_every_epochs = evaluate, 2
+    result = trainer.fit()
+    # after epochs 2 and 4, then the end (epoch 5); in eval mode, without gradients, on the
+    # weights of that step
+    assert [r["step"] for r in result.evaluations] == [8, 16, 20]
+    assert [(training, grad) for training, grad, _ in seen] == [(False, False)] * 3
+    assert result.evaluations[-1]["val_w"] == float(model.weight.detach().sum())
+    assert model.training
+    rows = _lines(tmp_path / "run")
+    evals = [r for r in rows if "val_w" in r]
+    assert [(r["step"], r["epoch"]) for r in evals] == [(8, 1), (16, 3), (20, 4)]
+    assert all(r["eval_s"] >= 0 and "loss" not in r for r in evals)
+    # the training lines are those of a run without evaluation
+    plain = build(config(tmp_path / "plain", epochs=5, log_every=4), MseTask()).fit()
+    assert [r["loss"] for r in rows if "loss" in r] == [
+        r["loss"] for r in _lines(tmp_path / "plain")
+    ]
+    assert plain.evaluations == []
+    # stopped early by max_steps: evaluated where it stops; 0 = only at the end
+    stopped = build(config(tmp_path / "stop", epochs=5, max_steps=6), MseTask(), model=model)
+    stopped.evaluate, stopped.evaluate_every_epochs = evaluate, 0
+    assert [r["step"] for r in stopped.fit().evaluations] == [6]
+    # a resumed run that is complete already runs no step and no evaluation, and its last
+    # values are the last training line's, not the evaluation's
+    again = build(replace(cfg, resume="auto"), MseTask(), model=model)
+    again.evaluate = evaluate
+    done = again.fit()
+    assert (
+        done.evaluations == [] and done.last["loss"] == [r for r in rows if "loss" in r][-1]["loss"]
+    )
+
+
 def test_bf16_autocast_on_cpu(tmp_path: Path) -> None:
     cfg = config(tmp_path, precision="bf16", max_steps=2)
     result = build(cfg, MseTask()).fit()

@@ -3,7 +3,8 @@
 Usage::
 
     esam finetune [--config NAME_OR_YAML] --data DIR_OR_TARS --output RUN_DIR
-                  [--backbone PATH] [--init-checkpoint PATH] [--resume] [KEY=VALUE ...]
+                  [--val-data DIR_OR_TARS] [--backbone PATH] [--init-checkpoint PATH]
+                  [--resume] [KEY=VALUE ...]
     esam finetune export RUN_DIR_OR_CHECKPOINT --out MODEL.pt
 
 Configs (``--config``): ``efficientsam_vitt``, ``efficientsam_vits`` (the paper's recipe: 1024
@@ -11,6 +12,8 @@ px, AdamW 4e-4, batch 128, 5 epochs) and ``tiny`` (a small model from scratch on
 YAML file; every field can be set with ``KEY=VALUE`` (``prompts.corrective_rounds=2``) or its
 flag. Precedence: defaults < config < flags < ``KEY=VALUE``. RUN_DIR receives ``model.pt``:
 evaluate it with ``esam eval zeroshot --model efficientsam --checkpoint RUN_DIR/model.pt``.
+``--val-data`` scores held-out data the same way during training (``val.*`` settings; the values
+go to ``log.jsonl`` and ``results.json``).
 Run under ``torchrun --nproc_per_node N -m esam.cli.main finetune ...`` for one process per GPU.
 ``export`` writes the model of a run's newest training checkpoint (or of a checkpoint file)
 as ``model.pt`` is written, to evaluate a run before it ends or at an earlier step.
@@ -23,6 +26,7 @@ import argparse
 #: Short flags and the config fields they set.
 _ALIASES = {
     "data": "data.path",
+    "val_data": "val.path",
     "output": "train.output_dir",
     "backbone": "model.backbone",
     "init_checkpoint": "model.init_checkpoint",
@@ -51,6 +55,12 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", metavar="DIR_OR_TARS", help="SA-1B-format training data")
+    p.add_argument(
+        "--val-data",
+        metavar="DIR_OR_TARS",
+        help="SA-1B-format held-out data scored after every val.every_epochs epochs and at the "
+        "end (box and 1-click mIoU, as esam eval zeroshot scores them)",
+    )
     p.add_argument("--output", metavar="RUN_DIR", help="run folder (model.pt, log, checkpoints)")
     p.add_argument("--backbone", metavar="PATH", help="image-encoder trunk (esam pretrain export)")
     p.add_argument("--init-checkpoint", metavar="PATH", help="EfficientSAM weights to start from")
@@ -112,4 +122,7 @@ def dispatch(args: argparse.Namespace) -> int:
             f"{result.global_step} steps, loss {fmt('final_loss')} (focal {fmt('final_focal')}, "
             f"dice {fmt('final_dice')}, IoU MSE {fmt('final_iou_mse')}) -> {result.model_path}"
         )
+        vals = [k for k in m if k.startswith("val_") and m[k] is not None]
+        if vals:
+            print("held-out: " + ", ".join(f"{k} {number(m[k], '.2f')}%" for k in vals))
     return 0

@@ -1,4 +1,4 @@
-"""Instance masks as COCO stores them: polygons and RLE (checked, decoded, encoded).
+"""Instance masks as COCO stores them: polygons and RLE (checked, decoded, encoded); mask IoU.
 
 Decoding goes through ``pycocotools``; every RLE is checked in pure Python first (its size and
 run lengths), because the C decoder trusts the run lengths it is given.
@@ -201,3 +201,22 @@ def encode_mask(mask: np.ndarray) -> dict[str, Any]:
         "size": [int(rle["size"][0]), int(rle["size"][1])],
         "counts": rle["counts"].decode("ascii"),
     }
+
+
+def mask_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """IoU in percent of matching masks.
+
+    Args:
+        pred: ...xHxW bool.
+        gt: ...xHxW bool (broadcast against ``pred``).
+
+    Returns:
+        float64 IoU in [0, 100] over the leading dims; 0 where both masks are empty.
+    """
+    pred = pred.astype(bool)
+    gt = gt.astype(bool)
+    inter = np.logical_and(pred, gt).sum(axis=(-2, -1), dtype=np.int64)
+    union = np.logical_or(pred, gt).sum(axis=(-2, -1), dtype=np.int64)
+    out = np.zeros(np.broadcast_shapes(inter.shape, union.shape), dtype=np.float64)
+    np.divide(100.0 * inter, union, out=out, where=union > 0)
+    return out

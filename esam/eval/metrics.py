@@ -1,9 +1,11 @@
-"""Mask IoU, COCO size buckets and the aggregate mIoU of a run.
+"""Size buckets, the choice among a prompt's masks and the aggregate mIoU of a run.
 
-Size buckets follow COCO by the annotation's ``area``: small < 32^2, medium < 96^2, large
-otherwise (rule ``coco``). The ``inclusive`` rule of EfficientViT-SAM's evaluation closes every
-bucket at both ends, so an area of exactly 32^2 or 96^2 counts in two buckets. mIoU is the mean per-instance IoU in percent; sums use ``math.fsum`` so the result
-does not depend on the order rows arrive in (one process or several).
+The IoU of two masks is :func:`esam.data.masks.mask_iou` (imported here too). Size buckets
+follow COCO by the annotation's ``area``: small < 32^2, medium < 96^2, large otherwise (rule
+``coco``). The ``inclusive`` rule of EfficientViT-SAM's evaluation closes every bucket at both
+ends, so an area of exactly 32^2 or 96^2 counts in two buckets. mIoU is the mean per-instance
+IoU in percent; sums use ``math.fsum`` so the result does not depend on the order rows arrive
+in (one process or several).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from esam.data.masks import mask_iou
 from esam.errors import InputError
 
 SMALL_MAX_AREA = 32**2
@@ -84,25 +87,6 @@ def size_buckets_of(area: float, rule: str = "coco") -> tuple[str, ...]:
     if area >= MEDIUM_MAX_AREA:
         out.append("large")
     return tuple(out)
-
-
-def mask_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """IoU in percent of matching masks.
-
-    Args:
-        pred: ...xHxW bool.
-        gt: ...xHxW bool (broadcast against ``pred``).
-
-    Returns:
-        float64 IoU in [0, 100] over the leading dims; 0 where both masks are empty.
-    """
-    pred = pred.astype(bool)
-    gt = gt.astype(bool)
-    inter = np.logical_and(pred, gt).sum(axis=(-2, -1), dtype=np.int64)
-    union = np.logical_or(pred, gt).sum(axis=(-2, -1), dtype=np.int64)
-    out = np.zeros(np.broadcast_shapes(inter.shape, union.shape), dtype=np.float64)
-    np.divide(100.0 * inter, union, out=out, where=union > 0)
-    return out
 
 
 def choose_masks(

@@ -30,28 +30,12 @@ from esam.adapters import Prediction, Prompts, SegmentationAdapter, build_adapte
 from esam.data.coco import (
     AnnotationSet,
     ImageSpec,
-    InstanceSpec,
     handle_missing_images,
     load_annotation_set,
 )
-from esam.data.masks import decode_mask
-from esam.data.prompts import (
-    PAD_LABEL,
-    box_from_bbox,
-    box_from_mask,
-    center_click,
-    clip_boxes,
-    empty_boxes,
-    instance_rng,
-    n_clicks,
-    next_error_click,
-    random_clicks,
-)
+from esam.data.gt_prompts import PreparePrompts, ZeroShotPayload
+from esam.data.prompts import PAD_LABEL, n_clicks, next_error_click
 from esam.data.skips import (
-    SKIP_BAD_POLYGON,
-    SKIP_BAD_RLE,
-    SKIP_BOX_OUTSIDE,
-    SKIP_EMPTY_MASK,
     SKIP_IMAGE_MISSING,
     SKIP_IN_SKIPPED_IMAGE,
     n_images_skipped,
@@ -71,90 +55,6 @@ from esam.runtime import distributed as dist_utils
 from esam.utils.meta import utc_now
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ZeroShotPayload:
-    """Per-image ground truth and first prompts, prepared in a DataLoader worker.
-
-    Attributes:
-        instances: the instances evaluated (those with a non-empty mask).
-        gt_masks: QxHxW bool.
-        boxes: Qx4 float32 (x0, y0, x1, y1) clipped to the image, box prompts only.
-        points: QxNx2 float32 (x, y) clicks (the first click only for ``iterative``).
-        labels: QxN int64.
-        skips: instances left out at this stage, by reason.
-    """
-
-    instances: list[InstanceSpec]
-    gt_masks: np.ndarray
-    boxes: np.ndarray | None
-    points: np.ndarray | None
-    labels: np.ndarray | None
-    skips: Counter[str]
-
-
-def _bbox(inst: InstanceSpec) -> tuple[float, float, float, float]:
-    if inst.bbox is None:  # excluded at loading when boxes come from the annotation
-        raise InputError(f"annotation id {inst.ann_id} has no usable bbox")
-    return inst.bbox
-
-
-@dataclass(frozen=True)
-class PreparePrompts:
-    """Worker-side step: decode masks and derive each instance's prompt (picklable)."""
-
-    prompt: str
-    click: str
-    box_source: str
-    seed: int
-    clip: bool = True
-
-    def __call__(self, spec: ImageSpec, image: np.ndarray) -> ZeroShotPayload:
-        h, w = spec.height, spec.width
-        skips: Counter[str] = Counter()
-        kept: list[InstanceSpec] = []
-        masks: list[np.ndarray] = []
-        kept_boxes: list[np.ndarray] = []
-        for inst in spec.instances:
-            try:
-                m = decode_mask(inst.segmentation, h, w)
-            except (ValueError, TypeError, OverflowError) as e:
-                # annotations are checked on loading; this is the last line of defence, so a
-                # bad segmentation is a counted skip and never an exception in a worker
-                reason = SKIP_BAD_RLE if isinstance(inst.segmentation, dict) else SKIP_BAD_POLYGON
-                log.warning("annotation id %d: segmentation not decodable (%s)", inst.ann_id, e)
-                skips[reason] += 1
-                continue
-            if not m.any():
-                skips[SKIP_EMPTY_MASK] += 1
-                continue
-            if self.prompt == "box":
-                raw = box_from_bbox(_bbox(inst)) if self.box_source == "bbox" else box_from_mask(m)
-                box = clip_boxes(raw, h, w)[0]
-                if empty_boxes(box)[0]:
-                    skips[SKIP_BOX_OUTSIDE] += 1
-                    continue
-                kept_boxes.append(box if self.clip else raw)
-            kept.append(inst)
-            masks.append(m)
-        gt = np.stack(masks) if masks else np.zeros((0, h, w), dtype=bool)
-        boxes = points = labels = None
-        q = len(kept)
-        if self.prompt == "box":
-            boxes = np.stack(kept_boxes) if q else np.zeros((0, 4), np.float32)
-        else:
-            n = n_clicks(self.prompt) if self.click == "random" else 1
-            points = np.zeros((q, n, 2), dtype=np.float32)
-            labels = np.ones((q, n), dtype=np.int64)
-            for k, (inst, m) in enumerate(zip(kept, masks, strict=True)):
-                if self.click == "random":
-                    points[k] = random_clicks(
-                        m, n, instance_rng(self.seed, spec.image_id, inst.ann_id)
-                    )
-                else:  # center, and the first click of iterative
-                    points[k, 0] = center_click(m)
-        return ZeroShotPayload(kept, gt, boxes, points, labels, skips)
 
 
 #: Instances decoded together in one ``predict`` call (their masks are Qx3xHxW at full size).

@@ -138,6 +138,37 @@ class MemoryConfig:
     decoder's forward runs twice."""
 
 
+#: Prompts a validation can score (each as ``esam eval zeroshot --prompt`` scores it).
+ValPrompt = Literal["box", "point1", "point3"]
+
+
+@dataclass
+class ValConfig:
+    """Held-out data scored during training, as ``esam eval zeroshot --dataset sa1b`` scores it."""
+
+    path: str | None = None
+    """SA-1B-format held-out data (folders or tar shards, comma-separated); None: no
+    validation."""
+    every_epochs: int = 1
+    """Validate after every this many epochs; 0: only at the end of the run (always then)."""
+    prompts: list[ValPrompt] = field(default_factory=lambda: ["box", "point1"])
+    """Prompts scored, each giving ``val_<prompt>_miou`` (the harness's default protocol:
+    annotation boxes clipped to the image, clicks at random inside the mask, seeded per
+    instance; the output of highest predicted IoU)."""
+    max_images: int | None = None
+    """Score only the first N images by id; None: all."""
+    seed: int = 0
+    """Seed of the clicks (the harness's ``--seed``)."""
+
+    def __post_init__(self) -> None:
+        if self.every_epochs < 0:
+            raise InputError(f"val.every_epochs must be >= 0, got {self.every_epochs}")
+        if not self.prompts:
+            raise InputError("val.prompts is empty: name box, point1 or point3")
+        if self.max_images is not None and self.max_images < 1:
+            raise InputError(f"val.max_images must be >= 1, got {self.max_images}")
+
+
 def _finetune_loop() -> TrainConfig:
     """The paper's optimiser and schedule (5 epochs, AdamW 4e-4 (0.9, 0.999), wd 0.1) at 2
     images per process: the activations of 64 masks over every prompt round bound them. The
@@ -171,5 +202,7 @@ class FinetuneConfig:
     """The loss."""
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     """Activation memory."""
+    val: ValConfig = field(default_factory=ValConfig)
+    """Held-out data scored during training (``--val-data``)."""
     train: TrainConfig = field(default_factory=_finetune_loop)
     """The training loop (images per process per step, optimizer, schedule, checkpoints)."""

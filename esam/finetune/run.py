@@ -5,8 +5,9 @@ trains with :class:`esam.train.Trainer` (one process, or one per GPU under ``tor
 on rank 0, writes into the run folder ``model.pt`` (an esam checkpoint storing its
 architecture: ``--model efficientsam --checkpoint RUN_DIR/model.pt`` everywhere) and
 ``results.json`` (task ``finetune``: the last losses, the loss curve, skipped annotations and
-files, unreadable images) beside ``config.yaml``, ``log.jsonl`` and ``checkpoints/``. Resuming
-a run that was complete already changes neither file.
+files, unreadable images; with held-out data, ``val``: every validation's mIoU and the final
+one in ``metrics``) beside ``config.yaml``, ``log.jsonl`` and ``checkpoints/``. Resuming a run
+that was complete already changes neither file.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from esam.finetune.model import (
     weights_note,
 )
 from esam.finetune.task import FinetuneTask, InteractiveTraining
+from esam.finetune.validate import PROTOCOL, Validation, metric_name
 from esam.runtime.distributed import (
     DistContext,
     device_for,
@@ -121,6 +123,7 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
         global_batch = loader.batch_size * cfg.train.accum_steps * ctx.world_size
         optimizer, scheduler = build_optimization(trained, cfg.train, spe, global_batch)
         task = FinetuneTask()
+        validation = Validation(cfg.val, model, ctx) if cfg.val.path else None
         # without corrective rounds the single-mask output's hypernetwork MLP gets no
         # gradient, which DDP must be told
         ddp_kwargs = {"find_unused_parameters": cfg.prompts.corrective_rounds == 0}
@@ -134,6 +137,8 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
             ctx=ctx,
             run_config=cfg,
             ddp_kwargs=ddp_kwargs,
+            evaluate=validation,
+            evaluate_every_epochs=cfg.val.every_epochs,
         )
         t0 = time.perf_counter()
         result = trainer.fit()
@@ -156,7 +161,17 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
             return FinetuneResult(result.global_step, obj, run_dir, run_dir / MODEL_FILENAME)
         model_path = save_finetuned(model, run_dir / MODEL_FILENAME, weights_note(cfg))
         results = _write_results(
-            cfg, result, len(data), unreadable, skips, origin, seconds, start, trainer, model_path
+            cfg,
+            result,
+            len(data),
+            unreadable,
+            skips,
+            origin,
+            seconds,
+            start,
+            trainer,
+            model_path,
+            validation,
         )
         return FinetuneResult(result.global_step, results, run_dir, model_path)
     finally:
@@ -179,6 +194,37 @@ def _gather(task: FinetuneTask, ctx: DistContext) -> tuple[list[str], dict[str, 
     if skips:
         log.info("masks left out: %s", ", ".join(f"{k}={v}" for k, v in sorted(skips.items())))
     return unreadable, dict(sorted(skips.items()))
+
+
+def _val_block(
+    cfg: FinetuneConfig, run_dir: Path, validation: Validation | None, step: int
+) -> tuple[dict[str, Any] | None, dict[str, float | None]]:
+    """results.json's ``val`` section (every validation in ``log.jsonl``, earlier sessions of a
+    resumed run included) and the final step's values for ``metrics`` (None where the final
+    step was not validated)."""
+    if validation is None:
+        return None, {}
+    names = [metric_name(p) for p in cfg.val.prompts]
+    path = run_dir / LOG_FILENAME
+    rows = [r for r in read_log(path) if any(n in r for n in names)] if path.is_file() else []
+    curve = [
+        {"step": int(r["step"]), "epoch": int(r["epoch"]), **{n: r.get(n) for n in names}}
+        for r in rows
+    ]
+    final = curve[-1] if curve and curve[-1]["step"] == step else {}
+    block = {
+        "path": cfg.val.path,
+        "prompts": list(cfg.val.prompts),
+        "protocol": PROTOCOL | {"seed": cfg.val.seed},
+        "every_epochs": cfg.val.every_epochs,
+        "n_images": len(validation.image_ids),
+        "n_instances": validation.n_instances,
+        # of the last validation
+        "n_scored": validation.last_scored,
+        "skips": validation.last_skips,
+        "curve": curve,
+    }
+    return block, {n: final.get(n) for n in names}
 
 
 def _curve(run_dir: Path) -> list[dict[str, float]]:
@@ -204,11 +250,13 @@ def _write_results(
     start: str,
     trainer: Trainer,
     model_path: Path,
+    validation: Validation | None,
 ) -> dict[str, Any]:
     from esam.utils.io import sha256_file
 
     run_dir = Path(cfg.train.output_dir)
     last = result.last
+    val, val_metrics = _val_block(cfg, run_dir, validation, result.global_step)
     metrics = {
         "final_loss": last.get("loss"),
         "final_focal": last.get("focal"),
@@ -220,6 +268,7 @@ def _write_results(
         if result.steps_run and seconds > 0
         else None,
         "unreadable_images": len(unreadable),
+        **val_metrics,
     }
     obj = make_results(
         TASK,
@@ -247,6 +296,7 @@ def _write_results(
         skips=skips,
         curve=_curve(run_dir),
         unreadable_images=unreadable,
+        **({"val": val} if val is not None else {}),
     )
     write_json_atomic(run_dir / RESULTS_FILENAME, obj)
     log.info("model written to %s; results to %s", model_path, run_dir / RESULTS_FILENAME)

@@ -14,6 +14,7 @@ A job builds the model, a :class:`TrainTask` (or a plain function) turning a bat
         stop if the loss is not finite                         # before touching the weights
         clip the gradient norm (recorded), optimizer step
         log.jsonl line, progress bar, checkpoint when due
+    after every N-th epoch and at the end: the job's evaluate() if it gave one (own log line)
 
 With micro-batches of equal size (incomplete ones are never used) the mean of the
 micro-batch losses is the loss of the whole global batch, and so is its gradient: ``k``
@@ -112,12 +113,15 @@ class TrainResult:
         checkpoint: the last checkpoint written by this process (None off rank 0).
         steps_run: optimizer steps this call ran (``global_step`` less the resumed step): the
             steps a throughput divides by.
+        evaluations: the ``evaluate`` lines this call wrote (``step``, ``epoch``, the values,
+            ``eval_s``), oldest first.
     """
 
     global_step: int
     last: dict[str, float] = field(default_factory=dict)
     checkpoint: Path | None = None
     steps_run: int = 0
+    evaluations: list[dict[str, float]] = field(default_factory=list)
 
 
 class Trainer:
@@ -136,6 +140,13 @@ class Trainer:
         device: the device of this process (default ``device_for(cfg.device, ctx)``).
         run_config: the job's whole config, written to ``config.yaml`` and into checkpoints.
         ddp_kwargs: passed to DistributedDataParallel.
+        evaluate: called on every process after every ``evaluate_every_epochs``-th epoch and
+            at the end of the run, with the model in eval mode and gradients off; returns named
+            floats (e.g. ``val_box_miou``), those of the main process written to ``log.jsonl``
+            as a line of their own (with ``step``, ``epoch`` and ``eval_s``) and kept in
+            ``TrainResult.evaluations``. It must not draw from the global random generators
+            (a resumed run would then differ from an uninterrupted one).
+        evaluate_every_epochs: 0 evaluates only at the end of the run.
     """
 
     def __init__(
@@ -151,7 +162,11 @@ class Trainer:
         device: str | torch.device | None = None,
         run_config: Any = None,
         ddp_kwargs: Mapping[str, Any] | None = None,
+        evaluate: Callable[[], Mapping[str, float]] | None = None,
+        evaluate_every_epochs: int = 1,
     ) -> None:
+        if evaluate_every_epochs < 0:
+            raise ValueError(f"evaluate_every_epochs must be >= 0, got {evaluate_every_epochs}")
         self.cfg = cfg
         self.ctx = ctx or DistContext()
         self.device = torch.device(
@@ -186,6 +201,8 @@ class Trainer:
                 "build_schedules(cfg, steps_per_epoch(...), lr)"
             )
         self.task = task
+        self.evaluate = evaluate
+        self.evaluate_every_epochs = evaluate_every_epochs
         self.run_config = run_config
         self.out = Path(cfg.output_dir)
         self.checkpoints = CheckpointManager(self.out / "checkpoints", cfg.keep_last)
@@ -206,26 +223,65 @@ class Trainer:
         )
         stop = min(self.total_steps, self.cfg.max_steps or self.total_steps)
         last: dict[str, float] = {}
+        evaluations: list[dict[str, float]] = []
         resumed_at = self.global_step
         self.model.train()
         try:
             while self.global_step < stop:
                 epoch, first = divmod(self.global_step, self.steps_per_epoch)
                 last = self._run_epoch(epoch, first, stop, metrics) or last
+                if self._evaluation_due(epoch, stop):
+                    evaluations.append(self._evaluate(epoch, metrics))
             if self._saved_step != self.global_step:
                 self.save()
         finally:
             metrics.close()
         if not last:
             last = self._last_logged()
-        return TrainResult(self.global_step, last, self._last_path, self.global_step - resumed_at)
+        return TrainResult(
+            self.global_step,
+            last,
+            self._last_path,
+            self.global_step - resumed_at,
+            evaluations,
+        )
+
+    def _evaluation_due(self, epoch: int, stop: int) -> bool:
+        """An evaluation is due now: at the end of the run, or after an N-th whole epoch."""
+        if self.evaluate is None:
+            return False
+        if self.global_step >= stop:
+            return True
+        every = self.evaluate_every_epochs
+        whole = self.global_step % self.steps_per_epoch == 0
+        return whole and every > 0 and (epoch + 1) % every == 0
+
+    def _evaluate(self, epoch: int, metrics: MetricsLog) -> dict[str, float]:
+        """Run ``evaluate`` (eval mode, no gradients) and log its values."""
+        assert self.evaluate is not None
+        t0 = time.perf_counter()
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                values = {k: float(v) for k, v in self.evaluate().items()}
+        finally:
+            self.model.train()
+        row = {"step": self.global_step, "epoch": epoch, **values}
+        row["eval_s"] = time.perf_counter() - t0
+        metrics.write(row)
+        log.info(
+            "step %d: %s",
+            self.global_step,
+            ", ".join(f"{k} {v:.4g}" for k, v in values.items()) or "evaluated",
+        )
+        return row
 
     def _last_logged(self) -> dict[str, float]:
         """The numeric values of the log's line of the current step (empty without one)."""
         path = self.out / LOG_FILENAME
         if not path.is_file():
             return {}
-        rows = [r for r in read_log(path) if r.get("step") == self.global_step]
+        rows = [r for r in read_log(path) if r.get("step") == self.global_step and "loss" in r]
         if not rows:
             return {}
         skip = ("step", "epoch", "epoch_step", "time", "samples_per_s")
