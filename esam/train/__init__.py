@@ -4,10 +4,13 @@
 * :mod:`esam.train.param_groups`: weight-decay exemptions and layer-wise lr decay.
 * :mod:`esam.train.schedules`: per-step warm-up + cosine / linear / poly / step / constant.
 * :mod:`esam.train.optim`: optimizer and scheduler from a config.
+* :mod:`esam.train.muon`: Muon for the linear layers' weights with AdamW for the rest
+  (``optim.name: muon``).
 * :mod:`esam.train.loader`: the sharded, resumable DataLoader.
 * :mod:`esam.train.checkpointing`: atomic checkpoints, keep-last-k, ``last`` pointer.
 * :mod:`esam.train.metrics`: ``log.jsonl``.
-* :mod:`esam.train.engine`: :class:`Trainer`, the step loop.
+* :mod:`esam.train.engine`: :class:`Trainer`, the step loop (and an optional evaluation
+  after every N epochs).
 * :mod:`esam.train.task_state`: the checkpointed state of tasks that name skipped images.
 
 A job (``esam.sami``, ``esam.finetune``, ...) supplies the model, the dataset and a

@@ -20,8 +20,10 @@ ScheduleKind = Literal["cosine", "linear", "poly", "step", "constant"]
 class OptimConfig:
     """Optimizer, learning rate and weight decay."""
 
-    name: Literal["adamw", "sgd"] = "adamw"
-    """Optimizer: ``adamw`` or ``sgd`` (with momentum)."""
+    name: Literal["adamw", "sgd", "muon"] = "adamw"
+    """Optimizer: ``adamw``, ``sgd`` (with momentum), or ``muon``: Muon for the weights of the
+    linear layers and AdamW (``betas``, ``eps``) for every other parameter, at the same
+    learning rate and weight decay (:mod:`esam.train.muon`)."""
     base_lr: float = 1.5e-4
     """Peak learning rate per 256 samples: the run's peak is base_lr x global batch / 256."""
     lr: float | None = None
@@ -42,6 +44,8 @@ class OptimConfig:
     """AdamW epsilon."""
     momentum: float = 0.9
     """SGD momentum."""
+    muon_momentum: float = 0.95
+    """Muon's Nesterov momentum (``name: muon``)."""
     no_weight_decay: tuple[str, ...] = ()
     """More parameter names (or module prefixes) exempt from weight decay."""
 

@@ -1,0 +1,123 @@
+"""Muon for a model's weight matrices and AdamW for the rest, as one optimizer.
+
+Muon (``torch.optim.Muon``: Nesterov momentum whose update is orthogonalised by a few
+Newton-Schulz iterations) is defined for 2-D weights only; the usual split gives it the weights
+of the linear layers and leaves embeddings, convolutions, norms and biases to AdamW.
+:class:`MuonWithAdamW` runs both behind one :class:`torch.optim.Optimizer`, so the engine, the
+schedulers (which set ``group["lr"]`` and ``group["weight_decay"]``), the fp16 grad scaler and
+checkpoints see a single optimizer. Muon's step is scaled to AdamW's update size
+(``adjust_lr_fn="match_rms_adamw"``), so the same learning rate and weight decay serve both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from esam.errors import InputError
+
+#: Muon's step scaled to match AdamW's update RMS, so one learning rate serves both.
+ADJUST_LR = "match_rms_adamw"
+
+
+def matrix_params(model: nn.Module) -> set[int]:
+    """``id`` of the weight of every :class:`torch.nn.Linear` in ``model`` (Muon's share)."""
+    return {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+
+
+def split_groups(
+    groups: list[dict[str, Any]], matrices: set[int]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each param group split into its ``matrices`` (for Muon) and the rest (for AdamW); both
+    halves keep the group's other settings (weight decay, lr scale, ...). Empty halves are
+    dropped."""
+    muon, adamw = [], []
+    for group in groups:
+        rest = {k: v for k, v in group.items() if k != "params"}
+        params = list(group["params"])
+        mats = [p for p in params if id(p) in matrices]
+        others = [p for p in params if id(p) not in matrices]
+        if mats:
+            muon.append({**rest, "params": mats})
+        if others:
+            adamw.append({**rest, "params": others})
+    return muon, adamw
+
+
+class MuonWithAdamW(torch.optim.Optimizer):
+    """Muon over ``muon_groups`` and AdamW over ``adamw_groups``.
+
+    ``param_groups`` holds the groups of both (the same dicts the two optimizers step with),
+    Muon's first. The state dict holds both optimizers' state dicts.
+
+    Args:
+        muon_groups: param groups of 2-D tensors only.
+        adamw_groups: param groups of every other tensor.
+        lr: initial learning rate of both (schedulers set it per step).
+        betas, eps: AdamW's.
+        momentum: Muon's (Nesterov) momentum.
+    """
+
+    def __init__(
+        self,
+        muon_groups: list[dict[str, Any]],
+        adamw_groups: list[dict[str, Any]],
+        *,
+        lr: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        momentum: float = 0.95,
+    ) -> None:
+        bad = [tuple(p.shape) for g in muon_groups for p in g["params"] if p.ndim != 2]
+        if bad:
+            raise InputError(f"Muon updates 2-D weights only; got tensors of shape {bad[:3]}")
+        self.muon = (
+            torch.optim.Muon(muon_groups, lr=lr, momentum=momentum, adjust_lr_fn=ADJUST_LR)
+            if muon_groups
+            else None
+        )
+        self.adamw = (
+            torch.optim.AdamW(adamw_groups, lr=lr, betas=betas, eps=eps) if adamw_groups else None
+        )
+        inner = [o for o in (self.muon, self.adamw) if o is not None]
+        if not inner:
+            raise InputError("the optimizer has no parameter to train")
+        super().__init__([g for o in inner for g in o.param_groups], {})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for o in (self.muon, self.adamw):
+            if o is not None:
+                o.step()
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "muon": None if self.muon is None else self.muon.state_dict(),
+            "adamw": None if self.adamw is None else self.adamw.state_dict(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if set(state_dict) != {"muon", "adamw"}:
+            raise ValueError(
+                "not the state of a Muon + AdamW optimizer (keys "
+                f"{sorted(state_dict)}); was the checkpoint written with another optim.name?"
+            )
+        for name, o in (("muon", self.muon), ("adamw", self.adamw)):
+            saved = state_dict[name]
+            if (o is None) != (saved is None):
+                raise ValueError(f"the checkpoint's {name} part does not fit this model's")
+            if o is not None:
+                o.load_state_dict(saved)
+        # loading gives the inner optimizers new group dicts: share them again, so that what a
+        # scheduler writes into param_groups reaches them
+        self.param_groups = [
+            g for o in (self.muon, self.adamw) if o is not None for g in o.param_groups
+        ]

@@ -1,0 +1,121 @@
+"""``optim.name=muon``: Muon for linear weights and AdamW for the rest, as one optimizer."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from esam.errors import InputError
+from esam.train import OptimConfig, ScheduleConfig, TrainConfig, build_optimization
+from esam.train.muon import MuonWithAdamW, matrix_params, split_groups
+from esam.train.param_groups import param_groups
+from tests.test_train_engine import IndexedData, MseTask, build
+
+
+class Net(nn.Module):
+    """Linear layers (Muon's), an embedding, a norm and a conv (AdamW's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(3, 4)
+        self.conv = nn.Conv1d(1, 1, 3, padding=1)
+        self.fc1 = nn.Linear(4, 8)
+        self.norm = nn.LayerNorm(8)
+        self.fc2 = nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.embed.weight[0] + self.conv(x[:, None])[:, 0]
+        return self.fc2(self.norm(self.fc1(x).relu()))
+
+
+def _loss(model: nn.Module, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(16, 4, generator=g), torch.randn(16, 1, generator=g)
+    return ((model(x) - y) ** 2).mean()
+
+
+def test_the_split_gives_muon_the_linear_weights_only() -> None:
+    net = Net()
+    muon, adamw = split_groups(param_groups(net, weight_decay=0.1), matrix_params(net))
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert sorted(names[id(p)] for g in muon for p in g["params"]) == ["fc1.weight", "fc2.weight"]
+    others = sorted(names[id(p)] for g in adamw for p in g["params"])
+    assert others == sorted(set(names.values()) - {"fc1.weight", "fc2.weight"})
+    # each half keeps its group's weight decay
+    assert {g["weight_decay"] for g in muon} == {0.1}
+
+
+def test_each_part_steps_as_its_own_torch_optimizer() -> None:
+    torch.manual_seed(0)
+    net = Net()
+    ref = copy.deepcopy(net)
+    groups = param_groups(net, weight_decay=0.1)
+    opt = MuonWithAdamW(*split_groups(groups, matrix_params(net)), betas=(0.9, 0.95), momentum=0.9)
+    ref_muon, ref_adamw = split_groups(param_groups(ref, weight_decay=0.1), matrix_params(ref))
+    ref_opts = [
+        torch.optim.Muon(ref_muon, lr=0.0, momentum=0.9, adjust_lr_fn="match_rms_adamw"),
+        torch.optim.AdamW(ref_adamw, lr=0.0, betas=(0.9, 0.95)),
+    ]
+    for step in range(3):
+        for g in opt.param_groups:  # a scheduler sets the lr of every group
+            g["lr"] = 0.01 * (step + 1)
+        for o in ref_opts:
+            for g in o.param_groups:
+                g["lr"] = 0.01 * (step + 1)
+        for model, optims in ((net, [opt]), (ref, ref_opts)):
+            for o in optims:
+                o.zero_grad()
+            _loss(model, step).backward()
+            for o in optims:
+                o.step()
+    for (name, a), b in zip(net.named_parameters(), ref.parameters(), strict=True):
+        assert torch.equal(a, b), name
+    assert not torch.equal(net.fc1.weight, Net().fc1.weight)
+
+
+def test_muon_rejects_tensors_that_are_not_matrices() -> None:
+    net = Net()
+    with pytest.raises(InputError, match="2-D weights only"):
+        MuonWithAdamW([{"params": [net.conv.weight]}], [])
+
+
+def test_a_muon_run_resumes_bitwise(tmp_path: Path) -> None:
+    cfg = TrainConfig(
+        output_dir=str(tmp_path / "full"), device="cpu", epochs=2, batch_size=8,
+        num_workers=0, log_every=1, save_every_epochs=0, progress=False,
+        optim=OptimConfig(name="muon", lr=0.02, weight_decay=0.05),
+        schedule=ScheduleConfig(kind="linear", warmup_steps=2),
+    )  # fmt: skip
+
+    def model() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+
+    full = build(cfg, MseTask(), model=model(), data=IndexedData())
+    assert isinstance(full.optimizer, MuonWithAdamW)
+    full.fit()
+    split_cfg = replace(cfg, output_dir=str(tmp_path / "split"), save_every_steps=3)
+    build(replace(split_cfg, max_steps=3), MseTask(), model=model()).fit()
+    resumed = build(replace(split_cfg, resume="auto"), MseTask(), model=model())
+    resumed.fit()
+    for a, b in zip(full.raw_model.parameters(), resumed.raw_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    # an AdamW checkpoint does not fit a Muon run: a named error
+    adamw_cfg = replace(cfg, output_dir=str(tmp_path / "adamw"), max_steps=1)
+    build(
+        replace(adamw_cfg, optim=replace(cfg.optim, name="adamw")), MseTask(), model=model()
+    ).fit()
+    with pytest.raises(Exception, match="another optim.name"):
+        build(replace(adamw_cfg, max_steps=None, resume="auto"), MseTask(), model=model()).fit()
+
+
+def test_build_optimization_builds_muon_from_the_config() -> None:
+    cfg = TrainConfig(optim=OptimConfig(name="muon", lr=0.01, muon_momentum=0.9))
+    opt, _ = build_optimization(Net(), cfg, steps_per_epoch=4, global_batch=8)
+    assert isinstance(opt, MuonWithAdamW) and opt.muon is not None
+    assert {g["momentum"] for g in opt.muon.param_groups} == {0.9}
