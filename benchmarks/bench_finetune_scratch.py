@@ -7,7 +7,7 @@ against its targets. The stage:
    overlapping textured shapes per image, one mask per visible part) at 128 px: 2000 training
    images (seed 0) and 40 held-out images (seed 1);
 2. trains EfficientSAM from random weights with ``esam finetune --config tiny`` for 2 epochs
-   (1000 steps of 4 images, 16 masks each);
+   (1000 steps of 4 images, 16 masks each; ``--epochs N`` for another length);
 3. scores the held-out images through ``esam eval zeroshot --dataset sa1b`` (the code path of
    the COCO and LVIS benchmarks): box prompts, one click, and the ``box_fill`` reference (the
    prompt box itself, filled);
@@ -28,7 +28,7 @@ The targets are reported, never enforced by the exit status: the script is a mea
 Usage::
 
     python benchmarks/bench_finetune_scratch.py [--out DIR] [--threads N] [--coco DIR]
-        [--budget-min 10] [--quick] [--json FILE]
+        [--budget-min 10] [--epochs N] [--quick] [--json FILE]
 """
 
 from __future__ import annotations
@@ -130,19 +130,23 @@ def main() -> None:
     p.add_argument("--coco", type=Path, default=None, help="real COCO sample (see above)")
     p.add_argument("--budget-min", type=float, default=10.0)
     p.add_argument("--quick", action="store_true", help="the demo's quick setting (smoke test)")
+    p.add_argument(
+        "--epochs", type=int, default=None, help="epochs of the run (default: the demo's 2)"
+    )
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     plan = DemoPlan(args.out, args.quick)
     setting = "quick" if args.quick else "full"
+    n_images, epochs = FINETUNE_SET[setting]
+    epochs = args.epochs or epochs
     print(
-        f"tiny config from scratch: {FINETUNE_SET[setting][0]} generated {FINETUNE_SIZE} px "
-        f"images x {FINETUNE_SET[setting][1]} epochs, {torch.get_num_threads()} threads, "
-        f"{platform.processor() or platform.machine()}",
+        f"tiny config from scratch: {n_images} generated {FINETUNE_SIZE} px images x {epochs} "
+        f"epochs, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}",
         flush=True,
     )
-    stage_finetune(plan)
+    stage_finetune(plan, epochs)
     folder = plan.results / "finetune"
     coco_dir = args.coco or default_coco()
     coco = None

@@ -308,8 +308,10 @@ FINETUNE_RESULTS = {
 }
 
 
-def stage_finetune(plan: DemoPlan) -> None:
+def stage_finetune(plan: DemoPlan, epochs: int | None = None) -> None:
     """EfficientSAM from scratch on a generated SA-1B-format set, then evaluated like COCO.
+
+    ``epochs`` replaces the setting's (:data:`FINETUNE_SET`); the schedule spans them.
 
     The held-out synthetic images are scored through ``esam eval zeroshot --dataset sa1b``
     (box and one click) beside ``box_fill``, and the model is also scored on the shipped
@@ -320,7 +322,8 @@ def stage_finetune(plan: DemoPlan) -> None:
 
     root = plan.out / "finetune"
     setting = "quick" if plan.quick else "full"
-    n_train, epochs = FINETUNE_SET[setting]
+    n_train, default_epochs = FINETUNE_SET[setting]
+    epochs = epochs or default_epochs
     n_heldout = FINETUNE_HELDOUT[setting]
     # named by count and size, so a folder of another setting is never reused
     train = root / f"synth_train_{n_train}x{FINETUNE_SIZE}px"

@@ -17,13 +17,14 @@ def test_quick_run_writes_a_summary_whose_verdicts_follow_its_numbers(tmp_path: 
     out, summary = tmp_path / "out", tmp_path / "summary.json"
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--threads", "1", "--out", str(out),
-         "--json", str(summary)],
+         "--epochs", "2", "--json", str(summary)],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = json.loads(summary.read_text())
     train, held = s["train"], s["heldout"]
-    assert train["steps"] == 4  # 16 images, batch 4, 1 epoch
+    assert train["steps"] == 8  # 16 images, batch 4, 2 epochs (--epochs)
+    assert train["config"]["train"]["epochs"] == 2
     assert train["config"]["model"]["img_size"] == 128
     assert s["meta"]["dtype"] == "fp32" and s["meta"]["versions"]["torch"] == version("torch")
     assert 0 < train["wall_s"] < 900
