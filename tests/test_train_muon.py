@@ -46,8 +46,10 @@ def test_the_split_gives_muon_the_linear_weights_only() -> None:
     assert sorted(names[id(p)] for g in muon for p in g["params"]) == ["fc1.weight", "fc2.weight"]
     others = sorted(names[id(p)] for g in adamw for p in g["params"])
     assert others == sorted(set(names.values()) - {"fc1.weight", "fc2.weight"})
-    # each half keeps its group's weight decay
+    # each half keeps its group's weight decay, and the names of its own tensors
     assert {g["weight_decay"] for g in muon} == {0.1}
+    for g in muon + adamw:
+        assert g["param_names"] == [names[id(p)] for p in g["params"]]
 
 
 def test_each_part_steps_as_its_own_torch_optimizer() -> None:

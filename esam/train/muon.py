@@ -32,18 +32,22 @@ def split_groups(
     groups: list[dict[str, Any]], matrices: set[int]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Each param group split into its ``matrices`` (for Muon) and the rest (for AdamW); both
-    halves keep the group's other settings (weight decay, lr scale, ...). Empty halves are
-    dropped."""
-    muon, adamw = [], []
+    halves keep the group's other settings (weight decay, lr scale, ...) and the names of their
+    own tensors (``param_names``). Empty halves are dropped."""
+    muon: list[dict[str, Any]] = []
+    adamw: list[dict[str, Any]] = []
     for group in groups:
-        rest = {k: v for k, v in group.items() if k != "params"}
+        rest = {k: v for k, v in group.items() if k not in ("params", "param_names")}
         params = list(group["params"])
-        mats = [p for p in params if id(p) in matrices]
-        others = [p for p in params if id(p) not in matrices]
-        if mats:
-            muon.append({**rest, "params": mats})
-        if others:
-            adamw.append({**rest, "params": others})
+        names = group.get("param_names")
+        for half, mine in ((muon, True), (adamw, False)):
+            keep = [i for i, p in enumerate(params) if (id(p) in matrices) == mine]
+            if not keep:
+                continue
+            part = {**rest, "params": [params[i] for i in keep]}
+            if names is not None:  # PyTorch's own key, one name per tensor
+                part["param_names"] = [names[i] for i in keep]
+            half.append(part)
     return muon, adamw
 
 
