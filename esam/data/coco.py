@@ -20,16 +20,21 @@ import json
 import logging
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from esam.data.masks import segmentation_problem
+import numpy as np
+
+from esam.data.masks import decode_mask, segmentation_problem
 from esam.data.skips import (
     SKIP_AREA,
+    SKIP_BAD_POLYGON,
+    SKIP_BAD_RLE,
     SKIP_BOX_OUTSIDE,
     SKIP_CROWD,
+    SKIP_EMPTY_MASK,
     SKIP_IMAGE_MISSING,
     SKIP_IN_SKIPPED_IMAGE,
     SKIP_UNKNOWN_IMAGE,
@@ -487,6 +492,29 @@ def _load_sa1b_set(
             "annotations_sha256": digest.hexdigest(),
         },
     )
+
+
+def decoded_instances(
+    spec: ImageSpec, skips: Counter[str]
+) -> Iterator[tuple[InstanceSpec, np.ndarray]]:
+    """Each kept instance of ``spec`` with its decoded HxW bool mask.
+
+    Annotations are checked on loading, so this is the last line of defence: an instance whose
+    segmentation does not decode, or whose mask is empty, is counted in ``skips`` under its
+    reason (and logged) instead of raising, which a DataLoader worker must never do.
+    """
+    for inst in spec.instances:
+        try:
+            mask = decode_mask(inst.segmentation, spec.height, spec.width)
+        except (ValueError, TypeError, OverflowError) as e:
+            reason = SKIP_BAD_RLE if isinstance(inst.segmentation, dict) else SKIP_BAD_POLYGON
+            log.warning("annotation id %d: segmentation not decodable (%s)", inst.ann_id, e)
+            skips[reason] += 1
+            continue
+        if not mask.any():
+            skips[SKIP_EMPTY_MASK] += 1
+            continue
+        yield inst, mask
 
 
 def handle_missing_images(

@@ -35,14 +35,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from esam.data.coco import ImageSpec, handle_missing_images, load_annotation_set
+from esam.data.coco import (
+    ImageSpec,
+    decoded_instances,
+    handle_missing_images,
+    load_annotation_set,
+)
 from esam.data.images import ImageReadError, decode_image
-from esam.data.masks import decode_mask
 from esam.data.sa1b import check_output_folder, mask_annotation, record_json, shard_name
 from esam.data.skips import (
-    SKIP_BAD_POLYGON,
-    SKIP_BAD_RLE,
-    SKIP_EMPTY_MASK,
     SKIP_IMAGE_MISSING,
     SKIP_IN_SKIPPED_IMAGE,
 )
@@ -104,20 +105,7 @@ def _jpeg_bytes(data: bytes, rgb: Any) -> tuple[bytes, bool]:
 
 def _annotations(spec: ImageSpec, skips: Counter[str]) -> list[dict[str, Any]]:
     """The SA-1B annotations of an image's kept instances (undecodable or empty ones counted)."""
-    out: list[dict[str, Any]] = []
-    for inst in spec.instances:
-        try:
-            mask = decode_mask(inst.segmentation, spec.height, spec.width)
-        except (ValueError, TypeError, OverflowError) as e:
-            reason = SKIP_BAD_RLE if isinstance(inst.segmentation, dict) else SKIP_BAD_POLYGON
-            log.warning("annotation id %d: segmentation not decodable (%s)", inst.ann_id, e)
-            skips[reason] += 1
-            continue
-        if not mask.any():
-            skips[SKIP_EMPTY_MASK] += 1
-            continue
-        out.append(mask_annotation(inst.ann_id, mask))
-    return out
+    return [mask_annotation(inst.ann_id, mask) for inst, mask in decoded_instances(spec, skips)]
 
 
 def _members(

@@ -12,14 +12,12 @@ so the same data give the same prompts in both.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
-from esam.data.coco import ImageSpec, InstanceSpec
-from esam.data.masks import decode_mask
+from esam.data.coco import ImageSpec, InstanceSpec, decoded_instances
 from esam.data.prompts import (
     box_from_bbox,
     box_from_mask,
@@ -30,10 +28,8 @@ from esam.data.prompts import (
     n_clicks,
     random_clicks,
 )
-from esam.data.skips import SKIP_BAD_POLYGON, SKIP_BAD_RLE, SKIP_BOX_OUTSIDE, SKIP_EMPTY_MASK
+from esam.data.skips import SKIP_BOX_OUTSIDE
 from esam.errors import InputError
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,19 +75,7 @@ class PreparePrompts:
         kept: list[InstanceSpec] = []
         masks: list[np.ndarray] = []
         kept_boxes: list[np.ndarray] = []
-        for inst in spec.instances:
-            try:
-                m = decode_mask(inst.segmentation, h, w)
-            except (ValueError, TypeError, OverflowError) as e:
-                # annotations are checked on loading; this is the last line of defence, so a
-                # bad segmentation is a counted skip and never an exception in a worker
-                reason = SKIP_BAD_RLE if isinstance(inst.segmentation, dict) else SKIP_BAD_POLYGON
-                log.warning("annotation id %d: segmentation not decodable (%s)", inst.ann_id, e)
-                skips[reason] += 1
-                continue
-            if not m.any():
-                skips[SKIP_EMPTY_MASK] += 1
-                continue
+        for inst, m in decoded_instances(spec, skips):
             if self.prompt == "box":
                 raw = box_from_bbox(_bbox(inst)) if self.box_source == "bbox" else box_from_mask(m)
                 box = clip_boxes(raw, h, w)[0]
