@@ -90,6 +90,9 @@ class Validation:
             )
             self.specs[prompt] = {s.image_id: s for s in aset.images if s.instances}
             self.load_skips[prompt] = Counter(aset.skips)
+        self.prepare: dict[str, PreparePrompts] = {
+            p: PreparePrompts(p, CLICK, BOX_SOURCE, cfg.seed, clip=True) for p in cfg.prompts
+        }
         #: the images with an instance to score under some prompt, by id
         self.image_ids = sorted({i for specs in self.specs.values() for i in specs})
         self.n_instances = {
@@ -150,8 +153,7 @@ class Validation:
             return
         predictor.set_image(image)
         for prompt, s in specs.items():
-            prepare = PreparePrompts(prompt, CLICK, BOX_SOURCE, self.cfg.seed, clip=True)
-            payload = prepare(s, image)
+            payload = self.prepare[prompt](s, image)
             out.skips[prompt].update(payload.skips)
             for start in range(0, len(payload.instances), PROMPTS_PER_CALL):
                 part = slice(start, start + PROMPTS_PER_CALL)
