@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +14,7 @@ import torch
 from torch import nn
 
 from esam.errors import UserError
+from esam.runtime import distributed
 from esam.runtime.distributed import (
     TIMEOUT_ENV,
     DistContext,
@@ -74,6 +78,7 @@ def test_finish_leaves_the_group_together_unless_an_error_propagates(
 
     from esam.runtime.distributed import finish
 
+    monkeypatch.setattr(distributed, "_left_group", False)  # finish() sets it for this process
     calls: list[str] = []
     monkeypatch.setattr(dist, "barrier", lambda: calls.append("barrier"))
     monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append("destroy"))
@@ -98,6 +103,33 @@ def test_finish_leaves_the_group_together_unless_an_error_propagates(
     calls.clear()
     finish(DistContext(0, 2, 0, owns_group=False))  # someone else's group: untouched
     assert calls == []
+
+
+EXIT_SCRIPT = """
+import atexit, logging, sys
+import torch, torch.distributed as dist
+from esam.runtime.distributed import DistContext, exit_process, finish
+
+atexit.register(lambda: print("atexit handler ran"))
+if sys.argv[1] == "group":
+    dist.init_process_group("gloo", init_method="file://" + sys.argv[2], rank=0, world_size=1)
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))
+    finish(DistContext(0, 1, 0, owns_group=True))
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+logging.getLogger("run").info("logged")
+print("printed", end="")
+exit_process(3)
+"""
+
+
+@pytest.mark.parametrize("group", [True, False])
+def test_exit_process_ends_a_group_member_without_teardown(group: bool, tmp_path: Path) -> None:
+    argv = [sys.executable, "-c", EXIT_SCRIPT, "group" if group else "alone", str(tmp_path / "rdv")]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "logged" in proc.stderr  # output and logs are flushed on either path
+    # after a group, the interpreter's teardown (atexit included) is skipped
+    assert proc.stdout == ("printed" if group else "printedatexit handler ran\n")
 
 
 def test_only_rank_zero_logs_below_warning() -> None:

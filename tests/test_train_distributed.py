@@ -34,7 +34,9 @@ SCRIPT = """
 import json, sys
 from pathlib import Path
 import torch
-from esam.runtime.distributed import all_reduce_mean, broadcast_object, finish, init_distributed
+from esam.runtime.distributed import (
+    all_reduce_mean, broadcast_object, exit_process, finish, init_distributed,
+)
 from tests.test_train_engine import MseTask, build, config
 
 out = Path(sys.argv[1])
@@ -51,6 +53,7 @@ trainer.fit()
     "model": type(trainer.model).__name__, "world": ctx.world_size,
 }))
 finish(ctx)
+exit_process(0)
 """
 
 

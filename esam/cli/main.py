@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from esam.errors import UserError
 
@@ -105,5 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def run() -> NoReturn:
+    """The ``esam`` console script: :func:`main`, then the process's exit (see
+    :func:`esam.runtime.distributed.exit_process`, which ends torchrun's ranks cleanly)."""
+    from esam.runtime.distributed import exit_process
+
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

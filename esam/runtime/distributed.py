@@ -12,18 +12,20 @@ stops with the failing rank's message instead of waiting in a collective.
 
 Training adds: :func:`all_reduce_mean` (tensors, or dicts of floats in one collective),
 :func:`broadcast_object`, :func:`wrap_ddp` / :func:`unwrap_model`, and
-:func:`setup_logging`, which lets only rank 0 log below WARNING.
+:func:`setup_logging`, which lets only rank 0 log below WARNING. A process that was in a group
+ends through :func:`exit_process`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar, cast, overload
+from typing import Any, NoReturn, TypeVar, cast, overload
 
 import torch
 from torch import nn
@@ -33,6 +35,9 @@ from esam.errors import InputError, UserError
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# set by finish(): this process left a process group whose threads may still run (exit_process)
+_left_group = False
 
 TIMEOUT_ENV = "ESAM_DIST_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 600.0
@@ -312,6 +317,29 @@ def finish(ctx: DistContext) -> None:
                     "rank %d: leaving the process group without a barrier (%s)", ctx.rank, e
                 )
         dist.destroy_process_group()
+        global _left_group
+        _left_group = True
+
+
+def exit_process(code: int) -> NoReturn:
+    """End this process with exit status ``code``; the way out of a command-line entry point.
+
+    A process that left a process group (:func:`finish`) flushes its output and logs and ends
+    with ``os._exit``, skipping the interpreter's teardown: a ``DistributedDataParallel`` model
+    keeps torch's gloo group, and its C++ worker threads, alive after
+    ``destroy_process_group`` and after every Python object is released (torch 2.14), and
+    destroying them during interpreter finalization sometimes aborted a rank that had finished
+    its work ("terminate called without an active exception"), failing the run at its very
+    end. ``atexit`` handlers do not run on that path. Any other process exits normally.
+    """
+    if not _left_group:
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        # closed, or a broken pipe: nothing is left to deliver
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def wrap_ddp(
