@@ -27,11 +27,11 @@ import torch
 import esam
 from esam.adapters.efficientsam import EfficientSamAdapter
 from esam.data.coco import handle_missing_images, load_annotation_set
+from esam.data.image_tasks import available_cores, default_workers
 from esam.data.images import read_image
 from esam.data.masks import decode_mask
 from esam.data.prompts import box_from_bbox, clip_boxes
 from esam.data.synthetic import sample_paths
-from esam.eval.loader import available_cores, default_workers
 from esam.eval.metrics import mask_iou
 from esam.eval.zeroshot import ZeroShotConfig, run_zeroshot
 from esam.modeling import set_reference_mode

@@ -13,12 +13,12 @@ import torch
 
 from esam.adapters import Prediction, Prompts, SegmentationAdapter
 from esam.data.coco import load_api
+from esam.data.image_tasks import default_workers
 from esam.data.masks import encode_mask
 from esam.data.prompts import PAD_LABEL, PAD_POINT, next_error_click
 from esam.data.synthetic import write_synthetic_coco
 from esam.errors import InputError
 from esam.eval.instseg import InstSegConfig, run_instseg
-from esam.eval.loader import default_workers
 from esam.eval.metrics import aggregate_miou, size_buckets_of
 from esam.eval.protocols import PROTOCOLS, get_protocol, resolve_settings
 from esam.eval.zeroshot import ZeroShotConfig, run_zeroshot

@@ -3,6 +3,8 @@
 * :mod:`esam.data.images`: image files decoded to RGB, failures named by skip reason.
 * :mod:`esam.data.masks`: COCO polygons and RLE, checked, decoded and encoded.
 * :mod:`esam.data.coco`: COCO and LVIS instance annotations with counted skips.
+* :mod:`esam.data.image_tasks`: images (and per-image ground truth) read in DataLoader workers,
+  a failed read returned as a reason instead of raised.
 * :mod:`esam.data.skips`: the skip reasons every run counts.
 * :mod:`esam.data.prompts`: boxes and clicks derived from ground truth.
 * :mod:`esam.data.sa1b`: SA-1B-format data (tar shards or folders of jpg + json pairs).

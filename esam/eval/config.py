@@ -78,7 +78,7 @@ class EvalRunConfig:
             check_writable_file(self.output, "results file")
             check_writable_file(rows_path_for(self.output), "rows file")
         if self.workers is None:
-            from esam.eval.loader import default_workers
+            from esam.data.image_tasks import default_workers
 
             self.workers = default_workers(self.device)
             self.workers_auto = True

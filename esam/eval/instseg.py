@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from esam.adapters import Prompts, SegmentationAdapter, build_adapter
 from esam.data.coco import AnnotationSet, ImageSpec, load_annotation_set
+from esam.data.image_tasks import ImageTaskDataset, make_loader
 from esam.data.masks import drop_short_polygon_parts, encode_mask
 from esam.data.prompts import box_from_bbox, clip_boxes, empty_boxes
 from esam.data.skips import (
@@ -45,7 +46,6 @@ from esam.data.skips import (
 )
 from esam.errors import InputError
 from esam.eval.config import MAX_DETS, InstSegConfig
-from esam.eval.loader import ImageTaskDataset, make_loader
 from esam.eval.metrics import choose_masks
 from esam.eval.outputs import assemble_and_write, dataset_block, model_block
 from esam.eval.zeroshot import EvalRun

@@ -32,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from esam.data.coco import AnnotationSet, ImageSpec, handle_missing_images
+from esam.data.image_tasks import ImageTaskDataset, LoadedImage, make_loader
 from esam.data.masks import decode_mask, encode_mask
 from esam.data.skips import (
     SKIP_IMAGE_MISSING,
@@ -41,7 +42,6 @@ from esam.data.skips import (
 from esam.errors import InputError
 from esam.eval.config import ProposalsConfig
 from esam.eval.instseg import load_mask_ground_truth
-from esam.eval.loader import ImageTaskDataset, LoadedImage, make_loader
 from esam.eval.outputs import assemble_and_write
 from esam.eval.zeroshot import EvalRun, _dataset_block
 from esam.runtime import distributed as dist_utils

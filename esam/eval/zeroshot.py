@@ -34,6 +34,7 @@ from esam.data.coco import (
     load_annotation_set,
 )
 from esam.data.gt_prompts import PreparePrompts, ZeroShotPayload
+from esam.data.image_tasks import ImageTaskDataset, LoadedImage, make_loader
 from esam.data.prompts import PAD_LABEL, n_clicks, next_error_click
 from esam.data.skips import (
     SKIP_IMAGE_MISSING,
@@ -42,7 +43,6 @@ from esam.data.skips import (
 )
 from esam.errors import InputError
 from esam.eval.config import MIN_AREA, ZeroShotConfig
-from esam.eval.loader import ImageTaskDataset, LoadedImage, make_loader
 from esam.eval.metrics import (
     aggregate_miou,
     choose_masks,

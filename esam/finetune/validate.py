@@ -26,13 +26,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from esam.data.coco import ImageSpec, load_annotation_set
 from esam.data.gt_prompts import PreparePrompts
-from esam.data.images import ImageReadError, read_image
+from esam.data.image_tasks import ImageTaskDataset, LoadedImage
 from esam.data.masks import mask_iou
-from esam.data.skips import SKIP_IMAGE_MISSING, SKIP_IN_SKIPPED_IMAGE
+from esam.data.skips import SKIP_IN_SKIPPED_IMAGE
 from esam.finetune.config import ValConfig
 from esam.predictor import EfficientSamPredictor
 from esam.runtime.distributed import DistContext, gather_to_all, shard
@@ -95,6 +93,10 @@ class Validation:
         }
         #: the images with an instance to score under some prompt, by id
         self.image_ids = sorted({i for specs in self.specs.values() for i in specs})
+        # each image is read once, whichever prompts score it (their specs share the file)
+        self.images = ImageTaskDataset(
+            [next(s[i] for s in self.specs.values() if i in s) for i in self.image_ids]
+        )
         self.n_instances = {
             p: sum(len(s.instances) for s in v.values()) for p, v in self.specs.items()
         }
@@ -117,8 +119,8 @@ class Validation:
         prompts = self.cfg.prompts
         mine = _Scores({p: [] for p in prompts}, {p: Counter() for p in prompts})
         predictor = EfficientSamPredictor(self.model)
-        for image_id in shard(self.image_ids, self.ctx):
-            self._score_image(image_id, predictor, mine)
+        for index in shard(range(len(self.images)), self.ctx):
+            self._score_image(self.images[index], predictor, mine)
         parts = gather_to_all(mine, self.ctx)
         values: dict[str, float] = {}
         self.last_skips = {}
@@ -132,25 +134,21 @@ class Validation:
             values[metric_name(prompt)] = math.fsum(ious) / len(ious) if ious else math.nan
         return values
 
-    def _score_image(self, image_id: int, predictor: EfficientSamPredictor, out: _Scores) -> None:
+    def _score_image(
+        self, loaded: LoadedImage, predictor: EfficientSamPredictor, out: _Scores
+    ) -> None:
         """Add the IoUs of one image's instances under every prompt (or count the image)."""
+        image_id = loaded.spec.image_id
         specs = {p: s[image_id] for p, s in self.specs.items() if image_id in s}
-        spec = next(iter(specs.values()))
-        image: np.ndarray | None = None
-        reason = SKIP_IMAGE_MISSING
-        if spec.path is not None:
-            try:
-                image = read_image(spec.path, (spec.height, spec.width))
-            except ImageReadError as e:
-                reason = e.reason
-                log.warning("validation image id %d: skipped (%s)", image_id, e)
-        else:
-            log.warning("validation image id %d: file not found, skipped", image_id)
-        if image is None:
+        if loaded.error is not None:
+            reason, message = loaded.error
+            log.warning("validation image id %d: skipped (%s)", image_id, message)
             for prompt, s in specs.items():
                 out.skips[prompt][reason] += 1
                 out.skips[prompt][SKIP_IN_SKIPPED_IMAGE] += len(s.instances)
             return
+        image = loaded.image
+        assert image is not None  # a LoadedImage without an error holds its image
         predictor.set_image(image)
         for prompt, s in specs.items():
             payload = self.prepare[prompt](s, image)
