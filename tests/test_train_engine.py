@@ -34,7 +34,7 @@ from esam.train import (
 )
 from esam.train.checkpointing import CheckpointManager, check_plain, load_checkpoint
 from esam.train.engine import config_changes
-from esam.train.metrics import read_log
+from esam.train.metrics import loss_curve, read_log
 from esam.train.task_state import KeepsUnreadable
 
 EPS = torch.finfo(torch.float32).eps
@@ -408,6 +408,25 @@ def test_log_jsonl_content(tmp_path: Path) -> None:
         assert r["lr"] == 0.1 and r["samples_per_s"] > 0
     assert json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])["step"] == 3
     assert (tmp_path / "config.yaml").is_file()
+
+
+def test_loss_curve_keeps_training_lines_evenly_spaced() -> None:
+    rows: list[dict[str, Any]] = [
+        {"step": s, "loss": 1.0 / s, "lr": 0.1, "dice": 0.5} for s in range(1, 11)
+    ]
+    rows.insert(5, {"step": 5, "epoch": 0, "val_box_miou": 50.0})  # a validation's line
+    rows[2]["loss"] = None  # a non-finite loss is logged as null
+    assert loss_curve(rows)[:3] == [
+        {"step": 1, "loss": 1.0, "lr": 0.1},
+        {"step": 2, "loss": 0.5, "lr": 0.1},
+        {"step": 3, "loss": None, "lr": 0.1},
+    ]
+    assert len(loss_curve(rows)) == 10
+    assert [r["step"] for r in loss_curve(rows, points=4)] == [1, 4, 7, 10]
+    assert loss_curve(rows, ("dice", "absent"), points=2) == [
+        {"step": 1, "dice": 0.5},
+        {"step": 10, "dice": 0.5},
+    ]
 
 
 def test_evaluate_runs_after_every_nth_epoch_and_at_the_end(tmp_path: Path) -> None:

@@ -55,7 +55,7 @@ from esam.runtime.distributed import (
 )
 from esam.runtime.seeding import derive_seed, seed_everything
 from esam.train import Trainer, build_optimization, make_train_loader, steps_per_epoch
-from esam.train.metrics import LOG_FILENAME, read_log
+from esam.train.metrics import LOG_FILENAME, loss_curve, read_log
 from esam.train.schedules import ParamScheduler, build_schedules, peak_lr
 from esam.train.task_state import KeepsUnreadable
 from esam.utils.io import sha256_file, write_json_atomic, write_text_atomic
@@ -334,14 +334,6 @@ def _linear(
     return model, origin, list(train.classes), extra, val, out
 
 
-def _curve(run_dir: Path) -> list[dict[str, float]]:
-    path = run_dir / LOG_FILENAME
-    rows = [r for r in read_log(path) if "loss" in r] if path.is_file() else []
-    return [{"step": int(r["step"]), "loss": float(r["loss"]), "lr": float(r["lr"])} for r in rows][
-        -400:
-    ]
-
-
 def _weights_label(mode: str, origin: dict[str, Any]) -> str | None:
     """What the evaluated classifier's weights are, for the report's caveats: a fine-tuned or
     probed model is trained whatever its backbone started from (a random backbone's probe is a
@@ -433,7 +425,7 @@ def _write_results(
         rows_file=ROWS_FILENAME,
         per_class=per_class,
         training={k: v for k, v in extra.items() if k not in ("steps", "final_loss")},
-        curve=_curve(run_dir),
+        curve=loss_curve(read_log(run_dir / LOG_FILENAME)),
     )
     write_json_atomic(run_dir / RESULTS_FILENAME, obj)
     log.info(

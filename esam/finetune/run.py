@@ -44,7 +44,7 @@ from esam.runtime.distributed import (
 )
 from esam.runtime.seeding import seed_everything
 from esam.train import Trainer, build_optimization, make_train_loader, steps_per_epoch
-from esam.train.metrics import LOG_FILENAME, read_log
+from esam.train.metrics import LOG_FILENAME, loss_curve, read_log
 from esam.utils.io import write_json_atomic
 from esam.utils.meta import run_metadata, utc_now
 from esam.utils.results import make_results
@@ -55,7 +55,6 @@ MODEL_FILENAME = "model.pt"
 RESULTS_FILENAME = "results.json"
 TASK = "finetune"
 #: Points of the loss curve kept in results.json.
-CURVE_POINTS = 400
 
 
 @dataclass
@@ -197,7 +196,7 @@ def _gather(task: FinetuneTask, ctx: DistContext) -> tuple[list[str], dict[str, 
 
 
 def _val_block(
-    cfg: FinetuneConfig, run_dir: Path, validation: Validation | None, step: int
+    cfg: FinetuneConfig, rows: list[dict[str, Any]], validation: Validation | None, step: int
 ) -> tuple[dict[str, Any] | None, dict[str, float | None]]:
     """results.json's ``val`` section (every validation in ``log.jsonl``, earlier sessions of a
     resumed run included) and the final step's values for ``metrics`` (None where the final
@@ -205,11 +204,10 @@ def _val_block(
     if validation is None:
         return None, {}
     names = [metric_name(p) for p in cfg.val.prompts]
-    path = run_dir / LOG_FILENAME
-    rows = [r for r in read_log(path) if any(n in r for n in names)] if path.is_file() else []
     curve = [
         {"step": int(r["step"]), "epoch": int(r["epoch"]), **{n: r.get(n) for n in names}}
         for r in rows
+        if any(n in r for n in names)
     ]
     final = curve[-1] if curve and curve[-1]["step"] == step else {}
     block = {
@@ -225,18 +223,6 @@ def _val_block(
         "curve": curve,
     }
     return block, {n: final.get(n) for n in names}
-
-
-def _curve(run_dir: Path) -> list[dict[str, float]]:
-    import numpy as np
-
-    path = run_dir / LOG_FILENAME
-    rows = [r for r in read_log(path) if "loss" in r] if path.is_file() else []
-    if len(rows) > CURVE_POINTS:
-        keep = np.unique(np.linspace(0, len(rows) - 1, CURVE_POINTS).round().astype(int))
-        rows = [rows[int(k)] for k in keep]
-    keys = ("loss", "focal", "dice", "iou_mse", "lr")
-    return [{"step": int(r["step"]), **{k: float(r[k]) for k in keys if k in r}} for r in rows]
 
 
 def _write_results(
@@ -256,7 +242,8 @@ def _write_results(
 
     run_dir = Path(cfg.train.output_dir)
     last = result.last
-    val, val_metrics = _val_block(cfg, run_dir, validation, result.global_step)
+    rows = read_log(run_dir / LOG_FILENAME)
+    val, val_metrics = _val_block(cfg, rows, validation, result.global_step)
     metrics = {
         "final_loss": last.get("loss"),
         "final_focal": last.get("focal"),
@@ -294,7 +281,7 @@ def _write_results(
             "n_images_skipped": len(unreadable),
         },
         skips=skips,
-        curve=_curve(run_dir),
+        curve=loss_curve(rows, ("loss", "focal", "dice", "iou_mse", "lr")),
         unreadable_images=unreadable,
         **({"val": val} if val is not None else {}),
     )

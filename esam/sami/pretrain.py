@@ -13,7 +13,6 @@ The run folder holds ``config.yaml``, ``log.jsonl``, ``checkpoints/`` and ``resu
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ from esam.sami.data import EVAL_MASK_STREAM, PretrainViews, ViewSettings, collat
 from esam.sami.model import SamiModel, build_sami_encoder
 from esam.sami.teacher import Teacher, build_teacher
 from esam.train import Trainer, build_optimization, make_train_loader, steps_per_epoch
-from esam.train.metrics import LOG_FILENAME, read_log
+from esam.train.metrics import LOG_FILENAME, loss_curve, read_log
 from esam.train.schedules import peak_lr
 from esam.train.task_state import KeepsUnreadable
 from esam.utils.io import sha256_file, write_json_atomic
@@ -55,7 +54,6 @@ log = logging.getLogger(__name__)
 RESULTS_FILENAME = "results.json"
 TASK = "pretrain"
 #: Points of the loss curve kept in results.json (evenly spaced steps).
-CURVE_POINTS = 400
 
 
 @dataclass
@@ -395,19 +393,6 @@ def evaluate_reconstruction(
     }
 
 
-def loss_curve(run_dir: Path, points: int = CURVE_POINTS) -> list[dict[str, float]]:
-    """(step, loss, lr) of ``log.jsonl``, thinned to at most ``points`` evenly spaced rows."""
-    path = run_dir / LOG_FILENAME
-    rows = [r for r in read_log(path) if "loss" in r] if path.is_file() else []
-    if len(rows) > points:
-        keep = np.unique(np.linspace(0, len(rows) - 1, points).round().astype(int))
-        rows = [rows[int(k)] for k in keep]
-    return [
-        {"step": int(r["step"]), "loss": float(r["loss"]), "lr": float(r.get("lr", math.nan))}
-        for r in rows
-    ]
-
-
 def _write_results(
     cfg: SamiConfig,
     result: Any,
@@ -420,7 +405,7 @@ def _write_results(
     cached_teacher: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     run_dir = Path(cfg.train.output_dir)
-    curve = loss_curve(run_dir)
+    curve = loss_curve(read_log(run_dir / LOG_FILENAME))
     name = f"{'sami' if cfg.target == 'teacher' else 'mae'}_{cfg.student.arch.removeprefix('efficientsam_')}"
     metrics: dict[str, Any] = {
         "final_loss": result.last.get("loss"),

@@ -17,12 +17,17 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
+
+import numpy as np
 
 from esam.utils.io import write_text_atomic
 
 LOG_FILENAME = "log.jsonl"
+#: The most lines of a training curve that a run's ``results.json`` keeps.
+CURVE_POINTS = 400
 
 
 def _clean(value: Any) -> Any:
@@ -45,6 +50,33 @@ def read_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         if isinstance(row, dict):
             rows.append(row)
     return rows
+
+
+def loss_curve(
+    rows: Sequence[Mapping[str, Any]],
+    keys: Sequence[str] = ("loss", "lr"),
+    points: int = CURVE_POINTS,
+) -> list[dict[str, float | None]]:
+    """A run's training curve for ``results.json``.
+
+    Args:
+        rows: the lines of ``log.jsonl`` (:func:`read_log`); only those holding a ``loss`` are
+            training lines (a validation's line has none).
+        keys: the values kept besides ``step``, where a line holds them; one logged as null (not
+            finite) stays None.
+        points: at most this many lines, evenly spaced over the run, the first and last kept.
+    """
+    lines = [r for r in rows if "loss" in r]
+    if len(lines) > points:
+        keep = np.unique(np.linspace(0, len(lines) - 1, points).round().astype(int))
+        lines = [lines[int(k)] for k in keep]
+    return [
+        {
+            "step": int(r["step"]),
+            **{k: None if r[k] is None else float(r[k]) for k in keys if k in r},
+        }
+        for r in lines
+    ]
 
 
 class MetricsLog:
