@@ -215,7 +215,7 @@ def _val_block(
         "prompts": list(cfg.val.prompts),
         "protocol": PROTOCOL | {"seed": cfg.val.seed},
         "every_epochs": cfg.val.every_epochs,
-        "n_images": len(validation.image_ids),
+        "n_images": len(validation.images),
         "n_instances": validation.n_instances,
         # of the last validation
         "n_scored": validation.last_scored,

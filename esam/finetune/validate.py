@@ -91,11 +91,11 @@ class Validation:
         self.prepare: dict[str, PreparePrompts] = {
             p: PreparePrompts(p, CLICK, BOX_SOURCE, cfg.seed, clip=True) for p in cfg.prompts
         }
-        #: the images with an instance to score under some prompt, by id
-        self.image_ids = sorted({i for specs in self.specs.values() for i in specs})
-        # each image is read once, whichever prompts score it (their specs share the file)
+        # the images with an instance to score under some prompt, by id; each is read once,
+        # whichever prompts score it (their specs share the file)
+        image_ids = sorted({i for specs in self.specs.values() for i in specs})
         self.images = ImageTaskDataset(
-            [next(s[i] for s in self.specs.values() if i in s) for i in self.image_ids]
+            [next(s[i] for s in self.specs.values() if i in s) for i in image_ids]
         )
         self.n_instances = {
             p: sum(len(s.instances) for s in v.values()) for p, v in self.specs.items()
@@ -110,7 +110,7 @@ class Validation:
         self.last_skips: dict[str, dict[str, int]] = {}
         log.info(
             "validation data: %d images, %s",
-            len(self.image_ids),
+            len(self.images),
             ", ".join(f"{n} masks for {p}" for p, n in self.n_instances.items()),
         )
 
