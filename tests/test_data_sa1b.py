@@ -385,3 +385,54 @@ def test_fewer_shapes_give_fewer_larger_parts_and_min_area_holds(
     bad = ["data", "synth-sa1b", "--out", str(tmp_path / "t"), "--images", "1", "--no-progress"]
     assert main([*bad, "--shapes", "5", "2"]) == 2
     assert "fewest <= most" in capsys.readouterr().err
+
+
+def test_shards_named_in_upper_case_are_read_by_the_benchmark_loader(tmp_path: Path) -> None:
+    from esam.data.coco import load_annotation_set
+    from esam.data.image_tasks import ImageTaskDataset
+
+    write_tar_atomic(tmp_path / "d" / "SA_000000.TAR", _pair(1) + _pair(2))
+    aset = load_annotation_set("sa1b", tmp_path / "d", tmp_path / "d")
+    loaded = ImageTaskDataset(aset.images)
+    images = [loaded[i] for i in range(len(loaded))]
+    assert len(images) == 2 and all(im.image is not None for im in images), images
+
+
+def test_a_file_source_must_be_a_tar_and_compressed_shards_are_refused(tmp_path: Path) -> None:
+    plain = tmp_path / "sa_000000"
+    write_tar_atomic(tmp_path / "x.tar", _pair(1)).rename(plain)
+    with pytest.raises(InputError, match=r"sa_000000: not a \.tar shard"):
+        resolve_sources(plain)
+    folder = tmp_path / "mixed"
+    write_tar_atomic(folder / "sa_000000.tar", _pair(1))
+    (folder / "sa_000001.tar.gz").write_bytes(b"\x1f\x8b")
+    with pytest.raises(InputError, match=r"1 compressed tar file.*sa_000001\.tar\.gz"):
+        resolve_sources(folder)
+
+
+def test_symlinked_folders_are_followed_once(tmp_path: Path) -> None:
+    write_tar_atomic(tmp_path / "real" / "sa_000000.tar", _pair(1))
+    write_tar_atomic(tmp_path / "elsewhere" / "sa_000001.tar", _pair(2))
+    (tmp_path / "real" / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "real" / "loop").symlink_to(tmp_path / "real", target_is_directory=True)
+    ds = SA1BDataset(tmp_path / "real")
+    assert len(ds) == 2 and ds.skips == Counter()
+
+
+def test_the_same_image_twice_in_one_tar_is_refused(tmp_path: Path) -> None:
+    members = _pair(1) + [(f"copy/{n}", b) for n, b in _pair(1)] + _pair(2)
+    shard = write_tar_atomic(tmp_path / "sa_000000.tar", members)
+    with pytest.raises(
+        InputError, match=r"more than once in .*first sa_1\.json as copy/sa_1\.json and"
+    ):
+        SA1BDataset(shard)
+
+
+def test_a_shard_damaged_after_indexing_is_a_counted_image_skip(tmp_path: Path) -> None:
+    shard = write_tar_atomic(tmp_path / "sa_000000.tar", _pair(1) + _pair(2))
+    ds = SA1BDataset(shard)
+    raw = shard.read_bytes()
+    shard.write_bytes(raw[: scan_tar(shard).members[0].offset + 4])  # cut inside sa_1.jpg
+    skips: Counter[str] = Counter()
+    assert ds.try_read_image(0, skips=skips) is None
+    assert skips == Counter({"image_corrupt": 1})

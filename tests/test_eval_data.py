@@ -66,6 +66,8 @@ def write_bad_dataset(root: Path) -> tuple[Path, Path]:
         ann(11, image_id=2),
         ann(12, image_id=3),
         ann(13, image_id=4, segmentation=[[1, 1, 6, 1, 6, 6]]),
+        # a point far outside the image: pycocotools' rasteriser would exhaust memory on it
+        ann(14, segmentation=[[1, 1, 1e9, 1, 10, 10]]),
     ]
     images = [{"id": i, "file_name": f"{i}.png", "height": h, "width": w} for i in (1, 2, 3, 4)]
     ann_path = root / "instances.json"
@@ -91,7 +93,7 @@ def test_every_bad_annotation_is_counted(bad_dataset: tuple[Path, Path]) -> None
         "zero_size_box": 1,
         "area_lt_1": 1,
         "crowd": 1,
-        "invalid_polygon": 1,
+        "invalid_polygon": 2,
         "invalid_rle": 1,
         "annotation_unknown_image": 1,
     }
@@ -180,6 +182,53 @@ def test_annotation_file_errors(tmp_path: Path) -> None:
         load_annotation_set("coco", bad, tmp_path / "noimg")
     with pytest.raises(ValueError, match="unknown dataset"):
         load_annotation_set("voc", bad, img)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (
+            lambda d: d["images"].append(dict(d["images"][0])),
+            r"images\[1\] repeats id 1 of images\[0\]",
+        ),
+        (
+            lambda d: d["annotations"].append(dict(d["annotations"][0])),
+            r"annotations\[1\] repeats id 7",
+        ),
+        (lambda d: d["images"][0].update(id="img1"), r"images\[0\] has id 'img1' \(str\)"),
+        (lambda d: d["annotations"][0].update(image_id="1"), r"annotations\[0\] has image_id '1'"),
+        (lambda d: d["annotations"][0].pop("id"), r"annotations\[0\] has no 'id' field"),
+        (lambda d: d["annotations"][0].update(area=None), r"annotation id 7 has area None"),
+    ],
+)
+def test_ids_and_areas_that_the_indexes_would_mangle_are_named_errors(
+    tmp_path: Path, change: Any, match: str
+) -> None:
+    img = tmp_path / "img"
+    img.mkdir()
+    Image.new("RGB", (8, 6)).save(img / "a.png")
+    data: dict[str, Any] = {
+        "images": [{"id": 1, "file_name": "a.png", "height": 6, "width": 8}],
+        "annotations": [
+            {
+                "id": 7,
+                "image_id": 1,
+                "category_id": 1,
+                "area": 4.0,
+                "bbox": [1, 1, 2, 2],
+                "iscrowd": 0,
+                "segmentation": [[1, 1, 3, 1, 3, 3, 1, 3]],
+            }
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(data))
+    assert len(load_annotation_set("coco", path, img).images[0].instances) == 1
+    change(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match=match):
+        load_annotation_set("coco", path, img)
 
 
 def test_masks_decode_from_polygon_rle_and_uncompressed_rle(tmp_path: Path) -> None:

@@ -138,6 +138,27 @@ def test_oracle_on_synthetic_coco_with_skip_accounting(tmp_path: Path) -> None:
     assert run.results["dataset"]["n_images_skipped"] == 1
 
 
+def test_short_polygon_parts_in_the_ground_truth_are_left_out(tmp_path: Path) -> None:
+    """COCOeval would read a first part of 4 numbers as a box and fail; the harness drops such
+    parts, as instance segmentation and zero-shot evaluation do."""
+    from esam.data.synthetic import write_synthetic_coco
+
+    ann, images = write_synthetic_coco(tmp_path / "syn", n_images=2)
+    data = json.loads(ann.read_text())
+    polygons = [a for a in data["annotations"] if isinstance(a["segmentation"], list)]
+    assert len(polygons) >= 2
+    polygons[0]["segmentation"] = [[1.0, 1.0, 2.0, 2.0], *polygons[0]["segmentation"]]
+    polygons[1]["segmentation"] = [[3.0, 3.0], *polygons[1]["segmentation"]]
+    slivers = tmp_path / "slivers.json"
+    slivers.write_text(json.dumps(data))
+    kw = dict(model="oracle", dataset="coco", images=str(images), progress=False)
+    clean = run_proposals(ProposalsConfig(**kw, annotations=str(ann)))
+    run = run_proposals(ProposalsConfig(**kw, annotations=str(slivers)))
+    assert clean is not None and run is not None
+    assert run.results["metrics"]["ar_100"] == clean.results["metrics"]["ar_100"] == 100.0
+    assert run.results["metrics"]["n_instances"] == clean.results["metrics"]["n_instances"]
+
+
 def test_settings_and_sources_are_checked(tmp_path: Path) -> None:
     ann, images = _coco_file(tmp_path, [_rect(64, 64, 0, 8, 0, 8)])
     kw = dict(dataset="coco", annotations=str(ann), images=str(images), progress=False)

@@ -297,7 +297,7 @@ def test_a_bfloat16_model_takes_the_same_inputs(tiny_model, rgb_image, predictor
 def test_exif_orientation_is_warned_about_or_applied(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from esam.everything.image import EXIF_ORIENTATION, read_image_file
+    from esam.data.images import EXIF_ORIENTATION, read_image_file
 
     stored = np.zeros((20, 30, 3), np.uint8)
     stored[:5, :10] = 255  # a white block at the stored top-left
@@ -321,8 +321,8 @@ def test_exif_orientation_is_warned_about_or_applied(
 
 
 def test_32_bit_grey_images_keep_their_values_or_are_refused(tmp_path: Path) -> None:
+    from esam.data.images import read_image_file
     from esam.errors import InputError
-    from esam.everything.image import read_image_file
 
     values = (np.arange(30 * 40).reshape(30, 40) * 50).astype(np.int32)  # up to 59950
     Image.fromarray(values, mode="I").save(tmp_path / "i32.tif")

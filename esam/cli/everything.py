@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
 
     import esam
-    from esam.everything.image import as_rgb_uint8, read_image_file
+    from esam.data.images import as_rgb_uint8, read_image_file
     from esam.everything.overlay import RleMasks, overlay_masks
     from esam.utils.deps import require
     from esam.utils.io import check_writable_file, write_bytes_atomic, write_json_atomic

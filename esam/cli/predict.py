@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
     import esam
-    from esam.everything.image import as_rgb_uint8, read_image_file
+    from esam.data.images import as_rgb_uint8, read_image_file
     from esam.utils.io import write_bytes_atomic
     from esam.visualize import overlay_mask
 

@@ -140,6 +140,7 @@ def load_api(dataset: str, annotations: str | Path) -> Any:
             f"{path}: not an instance annotation file (needs 'images' and 'annotations')"
         )
     check_dataset_kind(data, dataset, path)
+    check_ids(data, path)
     buf = io.StringIO()
     try:
         with contextlib.redirect_stdout(buf):
@@ -196,6 +197,44 @@ def check_dataset_kind(data: dict[str, Any], dataset: str, path: Path) -> None:
             f"{path}: --dataset coco, but this is an LVIS annotation file ({n_cats} categories, "
             f"LVIS {version}); pass --dataset lvis so it is evaluated under LVIS's rules"
         )
+
+
+def check_ids(data: dict[str, Any], path: Path) -> None:
+    """Refuse image and annotation ids that are not integers or not unique.
+
+    pycocotools and lvis index both by id in dicts: a repeated id would silently replace an
+    earlier image or mask, and ids of another type would match nothing.
+
+    Raises:
+        InputError: naming the file, the list, the position and the id.
+    """
+
+    def ids(key: str, field: str) -> Iterator[tuple[int, Any]]:
+        entries = data.get(key)
+        if not isinstance(entries, list):
+            raise InputError(f"{path}: '{key}' must be a list, got {type(entries).__name__}")
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict) or field not in entry:
+                raise InputError(f"{path}: {key}[{i}] has no {field!r} field")
+            value = entry[field]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InputError(
+                    f"{path}: {key}[{i}] has {field} {value!r} ({type(value).__name__}); "
+                    "COCO-format ids are integers"
+                )
+            yield i, value
+
+    for key in ("images", "annotations"):
+        first: dict[int, int] = {}
+        for i, value in ids(key, "id"):
+            if value in first:
+                raise InputError(
+                    f"{path}: {key}[{i}] repeats id {value} of {key}[{first[value]}]; ids must "
+                    "be unique (the indexes keep only one entry per id)"
+                )
+            first[value] = i
+    for _ in ids("annotations", "image_id"):
+        pass
 
 
 def _lvis_from_dict(lvis_cls: Any, data: dict[str, Any]) -> Any:
@@ -299,7 +338,10 @@ def instance_problem(
         return SKIP_CROWD
     if "area" not in ann:
         raise InputError(f"annotation id {ann.get('id')} has no 'area' field")
-    if float(ann["area"]) < min_area:
+    area = ann["area"]
+    if isinstance(area, bool) or not isinstance(area, int | float) or not math.isfinite(area):
+        raise InputError(f"annotation id {ann.get('id')} has area {area!r}: must be a number")
+    if area < min_area:
         return SKIP_AREA
     problem = segmentation_problem(ann.get("segmentation"), height, width)
     if problem is not None:

@@ -48,15 +48,26 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
+def _holds_image(folder: Path) -> bool:
+    """Whether ``folder`` or a folder below it (hidden ones aside) holds an image file."""
+    for _, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if any(_is_image(f) for f in filenames):
+            return True
+    return False
+
+
 def scan_image_folder(root: str | os.PathLike[str]) -> ImageFolder:
     """List the images of ``root``: class sub-folders (ImageNet layout) or images directly.
 
-    Sub-folders are classes when ``root`` holds no image files itself; hidden files and
-    folders are ignored, and so are files that are not images (by extension).
+    Sub-folders are classes when ``root`` holds no image files itself; a root holding both
+    images and folders of images is refused, since either reading would leave images out.
+    Hidden files and folders are ignored, and so are files that are not images (by extension).
 
     Raises:
         FileNotFoundError: ``root`` is not a folder.
-        InputError: no image is found (the message says which extensions count).
+        InputError: no image is found (the message says which extensions count), or images
+            lie both in ``root`` and in its sub-folders.
     """
     base = Path(root)
     if not base.is_dir():
@@ -66,9 +77,17 @@ def scan_image_folder(root: str | os.PathLike[str]) -> ImageFolder:
         )
     top = sorted(p for p in base.iterdir() if not p.name.startswith("."))
     direct = [p.name for p in top if p.is_file() and _is_image(p.name)]
-    if direct:
-        return ImageFolder(base, tuple(direct), (), tuple([-1] * len(direct)))
     classes = [p.name for p in top if p.is_dir()]
+    if direct:
+        nested = [c for c in classes if _holds_image(base / c)]
+        if nested:
+            raise InputError(
+                f"{base} holds both images ({len(direct)}, e.g. {direct[0]}) and folders of "
+                f"images ({len(nested)}, e.g. {nested[0]}/): pass a folder of images or a "
+                "folder of class folders, not both (move the loose images away, or into a "
+                "folder of their own)"
+            )
+        return ImageFolder(base, tuple(direct), (), tuple([-1] * len(direct)))
     files: list[str] = []
     targets: list[int] = []
     for c, name in enumerate(classes):

@@ -24,22 +24,40 @@ from esam.utils.deps import require
 MIN_POLYGON_COORDS = 6
 
 
-def polygon_problem(segmentation: list[Any]) -> str | None:
+#: How far outside the image, in multiples of its longer side, a polygon's points may lie.
+POLYGON_REACH = 10
+
+
+def polygon_problem(
+    segmentation: list[Any], height: int | None = None, width: int | None = None
+) -> str | None:
     """Skip reason for a polygon list, or None when it can be decoded: every part a flat list
-    of finite (x, y) pairs, at least one of them with >= 3 points.
+    of finite (x, y) pairs, at least one of them with >= 3 points; with the image size given,
+    every point within :data:`POLYGON_REACH` times the image's longer side of the image.
 
     Parts of fewer than 3 points enclose no area and are dropped on decoding (as detectron2
-    does); an instance is skipped for them only when no other part is left.
+    does); an instance is skipped for them only when no other part is left. The bound on
+    points keeps pycocotools' rasteriser, whose memory grows with the edges' length, from
+    being handed coordinates such as 1e9 (it then exhausts memory or crashes the process).
     """
     if len(segmentation) == 0:
         return SKIP_NO_SEGMENTATION
     for part in segmentation:
         if not isinstance(part, list | tuple) or not all(
-            isinstance(v, int | float) and math.isfinite(v) for v in part
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in part
         ):
             return SKIP_BAD_POLYGON
         if len(part) % 2:
             return SKIP_BAD_POLYGON
+        if height is not None and width is not None and part:
+            reach = POLYGON_REACH * max(height, width)
+            if (
+                min(part) < -reach
+                or max(part[0::2]) > width + reach
+                or max(part[1::2]) > height + reach
+            ):
+                return SKIP_BAD_POLYGON
     if all(len(part) < MIN_POLYGON_COORDS for part in segmentation):
         return SKIP_SHORT_POLYGON
     return None
@@ -61,7 +79,7 @@ def drop_short_polygon_parts(annotations: Any) -> int:
         kept = [part for part in seg if len(part) >= MIN_POLYGON_COORDS]
         if len(kept) < len(seg):
             dropped += len(seg) - len(kept)
-            ann["segmentation"] = kept
+            seg[:] = kept  # in place: instance specs holding this list see the change too
     return dropped
 
 
@@ -142,7 +160,7 @@ def segmentation_problem(segmentation: Any, height: int, width: int) -> str | No
     if segmentation is None:
         return SKIP_NO_SEGMENTATION
     if isinstance(segmentation, list):
-        return polygon_problem(segmentation)
+        return polygon_problem(segmentation, height, width)
     if isinstance(segmentation, dict):
         return rle_problem(segmentation, height, width)
     return SKIP_NO_SEGMENTATION
@@ -163,6 +181,11 @@ def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict[str,
             f"{height * width})"
         )
     if isinstance(segmentation, list):
+        if polygon_problem(segmentation, height, width) == SKIP_BAD_POLYGON:
+            raise InputError(
+                f"polygon segmentation is not flat lists of finite (x, y) pairs within "
+                f"{POLYGON_REACH} image sizes of the {height}x{width} image"
+            )
         # pycocotools reads a list whose first part has 4 numbers as boxes: drop short parts
         parts = [list(p) for p in segmentation if len(p) >= MIN_POLYGON_COORDS]
         if not parts:

@@ -83,6 +83,8 @@ SKIP_ANNOTATION_NO_ID = "annotation_without_id"
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
 JSON_SUFFIX = ".json"
 TAR_SUFFIX = ".tar"
+#: Compressed archives that cannot be read in place: refused, never passed over silently.
+COMPRESSED_TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst")
 _GLOB_CHARS = "*?["
 
 __all__ = [
@@ -183,27 +185,51 @@ def resolve_sources(
     """The containers named by ``sources``: tar shards and folders that directly hold pairs.
 
     ``sources`` is a path, a glob, a comma-separated string of those, or a list. A file is a
-    tar shard; a folder is searched recursively (hidden entries skipped) for ``*.tar`` shards
-    and for folders holding ``.jpg`` / ``.json`` files. Returns them sorted by path, each once.
+    tar shard (its name must end in ``.tar``); a folder is searched recursively (hidden entries
+    skipped, symlinked folders followed) for ``*.tar`` shards and for folders holding ``.jpg``
+    / ``.json`` files. Returns them sorted by path, each once.
 
     Raises:
         FileNotFoundError: a path does not exist or a glob matches nothing.
-        InputError: nothing to read was found.
+        InputError: nothing to read was found, a file named is not a ``.tar``, or a folder
+            holds compressed tar files (which cannot be read in place).
     """
     found: set[Path] = set()
+    compressed: list[Path] = []
     for path in _expand(sources):
         if path.is_file():
+            if not path.name.lower().endswith(TAR_SUFFIX):
+                raise InputError(
+                    f"{path}: not a .tar shard; SA-1B data is read from uncompressed .tar "
+                    "shards or from folders of .jpg + .json pairs (decompress a .tar.gz first)"
+                )
             found.add(path.resolve())
             continue
-        for dirpath, dirnames, filenames in os.walk(path):
+        visited: set[Path] = set()
+        # symlinked folders are followed (datasets are often assembled from links); a link
+        # back up the tree is walked once
+        for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+            here = Path(dirpath).resolve()
+            if here in visited:
+                dirnames[:] = []
+                continue
+            visited.add(here)
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             names = [f for f in filenames if not f.startswith(".")]
-            here = Path(dirpath).resolve()
             for name in names:
-                if name.lower().endswith(TAR_SUFFIX):
+                low = name.lower()
+                if low.endswith(TAR_SUFFIX):
                     found.add(here / name)
+                elif low.endswith(COMPRESSED_TAR_SUFFIXES):
+                    compressed.append(here / name)
             if any(_kind(name) is not None for name in names):
                 found.add(here)
+    if compressed:
+        raise InputError(
+            f"{len(compressed)} compressed tar file(s) among the SA-1B sources, first "
+            f"{compressed[0]}: shards are read in place, so they must be uncompressed .tar "
+            "files (decompress them, or move them out of the folder)"
+        )
     if not found:
         raise InputError(
             f"no SA-1B data in {sources} (looked for *.tar shards and folders of .jpg + .json)"
@@ -324,9 +350,10 @@ def _index_folder(path: Path, require_image: bool, skips: Counter[str]) -> _Cont
 
 
 def _check_unique_names(containers: list[_Container]) -> None:
-    """Refuse a json file name found in two containers (names are SA-1B's image ids)."""
-    if len(containers) < 2:
-        return  # a container's names are unique (pairing refuses repeats)
+    """Refuse a json file name found twice, in two containers or in two folders of one tar
+    (names are SA-1B's image ids)."""
+    if not containers:
+        return
     base = [np.char.rpartition(c.json, b"/")[:, 2] for c in containers]
     names, counts = np.unique(np.concatenate(base), return_counts=True)
     if not (counts > 1).any():
@@ -334,6 +361,13 @@ def _check_unique_names(containers: list[_Container]) -> None:
     repeated = names[counts > 1]
     first = repeated[0]
     where = [c.path for c, b in zip(containers, base, strict=True) if (b == first).any()]
+    if len(where) == 1:
+        c, b = next((c, b) for c, b in zip(containers, base, strict=True) if (b == first).any())
+        members = [_decode(m) for m in c.json[b == first]]
+        raise InputError(
+            f"{len(repeated)} json name(s) appear more than once in {where[0]}, first "
+            f"{_decode(first)} as {' and '.join(members)}: each such image would be read twice"
+        )
     raise InputError(
         f"{len(repeated)} json name(s) appear in more than one SA-1B source, first "
         f"{_decode(first)} in {' and '.join(where)}: each image would be read twice; pass "
@@ -522,7 +556,7 @@ class SA1BDataset(Dataset[tuple[SA1BRecord, np.ndarray]]):
             data = self._read(c, j, 0)
         except FileNotFoundError as e:
             raise ImageReadError(SKIP_IMAGE_MISSING, f"{image_loc}: file not found") from e
-        except OSError as e:
+        except (CorruptShardError, OSError) as e:
             raise ImageReadError(SKIP_IMAGE_CORRUPT, f"{image_loc}: cannot be read ({e})") from e
         return decode_image(data, image_loc, expected_hw)
 

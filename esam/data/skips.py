@@ -23,9 +23,17 @@ SKIP_IN_SKIPPED_IMAGE = "instance_in_skipped_image"
 # image-level skip reasons (counts of images)
 SKIP_IMAGE_MISSING = "image_missing"
 SKIP_IMAGE_CORRUPT = "image_corrupt"
+#: decodable, but not usable as RGB: too large for PIL's limit, or grey values of no standard
+#: range (32-bit integer beyond 16 bits, floating point)
+SKIP_IMAGE_UNSUPPORTED = "image_unsupported"
 SKIP_IMAGE_SIZE = "image_size_mismatch"
 #: Every image-level skip reason (the others count instances or detections).
-IMAGE_SKIP_REASONS = (SKIP_IMAGE_MISSING, SKIP_IMAGE_CORRUPT, SKIP_IMAGE_SIZE)
+IMAGE_SKIP_REASONS = (
+    SKIP_IMAGE_MISSING,
+    SKIP_IMAGE_CORRUPT,
+    SKIP_IMAGE_UNSUPPORTED,
+    SKIP_IMAGE_SIZE,
+)
 
 
 def n_images_skipped(skips: Counter[str] | dict[str, int]) -> int:

@@ -212,7 +212,7 @@ def split_member_path(location: str) -> tuple[str, str] | None:
     """``("dir/sa_000000.tar", "sa_1.jpg")`` for ``"dir/sa_000000.tar::sa_1.jpg"``, None for a
     plain path (or for an existing file whose name happens to contain the separator)."""
     marker = ".tar" + MEMBER_SEP
-    i = location.find(marker)
+    i = location.lower().find(marker)  # shards are found by suffix case-insensitively
     if i < 0 or os.path.exists(location):
         return None
     return location[: i + 4], location[i + len(marker) :]

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from esam.data.coco import AnnotationSet, ImageSpec, handle_missing_images
 from esam.data.image_tasks import ImageTaskDataset, LoadedImage, make_loader
-from esam.data.masks import decode_mask, encode_mask
+from esam.data.masks import decode_mask, drop_short_polygon_parts, encode_mask
 from esam.data.skips import (
     SKIP_IMAGE_MISSING,
     SKIP_IN_SKIPPED_IMAGE,
@@ -195,6 +195,7 @@ def ground_truth(images: list[ImageSpec], frequency: dict[int, str] | None = Non
             if frequency is not None:
                 ann["frequency"] = frequency.get(inst.category_id)
             anns.append(ann)
+    drop_short_polygon_parts(anns)  # COCOeval reads a first part of 4 numbers as a box
     return {
         "images": [{"id": s.image_id, "height": s.height, "width": s.width} for s in images],
         "annotations": anns,

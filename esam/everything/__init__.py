@@ -5,7 +5,7 @@
 lets segment-anything's own generator drive the same model, for comparisons.
 """
 
+from esam.data.images import as_rgb_uint8
 from esam.everything.generator import RECORD_KEYS, EfficientSamAutomaticMaskGenerator
-from esam.everything.image import as_rgb_uint8
 
 __all__ = ["RECORD_KEYS", "EfficientSamAutomaticMaskGenerator", "as_rgb_uint8"]

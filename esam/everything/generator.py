@@ -37,8 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from esam.data.images import as_rgb_uint8
 from esam.errors import InputError
-from esam.everything.image import as_rgb_uint8
 from esam.modeling.efficient_sam import EfficientSam
 from esam.utils.deps import MissingDependencyError, require
 
@@ -255,7 +255,7 @@ class EfficientSamAutomaticMaskGenerator:
 
         Args:
             image: HxWx3 uint8 RGB (grey, RGBA and 16-bit images are converted, see
-                :func:`~esam.everything.image.as_rgb_uint8`).
+                :func:`~esam.data.images.as_rgb_uint8`).
 
         Returns:
             One record per mask, with segment-anything's keys in its order:

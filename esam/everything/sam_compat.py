@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from esam.everything.image import as_rgb_uint8
+from esam.data.images import as_rgb_uint8
 from esam.modeling.efficient_sam import EfficientSam
 from esam.utils.deps import require
 

@@ -81,7 +81,12 @@ PROTOCOL_KEY = "protocol"
 PROTOCOL_OVERRIDES_KEY = "protocol_overrides"
 
 #: ``skips`` reasons that count images (not instances or detections) left out of a run.
-IMAGE_SKIP_REASONS: tuple[str, ...] = ("image_missing", "image_corrupt", "image_size_mismatch")
+IMAGE_SKIP_REASONS: tuple[str, ...] = (
+    "image_missing",
+    "image_corrupt",
+    "image_unsupported",
+    "image_size_mismatch",
+)
 #: Largest share of its images a run may skip and still be ranked by the report (the default
 #: of ``esam report --max-skipped-images``).
 DEFAULT_MAX_SKIPPED_IMAGES = 0.01
