@@ -277,7 +277,8 @@ def load_backbone_into(module: nn.Module, backbone: str | Path) -> None:
     grid and is resized to each input's grid at run time (e.g. 14x14 -> 64x64 at 1024 px).
 
     Raises:
-        InputError: the backbone's width differs from the module's.
+        InputError: the backbone's width or number of attention heads differs from the
+            module's.
         CheckpointError: the trunk does not fit the module.
     """
     from esam.checkpoint import load_trunk_state, read_backbone
@@ -288,5 +289,14 @@ def load_backbone_into(module: nn.Module, backbone: str | Path) -> None:
         raise InputError(
             f"{backbone}: a width-{arch['embed_dim']} backbone cannot load into a width-{width} "
             "encoder"
+        )
+    # the head count leaves every tensor's shape alone, so the strict load cannot catch it
+    blocks = getattr(module, "blocks", None)
+    heads = getattr(getattr(blocks[0], "attn", None), "num_heads", None) if blocks else None
+    if heads is not None and "num_heads" in arch and int(arch["num_heads"]) != int(heads):
+        raise InputError(
+            f"{backbone}: a backbone trained with {arch['num_heads']} attention heads cannot "
+            f"load into an encoder with {heads} (set the encoder's heads to "
+            f"{arch['num_heads']}, e.g. model.encoder_num_heads={arch['num_heads']})"
         )
     load_trunk_state(module, state, str(backbone))

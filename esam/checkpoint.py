@@ -144,6 +144,13 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     except Exception as e:
         raise CheckpointError(f"{path}: cannot be read as safetensors: {e}") from e
     info: dict[str, Any] = {"format": metadata.get("format", "state_dict")}
+    if info["format"] == BACKBONE_FORMAT:
+        try:
+            info["arch"] = json.loads(metadata.get("arch", "null"))
+            info["source"] = json.loads(metadata.get("source", "{}"))
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}: backbone metadata is not valid JSON: {e}") from e
+        return state, info
     if "model_name" in metadata:
         info["model_name"] = metadata["model_name"]
     if "config" in metadata:
@@ -315,7 +322,8 @@ def save_backbone(
     """Write a ViT trunk as a backbone checkpoint, atomically.
 
     Args:
-        path: the ``.pt`` file.
+        path: the file: ``.safetensors`` gives a safetensors file (arch and source as JSON in
+            its metadata), any other suffix a ``torch.save`` file.
         state: the trunk's state dict (``patch_embed.*``, ``pos_embed``, ``blocks.*``).
         arch: :data:`BACKBONE_ARCH_KEYS` -> value (the trunk's architecture).
         source: where the weights come from (run folder, step, method), kept in the file.
@@ -323,14 +331,20 @@ def save_backbone(
     missing = [k for k in BACKBONE_ARCH_KEYS if k not in arch]
     if missing:
         raise CheckpointError(f"backbone arch lacks {missing}")
+    kept_arch = {k: arch[k] for k in BACKBONE_ARCH_KEYS}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    if Path(path).suffix == ".safetensors":
+        from safetensors.torch import save
+
+        meta = {
+            "format": BACKBONE_FORMAT,
+            "arch": json.dumps(kept_arch),
+            "source": json.dumps(source or {}),
+        }
+        return write_bytes_atomic(path, save(tensors, metadata=meta))
     buf = io.BytesIO()
     torch.save(
-        {
-            "format": BACKBONE_FORMAT,
-            "arch": {k: arch[k] for k in BACKBONE_ARCH_KEYS},
-            "source": source or {},
-            "model": {k: v.detach().cpu().contiguous() for k, v in state.items()},
-        },
+        {"format": BACKBONE_FORMAT, "arch": kept_arch, "source": source or {}, "model": tensors},
         buf,
     )
     return write_bytes_atomic(path, buf.getvalue())

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from esam.classify.config import ClassifyConfig
 from esam.cli.imagenet import parser, resolve_config
@@ -54,3 +55,19 @@ def test_bad_arguments_are_named(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         main(["eval", "imagenet", "--help"])
     assert e.value.code == 0 and "KEY=VALUE" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_cuda_device_without_cuda_and_a_missing_backbone_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_synth_classes(tmp_path / "shapes", 2, 2, val_per_class=1, size=32).out
+    base = [
+        "eval", "imagenet", "--mode", "linear", "--config", "tiny", "--train",
+        str(data / "train"), "--val", str(data / "val"), "--output", str(tmp_path / "run"),
+    ]  # fmt: skip
+    assert main([*base, "device=cuda"]) != 0
+    assert "CUDA is not available on this machine; run on the CPU" in capsys.readouterr().err
+    assert main([*base, "device=cpu", "--backbone", str(tmp_path / "nope.pt")]) != 0
+    err = capsys.readouterr().err
+    assert f"backbone checkpoint not found: {tmp_path / 'nope.pt'} (pass --backbone PATH" in err

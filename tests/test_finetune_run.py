@@ -311,3 +311,13 @@ def test_bad_settings_are_named_one_line_errors(
     assert main(_args(sa1b, tmp_path / "run", *extra)) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_cuda_device_without_cuda_is_named_before_anything_runs(
+    sa1b: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(_args(sa1b, out, "train.device=cuda")) != 0
+    assert "'cuda' requested but CUDA is not available" in capsys.readouterr().err
+    assert not out.exists()

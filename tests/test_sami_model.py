@@ -249,3 +249,19 @@ def test_it_learns_a_fixed_target() -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_the_loss_of_bf16_predictions_is_computed_in_float32() -> None:
+    model = tiny_sami()
+    pred = torch.randn(2, 16, 24).to(torch.bfloat16)
+    target = torch.randn(2, 16, 24) * 3 + 1  # float32 teacher features
+    mask = torch.zeros(2, 16, dtype=torch.bool)
+    loss = model.forward_loss(
+        pred, model.prepare_targets(torch.zeros(2, 3, 64, 64), target, pred), mask
+    )
+    assert loss.dtype == torch.float32
+    # the same as in float64 from the same bf16 predictions, up to float32 rounding of a
+    # mean of 768 squares (a bf16 loss would be off by about 2^-8 relative)
+    prepared = model.prepare_targets(torch.zeros(2, 3, 64, 64), target, pred)
+    exact = (pred.double() - prepared.double()).pow(2).mean()
+    assert abs(float(loss) - float(exact)) <= 768 * torch.finfo(torch.float32).eps * float(exact)

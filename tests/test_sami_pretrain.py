@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +183,14 @@ def test_export_loads_into_efficientsam_and_as_a_backbone(data, tmp_path: Path) 
     vit = build_backbone(out)
     assert vit.embed_dim == 96 and len(vit.blocks) == 2
     assert torch.equal(vit.pos_embed, trunk["encoder.pos_embed"])
+    as_st = tmp_path / "backbone.safetensors"
+    assert main(["pretrain", "export", str(run), "--out", str(as_st)]) == 0
+    assert not zipfile.is_zipfile(as_st)  # a safetensors file, not a torch pickle so named
+    vit_st = build_backbone(as_st)
+    assert vit_st.backbone_info["arch"] == vit.backbone_info["arch"]  # type: ignore[index]
+    assert vit_st.backbone_info["source"]["step"] == 1  # type: ignore[index]
+    for (k, a), (_, b) in zip(vit.state_dict().items(), vit_st.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
     model = esam.build_model(
         "efficientsam_vitt", img_size=128, encoder_embed_dim=96, encoder_depth=2
     )
@@ -196,6 +205,17 @@ def test_export_loads_into_efficientsam_and_as_a_backbone(data, tmp_path: Path) 
     wrong = esam.build_model("efficientsam_vitt", img_size=128, encoder_depth=2)
     with pytest.raises(ValueError, match="width-96 backbone"):
         load_into_image_encoder(wrong.image_encoder, out)
+    heads = vit.blocks[0].attn.num_heads
+    other = 1 if heads != 1 else 2
+    regrouped = esam.build_model(
+        "efficientsam_vitt",
+        img_size=128,
+        encoder_embed_dim=96,
+        encoder_depth=2,
+        encoder_num_heads=other,
+    )
+    with pytest.raises(ValueError, match=f"trained with {heads} attention heads .* with {other}"):
+        load_into_image_encoder(regrouped.image_encoder, out)
 
 
 def test_cache_teacher_then_train_from_the_cache(

@@ -225,6 +225,31 @@ def test_non_finite_loss_stops_before_the_update(tmp_path: Path) -> None:
     assert [r["step"] for r in _lines(tmp_path / "nan")] == [1, 2]
 
 
+def test_a_non_finite_gradient_under_a_finite_loss_stops_before_the_update(
+    tmp_path: Path,
+) -> None:
+    reference = build(config(tmp_path / "ref", max_steps=2), MseTask())
+    reference.fit()
+
+    class NanGradientAtThirdStep(MseTask):
+        def training_step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict]:
+            loss, logs = super().training_step(model, batch)
+            if len(self.seen) == 3:  # sqrt'(0) is inf, times the zero inner gradient: nan
+                loss = loss + torch.sqrt((model.bias * 0).sum())
+            return loss, logs
+
+    trainer = build(config(tmp_path / "nan", save_every_steps=1), NanGradientAtThirdStep())
+    with pytest.raises(
+        NonFiniteLossError, match="non-finite gradient norm nan at optimizer step 3"
+    ):
+        trainer.fit()
+    for p, q in zip(trainer.raw_model.parameters(), reference.raw_model.parameters(), strict=True):
+        assert torch.equal(p, q) and torch.isfinite(p).all()
+    assert [r["step"] for r in _lines(tmp_path / "nan")] == [1, 2]
+    latest = trainer.checkpoints.latest()
+    assert latest is not None and latest.name == "checkpoint-00000002.pt"
+
+
 class Killed(Exception):
     pass
 
@@ -346,6 +371,9 @@ def test_a_task_state_survives_a_resume_and_a_finished_run_runs_no_step(tmp_path
     # another seed is another data order: refused
     with pytest.raises(ResumeError, match="seed=0, this run has 1"):
         build(replace(cfg, seed=1), CountingTask()).fit()
+    # so is another dataset length with the same steps per epoch (another permutation)
+    with pytest.raises(ResumeError, match=f"dataset_len={N_SAMPLES}, this run has {N_SAMPLES + 1}"):
+        build(cfg, CountingTask(), data=IndexedData(N_SAMPLES + 1)).fit()
     # a task that keeps a state refuses a checkpoint written without one
     plain = config(tmp_path / "plain", epochs=2, max_steps=2)
     build(plain, MseTask()).fit()

@@ -65,6 +65,37 @@ def test_no_weight_decay_on_norms_biases_and_embeddings() -> None:
     assert extra["blocks.0.fc.weight"]["weight_decay"] == 0.05
 
 
+def test_exemptions_declared_inside_a_wrapper_count() -> None:
+    """A wrapper (fine-tuning's, a task's) that does not forward ``no_weight_decay()`` still
+    leaves its ViT's position embedding and class token undecayed."""
+
+    class Wrapper(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = nn.ModuleDict({"encoder": ToyViT()})
+            self.table = nn.Parameter(torch.zeros(3, 4))
+
+    named = _by_name(param_groups(Wrapper(), weight_decay=0.1))
+    assert named["model.encoder.pos_embed"]["weight_decay"] == 0.0
+    assert named["model.encoder.cls_token"]["weight_decay"] == 0.0
+    assert named["model.encoder.patch_embed.weight"]["weight_decay"] == 0.1
+    assert named["table"]["weight_decay"] == 0.1
+
+
+def test_finetuning_leaves_the_image_encoders_position_embedding_undecayed() -> None:
+    from esam.config import load_config
+    from esam.finetune.config import FinetuneConfig
+    from esam.finetune.model import build_finetune_model
+    from esam.finetune.task import InteractiveTraining
+
+    cfg = load_config(FinetuneConfig, "tiny", kind="finetune")
+    model, _ = build_finetune_model(cfg)
+    wrapped = InteractiveTraining(model, cfg.prompts, cfg.loss)
+    named = _by_name(param_groups(wrapped, weight_decay=0.1))
+    pos = [n for n in named if n.endswith("image_encoder.pos_embed")]
+    assert len(pos) == 1 and named[pos[0]]["weight_decay"] == 0.0
+
+
 def test_layer_decay_scales() -> None:
     model = ToyViT(depth=3)  # ids 0 (embeddings) .. 4 (norm, head)
     named = _by_name(param_groups(model, weight_decay=0.05, layer_decay=0.5))

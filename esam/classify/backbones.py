@@ -125,6 +125,11 @@ def read_trunk(path: str | Path, fmt: str = "auto") -> tuple[dict[str, torch.Ten
     """
     from esam.checkpoint import read_backbone
 
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"backbone checkpoint not found: {path} (pass --backbone PATH: a file of esam "
+            "pretrain export, an EfficientSAM checkpoint, or a timm ViT's weights)"
+        )
     origin: dict[str, Any] = {"path": str(path), "sha256": sha256_file(path)}
     if fmt == "auto":
         state, _ = read_checkpoint(path)

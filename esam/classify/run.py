@@ -46,6 +46,7 @@ from esam.errors import InputError
 from esam.runtime.distributed import (
     DistContext,
     broadcast_object,
+    check_device,
     device_for,
     finish,
     gather_to_main,
@@ -134,6 +135,7 @@ def run_classify(cfg: ClassifyConfig) -> ClassifyResult:
         raise InputError(f"mode {cfg.mode} trains: pass --train DIR (data.train)")
     if cfg.mode == "eval" and cfg.model.checkpoint is None:
         raise InputError("mode eval needs a classifier: model.checkpoint=RUN_DIR/classifier.pt")
+    check_device(cfg.device)
     ctx = init_distributed(cfg.device)
     try:
         setup_logging(ctx)

@@ -117,7 +117,12 @@ def export_parser() -> argparse.ArgumentParser:
         "(read by fine-tuning, ImageNet classification and the detection/segmentation plugins).",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a pretraining run folder or checkpoint")
-    p.add_argument("--out", required=True, metavar="BACKBONE.pt", help="backbone file to write")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="BACKBONE.pt",
+        help="backbone file to write (.safetensors: a safetensors file)",
+    )
     return p
 
 

@@ -36,6 +36,7 @@ from esam.finetune.task import FinetuneTask, InteractiveTraining
 from esam.finetune.validate import PROTOCOL, Validation, metric_name
 from esam.runtime.distributed import (
     DistContext,
+    check_device,
     device_for,
     finish,
     gather_to_main,
@@ -90,6 +91,7 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
     from esam.data.sa1b import SA1BDataset
 
     sources = data_sources(cfg.data.path)
+    check_device(cfg.train.device)
     ctx = init_distributed(cfg.train.device)
     try:
         setup_logging(ctx)

@@ -172,7 +172,10 @@ def device_for(device: str, ctx: DistContext) -> str:
 def check_device(device: str) -> None:
     """Raise InputError (a ValueError) when a CUDA device is requested on a machine without CUDA."""
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} requested but CUDA is not available")
+        raise InputError(
+            f"device {device!r} requested but CUDA is not available on this machine; run on "
+            "the CPU with --device cpu (train.device=cpu for training commands)"
+        )
 
 
 def shard(items: Sequence[T], ctx: DistContext) -> list[T]:

@@ -365,7 +365,8 @@ class SamiModel(nn.Module):
             images: Bx3xHxW normalised images (used for ``target="pixels"``).
             targets: BxNxD teacher features (``target="teacher"``; any float dtype, e.g. the
                 float16 of a feature cache), or None for pixels.
-            like: the predictions BxNxD, whose shape, dtype and device the targets take.
+            like: the predictions BxNxD, whose shape and device the targets take; they are
+                float32 whatever the predictions' dtype (the loss is computed in float32).
         """
         if self.target == "pixels":
             if targets is not None:
@@ -381,7 +382,7 @@ class SamiModel(nn.Module):
             raise InputError(
                 f"targets must have shape {tuple(like.shape)} (B x tokens x {self.target_dim}), got {tuple(tgt.shape)}"
             )
-        tgt = tgt.to(device=like.device, dtype=like.dtype)
+        tgt = tgt.to(device=like.device, dtype=torch.float32)
         return normalize_tokens(tgt) if self.norm_target else tgt
 
     def forward_loss(
@@ -395,9 +396,9 @@ class SamiModel(nn.Module):
             mask: BxN bool, True where masked.
 
         Returns:
-            scalar loss.
+            scalar float32 loss (bf16/fp16 predictions are compared in float32).
         """
-        per_token = (pred - target).pow(2).mean(dim=-1)  # B x N
+        per_token = (pred.float() - target.float()).pow(2).mean(dim=-1)  # B x N
         if self.loss_on == "all":
             return per_token.mean()
         weights = mask.to(per_token.dtype)

@@ -21,7 +21,7 @@ Contents (only tensors, numbers, strings, None, lists, tuples and dicts, so
   each rank's own, bitwise. On another number of processes ranks are reseeded from
   (seed, global step, rank) and the run continues, reproducibly but not bitwise;
 * ``epoch``, ``step_in_epoch`` (the position of the next step), ``global_step`` (optimizer
-  steps done), ``global_batch``, ``steps_per_epoch``, ``world_size``;
+  steps done), ``global_batch``, ``steps_per_epoch``, ``dataset_len``, ``world_size``;
 * ``config``: the run's resolved config as a plain dict.
 """
 

@@ -389,6 +389,16 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad or math.inf)
+        # fp16's scaler skips such a step itself; otherwise one NaN gradient (the loss can be
+        # finite) would turn every weight NaN. Gradients are already reduced: ranks agree.
+        if self.scaler is None and not math.isfinite(float(norm)):
+            raise NonFiniteLossError(
+                f"non-finite gradient norm {float(norm)} at optimizer step "
+                f"{self.global_step + 1} (epoch {epoch}, step {step_in_epoch + 1} of "
+                f"{self.steps_per_epoch}) with a finite loss ({means}); stopped before the "
+                f"update: the weights are those after step {self.global_step}, last "
+                f"checkpoint: {self.checkpoints.latest() or 'none'}"
+            )
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -450,6 +460,7 @@ class Trainer:
             "global_step": self.global_step,
             "global_batch": self.global_batch,
             "steps_per_epoch": self.steps_per_epoch,
+            "dataset_len": self.sampler.dataset_len,
             "world_size": self.ctx.world_size,
             "seed": self.cfg.seed,
             "config": cfg,
@@ -509,8 +520,12 @@ class Trainer:
         for key, now in (
             ("global_batch", self.global_batch),
             ("steps_per_epoch", self.steps_per_epoch),
+            # the sampler's permutation depends on it: another length is another data order
+            ("dataset_len", self.sampler.dataset_len),
             ("seed", self.cfg.seed),  # sets the data order: another one is another run
         ):
+            if key not in state and key == "dataset_len":
+                continue  # checkpoints written before it was recorded
             if state[key] != now:
                 raise ResumeError(
                     f"{path} was written with {key}={state[key]}, this run has {now}; resume "

@@ -3,8 +3,9 @@
 Rules, for every parameter with ``requires_grad`` (frozen ones are left out):
 
 * **no weight decay** for 1-D parameters (norm weights, biases, layer scales), parameters of
-  normalisation layers, and names given by the model's ``no_weight_decay()`` (embeddings such as
-  ``pos_embed``) or the caller; a listed name matches a parameter exactly or as a module prefix
+  normalisation layers, and names given by the ``no_weight_decay()`` of the model or of any
+  module inside it (embeddings such as ``pos_embed``; a module's names are prefixed with its
+  path) or by the caller; a listed name matches a parameter exactly or as a module prefix
   (``"decoder.pos"`` exempts ``decoder.pos.weight``);
 * **layer decay** (optional): the model exposes ``layer_id(name) -> int`` in
   ``[0, num_layer_ids)`` and ``num_layer_ids``; parameters of layer ``i`` get the lr factor
@@ -53,6 +54,18 @@ def _norm_param_names(model: nn.Module) -> set[str]:
     return names
 
 
+def declared_no_weight_decay(model: nn.Module) -> set[str]:
+    """The names every module of ``model`` declares exempt through ``no_weight_decay()``,
+    prefixed with the module's path (a ViT inside a wrapper exempts ``encoder.pos_embed``, not
+    ``pos_embed``)."""
+    names: set[str] = set()
+    for path, module in model.named_modules():
+        own = getattr(module, "no_weight_decay", None)
+        if callable(own):
+            names.update(f"{path}.{n}" if path else n for n in own())
+    return names
+
+
 def param_groups(
     model: nn.Module,
     *,
@@ -77,10 +90,7 @@ def param_groups(
             ``num_layer_ids``, or ``layer_id`` returns an id outside ``[0, num_layer_ids)``.
     """
     model = unwrap_model(model)
-    exempt = set(no_weight_decay)
-    own = getattr(model, "no_weight_decay", None)
-    if callable(own):
-        exempt.update(own())
+    exempt = set(no_weight_decay) | declared_no_weight_decay(model)
     norm_names = _norm_param_names(model)
     n_ids = 1
     layer_id: Any = getattr(model, "layer_id", None)
