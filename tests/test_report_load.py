@@ -407,3 +407,18 @@ def test_model_rows_of_a_run_with_architecture_overrides_are_their_own_variant()
     assert {r["variant"] for r in small} == {'overrides={"encoder_depth": 2}'}
     assert {r["variant"] for r in full} == {""}
     assert {r["metric"] for r in small} == {"params_total", "macs"}
+
+
+@pytest.mark.parametrize("task", ["imagenet", "pretrain", "finetune"])
+def test_training_runs_add_no_model_size_rows(tmp_path, task):
+    """A classifier's or a pretraining run's parameter count is that of what it trained (a
+    head, a decoder), not of the model its name denotes: no model-size row from it."""
+    obj = json.loads((FIXTURES / "cpu" / "zeroshot" / "coco_box_mobilesam.json").read_text())
+    obj["model"]["params"] = 110_000
+    (tmp_path / "zeroshot.json").write_text(json.dumps(obj))
+    assert set(load_results([tmp_path], warn=False).frame["task"]) == {"zeroshot", "model"}
+    obj["task"] = task
+    obj["metrics"]["final_loss" if task != "imagenet" else "top1"] = 0.5  # a declared metric
+    (tmp_path / "zeroshot.json").write_text(json.dumps(obj))
+    frame = load_results([tmp_path], warn=False).frame
+    assert set(frame["task"]) == {task}

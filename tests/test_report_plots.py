@@ -8,7 +8,13 @@ import pandas as pd
 import pytest
 
 from esam.report.load import load_results
-from esam.report.plots import make_plots, pareto_front, throughput_panels, throughput_table
+from esam.report.plots import (
+    make_plots,
+    params_table,
+    pareto_front,
+    throughput_panels,
+    throughput_table,
+)
 from esam.report.published import load_published
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
@@ -76,6 +82,31 @@ def test_throughput_points_use_only_settings_that_pass_the_accuracy_check(tidy):
     table = throughput_table(tidy)
     measured = table[table["source"] == "measured"]
     assert (measured["miou_vs_fp32"] >= 99.5).all()
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ['overrides={"img_size": 64}', "threads=2, overrides={\"encoder_depth\": 2}", "image_size=1024, prompts_per_image=10"],
+)  # fmt: skip
+def test_sweeps_of_another_workload_never_stand_for_a_model(tidy, variant):
+    rows = tidy[(tidy["task"].isin(["throughput", "model"])) & (tidy["source"] == "measured")]
+    faster = rows.assign(
+        variant=variant,
+        value=rows["value"].where(rows["metric"] != "images_per_s", rows["value"] * 10),
+    )
+    faster = faster.assign(value=faster["value"].where(faster["metric"] != "params_total", 1.0))
+    both = pd.concat([tidy, faster], ignore_index=True)
+    panels, _ = throughput_panels(both, "zeroshot", "miou", "box")
+    gpu = {p["model"]: p for p in panels["Fixture GPU (synthetic)"]}
+    assert gpu["efficientsam_vitt"]["x"] == pytest.approx(1630.0)
+    assert throughput_table(both).equals(throughput_table(tidy))
+    if "overrides" in variant:
+        assert params_table(both).equals(params_table(tidy))
+    # the same sweep on one prompt per image, with threads or compile settings, does count
+    same_work = faster.assign(variant="image_size=1024, prompts_per_image=1, threads=2")
+    fastest = throughput_table(pd.concat([tidy, same_work], ignore_index=True))
+    vitt = fastest[(fastest["model"] == "efficientsam_vitt") & (fastest["source"] == "measured")]
+    assert vitt["value"].max() == pytest.approx(16300.0)
 
 
 def test_unchecked_fast_settings_never_stand_for_a_model(tidy):

@@ -652,8 +652,17 @@ def results_to_rows(obj: dict[str, Any], path: str) -> list[dict[str, Any]]:
                     extra["setting"] = " / ".join(p for p in (base["setting"], label) if p)
             add(extra, numbers)
 
-    rows.extend(_model_rows(model, dict(base, note="; ".join(run_notes)), config))
+    if task not in TRAINED_MODEL_TASKS:
+        rows.extend(_model_rows(model, dict(base, note="; ".join(run_notes)), config))
     return rows
+
+
+#: Tasks whose ``model.params`` count what the run trained (a classifier with its head, SAMI's
+#: decoder, a detector or segmenter around the backbone), not the model its name denotes: they
+#: give no row of the model-size table.
+TRAINED_MODEL_TASKS = frozenset(
+    {"imagenet", "pretrain", "finetune", "coco-maskrcnn", "ade20k-mask2former"}
+)
 
 
 def _model_rows(

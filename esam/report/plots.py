@@ -15,6 +15,7 @@ front. A figure without enough data is not drawn; its :class:`PlotResult` says w
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,9 +209,12 @@ def throughput_table(tidy: pd.DataFrame) -> pd.DataFrame:
     :func:`esam.report.tasks.accuracy_ok`: its ``miou_vs_fp32`` is at least 99.5, or, when no
     accuracy was measured, it is fp32 without compile. A bf16 or compiled setting that failed
     the check, or was never checked, never stands for the model's speed. Published numbers are
-    taken as published. Columns: :data:`THROUGHPUT_COLUMNS`.
+    taken as published. A sweep of another workload (architecture overrides, more than one
+    prompt per image: see :func:`_stands_for_the_model`) never does either.
+    Columns: :data:`THROUGHPUT_COLUMNS`.
     """
     sub = tidy[(tidy["task"] == "throughput") & (tidy["component"] == "end_to_end")]
+    sub = sub[sub["variant"].map(_stands_for_the_model).astype(bool)]
     speed = sub[(sub["metric"] == "images_per_s") & sub["value"].notna()].copy()
     if speed.empty:
         return pd.DataFrame(columns=list(THROUGHPUT_COLUMNS))
@@ -235,6 +239,17 @@ def throughput_table(tidy: pd.DataFrame) -> pd.DataFrame:
     return best[list(THROUGHPUT_COLUMNS)].reset_index(drop=True)
 
 
+#: Variant keys of throughput sweeps that change the workload itself (architecture overrides,
+#: such as a smaller input or encoder; several prompts per image): such a sweep's speed is not
+#: the model's. (``image_size`` is recorded by every sweep; only overrides change it.)
+_OTHER_WORKLOAD = re.compile(r"(^|, )overrides=|(^|, )prompts_per_image=(?!1(,|$))")
+
+
+def _stands_for_the_model(variant: Any) -> bool:
+    """Whether rows of this ``variant`` measured the model as it is, on one prompt per image."""
+    return not (isinstance(variant, str) and _OTHER_WORKLOAD.search(variant))
+
+
 def _flag(value: Any) -> bool:
     """A nullable boolean cell as a plain bool (missing counts as false)."""
     return value is not None and value is not pd.NA and value == value and bool(value)
@@ -252,8 +267,10 @@ def setting_label(row: dict[str, Any]) -> str:
 
 
 def params_table(tidy: pd.DataFrame) -> pd.DataFrame:
-    """Total parameter count per model and source (measured first, then published)."""
+    """Total parameter count per model and source (measured first, then published); counts
+    taken under architecture overrides are left out (they describe a shrunken model)."""
     sub = tidy[(tidy["task"] == "model") & (tidy["metric"] == "params_total")]
+    sub = sub[sub["variant"].map(_stands_for_the_model).astype(bool)]
     return sub.groupby(["model", "source", "reference"], as_index=False, sort=False)["value"].max()
 
 
