@@ -121,6 +121,17 @@ def test_settings_that_make_two_runs_incomparable() -> None:
         "versions.torch: '2.14.1' vs '2.13.0'",
     ]
 
+    def cpu(cores: int, threads: int) -> dict:
+        hardware = {"cpu_model": "AMD EPYC", "cpu_cores": cores, "torch_threads": threads}
+        return run() | {"meta": {"hardware": hardware, "versions": {"torch": "2.14.1"}}}
+
+    # a generic CPU name: the cores and the threads timed with tell the machines apart
+    assert setting_mismatches(cpu(2, 2), cpu(2, 2)) == []
+    assert setting_mismatches(cpu(64, 64), cpu(2, 2)) == [
+        "hardware.cpu_cores: 64 vs 2",
+        "hardware.torch_threads: 64 vs 2",
+    ]
+
 
 def test_command_line_defaults_are_the_settings_defaults() -> None:
     """``esam bench throughput`` with only the required flags builds the default sweep: its

@@ -351,6 +351,15 @@ def test_an_interrupted_imagenet_run_resumes(
     argv = build_argv(run, opts["imagenet"], tmp_path / "out" / "run")
     # a rerun continues from the run folder's checkpoints (or starts when it has none)
     assert "--resume" in argv
+    # eval imagenet names its model by KEY=VALUE: the results carry the suite's model name
+    assert "model.name=sami_vit_tiny" in argv and "--model" not in argv
+    from esam.cli.imagenet import parser, resolve_config
+
+    assert resolve_config(parser().parse_intermixed_args(argv[2:])).model.name == "sami_vit_tiny"
+    reserved = tmp_path / "r.yaml"
+    reserved.write_text(suite.read_text().replace("config: tiny", "config: tiny, model.name: x"))
+    with pytest.raises(ValueError, match=r"model\.name"):
+        load_suite(reserved, opts, variables={"data_root": str(tmp_path)})
     # resuming is how a run is carried out, not what it computes: not in its identity
     assert "resume" not in json.dumps(run_identity(run, _HashCache(None)))
 

@@ -159,9 +159,12 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
         model={
             "name": args.model
             or (f"esam-vit-{args.arch}" if not args.config else Path(args.config).stem),
-            "checkpoint": str(backbone) if backbone else None,
-            "checkpoint_sha256": sha256_file(backbone) if backbone else None,
-            "detector_checkpoint": str(args.checkpoint) if args.checkpoint else None,
+            # the weights that produced the numbers are the trained detector's: they identify
+            # the run (two checkpoints of one backbone are two rows of the report, not one)
+            "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+            "checkpoint_sha256": sha256_file(args.checkpoint) if args.checkpoint else None,
+            "backbone": str(backbone) if backbone else None,
+            "backbone_sha256": sha256_file(backbone) if backbone else None,
             "weights": "trained" if args.checkpoint else "untrained heads (smoke run)",
         },
         config={

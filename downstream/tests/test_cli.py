@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("mmcv")
 from conftest import TINY_ARCH, tiny_vit  # noqa: E402
-from esam_downstream.cli import main  # noqa: E402
+from esam_downstream.cli import main, sha256_file  # noqa: E402
 from esam_downstream.runtime import allow_mmengine_checkpoints, config_path  # noqa: E402
 from esam_downstream.synth import write_ade20k, write_coco_instances  # noqa: E402
 
@@ -44,7 +44,9 @@ def test_train_then_test_writes_results(
     validate_results(results)
     assert results["task"] == "coco-maskrcnn"
     assert set(results["metrics"]) >= {"bbox_mAP", "segm_mAP", "bbox_mAP_s", "segm_mAP_l"}
-    assert len(results["model"]["checkpoint_sha256"]) == 64
+    model = results["model"]
+    assert model["checkpoint"] == str(ckpt) and model["checkpoint_sha256"] == sha256_file(ckpt)
+    assert model["backbone_sha256"] == sha256_file(tiny_backbone_ckpt[0])
     assert results["model"]["weights"] == "trained"
     # the checkpoint loads strictly: a model it does not fit (here: relative position tables
     # the trained one lacks) is a named error, not a partly loaded model

@@ -398,7 +398,9 @@ COMPARABLE_SETTINGS: tuple[str, ...] = (
 )
 
 #: What the two runs' machines must share: ``meta.hardware`` keys, then ``meta.versions``.
-COMPARABLE_HARDWARE: tuple[str, ...] = ("cpu_model", "gpu_name")
+#: (``cpu_model`` is often generic, "AMD EPYC": the core count and the threads torch timed with
+#: tell two such machines apart.)
+COMPARABLE_HARDWARE: tuple[str, ...] = ("cpu_model", "cpu_cores", "torch_threads", "gpu_name")
 COMPARABLE_VERSIONS: tuple[str, ...] = ("torch",)
 
 

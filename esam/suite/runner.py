@@ -210,6 +210,8 @@ def build_argv(run: ResolvedRun, opts: TaskOptions, output: Path) -> list[str]:
     argv = list(tdef.command)
     if "model" in opts.options:
         argv += ["--model", run.model]
+    elif tdef.model_key is not None:
+        argv.append(f"{tdef.model_key}={run.model}")
     if run.checkpoint is not None:
         argv += [opts.options[tdef.checkpoint_flag].flag, run.checkpoint]
     if run.data_format is not None:

@@ -131,6 +131,9 @@ class TaskDef:
         neutral: settings that change how a run goes but not what it measures (loader
             workers, progress bars, how many prompts one decoder call takes): left out of
             its identity, so changing them does not redo a finished run.
+        model_key: the ``KEY=VALUE`` key that names the model where the harness has no
+            ``--model`` option (``eval imagenet``: ``model.name``), so its results carry the
+            suite run's model name, not the weights file's stem.
         hardware_bound: the results are measurements of the machine (throughput): the
             machine's CPU model, core count and GPU name join the run's identity, so the
             same suite on another machine measures again instead of reusing another
@@ -149,6 +152,7 @@ class TaskDef:
     launcher: tuple[str, ...] = ()
     file_options: tuple[str, ...] = ()
     neutral: tuple[str, ...] = ("workers", "progress")
+    model_key: str | None = None
     hardware_bound: bool = False
 
 
@@ -188,7 +192,14 @@ TASKS: dict[str, TaskDef] = {
             neutral=("no_progress", "worker_timeout"),
             hardware_bound=True,
         ),
-        TaskDef("imagenet", ("eval", "imagenet"), output="dir", checkpoint_flag="backbone"),
+        TaskDef(
+            "imagenet",
+            ("eval", "imagenet"),
+            output="dir",
+            checkpoint_flag="backbone",
+            reserved=(*RESERVED, "model.name"),
+            model_key="model.name",
+        ),
         _downstream("coco-maskrcnn"),
         _downstream("ade20k-mask2former"),
     )
