@@ -288,6 +288,17 @@ def test_no_mask_passing_the_filters_gives_an_empty_list(crop_n_layers: int) -> 
     assert records == []
 
 
+@pytest.mark.parametrize("shape", [(1, 300), (1, 1), (300, 2)])
+def test_images_a_pixel_or_two_wide_run_with_crop_layers(shape: tuple[int, int]) -> None:
+    """Crop layers give such images zero-sized crops (segment-anything fails resizing them)."""
+    image = np.full((*shape, 3), 9, np.uint8)
+    plain = generate(OracleSam(), image, points_per_side=2, crop_n_layers=0, **LOOSE)
+    cropped = generate(OracleSam(), image, points_per_side=2, crop_n_layers=1, **LOOSE)
+    assert plain and cropped
+    assert all(r["segmentation"].shape == shape for r in cropped)
+    assert plain[0]["area"] == shape[0] * shape[1]
+
+
 def test_flat_image_gives_one_mask_of_everything() -> None:
     records = generate(OracleSam(), np.full((40, 50, 3), 9, np.uint8), points_per_side=3)
     assert len(records) == 1

@@ -220,7 +220,11 @@ class InstSegConfig(EvalRunConfig):
     clip_boxes: bool | None = None
     """Clip detector boxes to the image before the model sees them."""
     max_dets: int | None = None
-    """Detections per image evaluated: 100 for COCO, 300 for LVIS when None."""
+    """Detection limit (None: 100 for COCO, 300 for LVIS). COCO: COCOeval's maxDets, the N
+    highest-scoring detections per image *and category* (as COCO's own evaluation and
+    detectron2's apply it; nothing is dropped per image). LVIS: the N highest-scoring per image
+    over all categories, kept before the model runs (the rest counted as
+    ``detection_over_max_dets``)."""
     save_segm: bool = False
     """Also write the masks as COCO segmentation results (``<stem>.segm.json``)."""
     overrides: dict[str, Any] = field(default_factory=dict, init=False)

@@ -276,7 +276,8 @@ def evaluate_detections(
             ``bbox`` is dropped so areas come from the masks, as detectron2 does).
         dataset: ``coco`` or ``lvis``.
         img_ids: evaluated image ids (all ground-truth images when None).
-        max_dets: COCO's last maxDets (100) or LVIS's per-image limit (300) when None.
+        max_dets: COCO's last maxDets, per image and category (100), or LVIS's per-image limit
+            (300) when None.
         iou_type: ``segm`` or ``bbox``.
 
     Returns:

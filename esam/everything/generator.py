@@ -339,6 +339,14 @@ class EfficientSamAutomaticMaskGenerator:
         crop_boxes, layer_idxs = amg.generate_crop_boxes(
             orig_size, self.crop_n_layers, self.crop_overlap_ratio
         )
+        # on an image a few pixels tall or wide, crop layers give empty crops (segment-anything
+        # then fails resizing them); they hold nothing, so they are left out
+        kept = [
+            (b, i)
+            for b, i in zip(crop_boxes, layer_idxs, strict=True)
+            if b[2] > b[0] and b[3] > b[1]
+        ]
+        crop_boxes, layer_idxs = [b for b, _ in kept], [i for _, i in kept]
         data = concat_mask_data(
             amg,
             [
