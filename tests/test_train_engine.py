@@ -500,6 +500,36 @@ def test_evaluate_runs_after_every_nth_epoch_and_at_the_end(tmp_path: Path) -> N
     )
 
 
+@pytest.mark.parametrize("kill_at", [1, 3])  # the evaluation after epoch 2, the final one
+def test_an_evaluation_cut_off_after_its_checkpoint_runs_on_resume(
+    tmp_path: Path, kill_at: int
+) -> None:
+    calls: list[int] = []
+
+    def evaluate() -> dict[str, float]:
+        calls.append(len(calls) + 1)
+        if len(calls) == kill_at:
+            raise Killed
+        return {"val": 1.0}
+
+    cfg = config(tmp_path / "run", epochs=5, log_every=4, save_every_epochs=1)
+    first = build(cfg, MseTask())
+    first.evaluate, first.evaluate_every_epochs = evaluate, 2
+    with pytest.raises(Killed):
+        first.fit()
+    resumed = build(replace(cfg, resume="auto"), MseTask())
+    resumed.evaluate, resumed.evaluate_every_epochs = evaluate, 2
+    result = resumed.fit()
+    done = [8, 16, 20][kill_at - 1 :]
+    assert [r["step"] for r in result.evaluations] == done
+    evals = [r["step"] for r in _lines(tmp_path / "run") if "val" in r]
+    assert evals == [8, 16, 20]  # each once, in order
+    # resuming the complete run evaluates nothing more
+    again = build(replace(cfg, resume="auto"), MseTask())
+    again.evaluate, again.evaluate_every_epochs = evaluate, 2
+    assert again.fit().evaluations == []
+
+
 def test_bf16_autocast_on_cpu(tmp_path: Path) -> None:
     cfg = config(tmp_path, precision="bf16", max_steps=2)
     result = build(cfg, MseTask()).fit()

@@ -12,7 +12,8 @@ A job builds the model, a :class:`TrainTask` (or a plain function) turning a bat
             backward(loss / accum_steps)                       # through the fp16 scaler if any
         loss, logs = mean over micro-batches, then over ranks  # one collective
         stop if the loss is not finite                         # before touching the weights
-        clip the gradient norm (recorded), optimizer step
+        clip the gradient norm (recorded; stop if not finite)  # fp16's scaler skips instead
+        optimizer step
         log.jsonl line, progress bar, checkpoint when due
     after every N-th epoch and at the end: the job's evaluate() if it gave one (own log line)
 
@@ -26,7 +27,9 @@ skipped inputs) and the data position, so a run stopped after step ``k`` and res
 uninterrupted run's losses and weights (bitwise on CPU in one process; on GPUs as far as
 the kernels are deterministic, see ``torch.use_deterministic_algorithms``). What it relies on:
 the data order depends on (seed, epoch) only, every rank's RNG state is in the checkpoint, and
-creating an epoch's loader iterator never draws from the global RNG.
+creating an epoch's loader iterator never draws from the global RNG. A checkpoint refuses
+another global batch, dataset length or seed (another data order). A run stopped between an
+epoch's checkpoint and that epoch's evaluation evaluates first when resumed.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from esam.errors import UserError
 from esam.runtime.distributed import (
     DistContext,
     all_reduce_mean,
+    broadcast_object,
     device_for,
     gather_to_main,
     run_collectively,
@@ -227,6 +231,10 @@ class Trainer:
         resumed_at = self.global_step
         self.model.train()
         try:
+            if self._evaluation_missed(stop):
+                # stopped after the checkpoint of an epoch's end but before its evaluation
+                epoch = (self.global_step - 1) // self.steps_per_epoch
+                evaluations.append(self._evaluate(epoch, metrics))
             while self.global_step < stop:
                 epoch, first = divmod(self.global_step, self.steps_per_epoch)
                 last = self._run_epoch(epoch, first, stop, metrics) or last
@@ -245,6 +253,23 @@ class Trainer:
             self.global_step - resumed_at,
             evaluations,
         )
+
+    def _evaluation_missed(self, stop: int) -> bool:
+        """A resumed run starts where an evaluation was due but the log holds none: the run
+        stopped between the checkpoint and the evaluation (rank 0 reads the log; every rank
+        gets its answer, since evaluating is collective)."""
+        if self.global_step == 0 or self.evaluate is None:
+            return False
+        epoch = (self.global_step - 1) // self.steps_per_epoch
+        whole = self.global_step % self.steps_per_epoch == 0
+        if not (whole or self.global_step >= stop) or not self._evaluation_due(epoch, stop):
+            return False
+        missed = False
+        if self.ctx.is_main:
+            path = self.out / LOG_FILENAME
+            rows = read_log(path) if path.is_file() else []
+            missed = not any(r.get("step") == self.global_step and "eval_s" in r for r in rows)
+        return bool(broadcast_object(missed, self.ctx))
 
     def _evaluation_due(self, epoch: int, stop: int) -> bool:
         """An evaluation is due now: at the end of the run, or after an N-th whole epoch."""
