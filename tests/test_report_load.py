@@ -406,6 +406,10 @@ def test_model_rows_of_a_run_with_architecture_overrides_are_their_own_variant()
     full = _model_rows(model, {"model": "efficientsam_vitt"}, {"overrides": {}})
     assert {r["variant"] for r in small} == {'overrides={"encoder_depth": 2}'}
     assert {r["variant"] for r in full} == {""}
+    one = _model_rows(model, {"model": "efficientsam_vitt"}, {"prompts_per_image": 1})
+    ten = _model_rows(model, {"model": "efficientsam_vitt"}, {"prompts_per_image": 10})
+    assert {r["variant"] for r in one} == {""}
+    assert {r["variant"] for r in ten} == {"prompts_per_image=10"}
     assert {r["metric"] for r in small} == {"params_total", "macs"}
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from esam.errors import UserError
+from esam.errors import InputError, UserError
 from esam.runtime.distributed import DistContext
 from esam.train import (
     NonFiniteLossError,
@@ -611,3 +611,16 @@ def test_config_changes_name_each_differing_key() -> None:
     assert config_changes(saved, saved) == [] and config_changes(None, now) == []
     many = config_changes({f"k{i}": i for i in range(10)}, {}, limit=3)
     assert many == [f"k{i} ({i} there, unset here)" for i in (0, 1, 2)] + ["and 7 more"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("seed", -1, "seed must be >= 0, got -1"),
+        ("epochs", 0, "epochs must be >= 1, got 0"),
+        ("num_workers", -2, "num_workers must be >= 0, got -2"),
+    ],
+)
+def test_bad_loop_settings_are_named(tmp_path: Path, field: str, value: int, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        config(tmp_path, **{field: value})

@@ -671,11 +671,18 @@ def _model_rows(
     """Rows of the ``model`` task from ``model.params`` and ``model.macs``.
 
     Their variant is the architecture overrides the run measured under (``config.overrides``,
-    such as a smaller encoder for a quick sweep), so a shrunken model never stands in a row
-    with the full one.
+    such as a smaller encoder for a quick sweep) and a prompt count other than one per image
+    (the decoder's multiply-accumulates grow with it), so a shrunken model never stands in a
+    row with the full one, nor a 10-prompt count of MACs with a 1-prompt one.
     """
+    parts = []
     overrides = config.get("overrides")
-    variant = f"overrides={_variant_value('overrides', overrides)}" if overrides else ""
+    if overrides:
+        parts.append(f"overrides={_variant_value('overrides', overrides)}")
+    prompts = config.get("prompts_per_image")
+    if prompts not in (None, 1):
+        parts.append(f"prompts_per_image={prompts}")
+    variant = ", ".join(parts)
     numbers: list[tuple[str, float]] = []
     params = model.get("params")
     if _is_number(params):

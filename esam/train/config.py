@@ -131,7 +131,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "accum_steps", "log_every", "keep_last"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_workers", "save_every_steps", "save_every_epochs"):
+        for name in ("num_workers", "save_every_steps", "save_every_epochs", "seed"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.clip_grad is not None and not self.clip_grad > 0:
