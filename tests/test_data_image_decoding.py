@@ -24,7 +24,7 @@ def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:
     values = np.array([[0, 257, 32768, 65535]], dtype=np.uint16)
     data = _encoded(Image.fromarray(values), "PNG")
     rgb = decode_image(data, "grey16.png")
-    assert rgb.shape == (1, 4, 3) and rgb.dtype == np.uint8
+    assert rgb.shape == (1, 4, 3) and rgb.dtype == np.uint8 and rgb.flags.writeable
     # v * 255 / 65535, rounded: 0, 1, 127.5 -> 128, 255; the three channels equal
     np.testing.assert_array_equal(rgb[0, :, 0], [0, 1, 128, 255])
     assert (rgb == rgb[:, :, :1]).all()
@@ -55,7 +55,7 @@ def test_grey_of_no_standard_range_is_an_unsupported_image(
 def test_an_image_over_pils_pixel_limit_is_a_named_skip(monkeypatch: pytest.MonkeyPatch) -> None:
     data = _encoded(Image.new("RGB", (30, 20)), "PNG")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 600 pixels > 2 x the limit
-    with pytest.raises(ImageReadError, match="big.png: larger than PIL's limit") as e:
+    with pytest.raises(ImageReadError, match="big.png: more than twice PIL's limit") as e:
         decode_image(data, "big.png")
     assert e.value.reason == "image_unsupported"
 
@@ -78,3 +78,10 @@ def test_a_root_with_images_and_class_folders_is_refused(tmp_path: Path) -> None
     Image.new("RGB", (4, 4)).save(tmp_path / "preview.jpg")
     with pytest.raises(InputError, match=r"both images \(1, e\.g\. preview\.jpg\) and folders"):
         scan_image_folder(tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P"])
+def test_decoded_images_are_writable_arrays(mode: str) -> None:
+    rgb = decode_image(_encoded(Image.new(mode, (5, 4)), "PNG"), f"{mode}.png")
+    assert rgb.shape == (4, 5, 3) and rgb.flags.writeable
+    rgb[0, 0] = 7  # callers may edit what a reader hands out

@@ -436,3 +436,13 @@ def test_a_shard_damaged_after_indexing_is_a_counted_image_skip(tmp_path: Path) 
     skips: Counter[str] = Counter()
     assert ds.try_read_image(0, skips=skips) is None
     assert skips == Counter({"image_corrupt": 1})
+
+
+def test_member_locations_split_at_the_marker_in_any_case_and_script() -> None:
+    from esam.data.tarshards import split_member_path
+
+    assert split_member_path("/data/İstanbul/SA_000000.TAR::sa_1.jpg") == (
+        "/data/İstanbul/SA_000000.TAR",
+        "sa_1.jpg",
+    )
+    assert split_member_path("/data/plain/sa_1.jpg") is None

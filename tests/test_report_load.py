@@ -335,6 +335,10 @@ def test_checkpoint_identity_of_a_run():
     assert results_to_rows(obj, "c.json")[0]["checkpoint"] == "untrained"
     obj["model"].update(weights="Standin")
     assert results_to_rows(obj, "c.json")[0]["checkpoint"] == "standin"
+    # untrained heads on two backbones (downstream smoke runs) are two rows, not one
+    obj["model"].update(weights="untrained heads (smoke run)", backbone_sha256="B" * 64)
+    assert results_to_rows(obj, "c.json")[0]["checkpoint"] == "untrained on bbbbbbbb"
+    obj["model"].pop("backbone_sha256")
     obj["model"].pop("weights")
     assert results_to_rows(obj, "c.json")[0]["checkpoint"] == ""  # nothing recorded
 

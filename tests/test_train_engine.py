@@ -32,7 +32,12 @@ from esam.train import (
     make_train_loader,
     steps_per_epoch,
 )
-from esam.train.checkpointing import CheckpointManager, check_plain, load_checkpoint
+from esam.train.checkpointing import (
+    CheckpointManager,
+    TrainCheckpointError,
+    check_plain,
+    load_checkpoint,
+)
 from esam.train.engine import config_changes
 from esam.train.metrics import loss_curve, read_log
 from esam.train.task_state import KeepsUnreadable
@@ -624,3 +629,20 @@ def test_config_changes_name_each_differing_key() -> None:
 def test_bad_loop_settings_are_named(tmp_path: Path, field: str, value: int, match: str) -> None:
     with pytest.raises(InputError, match=match):
         config(tmp_path, **{field: value})
+
+
+def test_a_checkpoint_of_other_weight_decay_groups_is_named(tmp_path: Path) -> None:
+    """Weight-decay exemptions that changed since a checkpoint was written (here: the weight
+    newly declared exempt) make its optimizer state unloadable: the error says which."""
+    optim = OptimConfig(name="sgd", lr=0.1, momentum=0.9, weight_decay=0.1)
+    cfg = config(tmp_path / "run", max_steps=2, save_every_steps=1, optim=optim)
+    build(cfg, MseTask()).fit()
+
+    class Exempt(nn.Linear):
+        def no_weight_decay(self) -> set[str]:
+            return {"weight"}
+
+    torch.manual_seed(0)
+    resumed = build(replace(cfg, resume="auto", max_steps=3), MseTask(), model=Exempt(DIM, 1))
+    with pytest.raises(TrainCheckpointError, match=r"weight: weight_decay 0\.1 -> 0.*start again"):
+        resumed.fit()

@@ -99,7 +99,7 @@ def decode_image(data: bytes, name: str, expected_hw: tuple[int, int] | None = N
     except Image.DecompressionBombError as e:
         raise ImageReadError(
             SKIP_IMAGE_UNSUPPORTED,
-            f"{name}: larger than PIL's limit of {Image.MAX_IMAGE_PIXELS} pixels ({e}); raise "
+            f"{name}: more than twice PIL's limit of {Image.MAX_IMAGE_PIXELS} pixels ({e}); raise "
             "PIL.Image.MAX_IMAGE_PIXELS if the file is trusted",
         ) from e
     except UnsupportedImageError as e:
@@ -135,9 +135,10 @@ def stored_pixels(im: Any, name: str) -> np.ndarray:
             f"{name}: a {kind} grey image with values from {lo:g} to {hi:g}; convert it to 8 "
             "or 16 bits first (its range has no standard mapping to colours)"
         )
+    # np.array copies: PIL's buffer is read-only, and readers hand out arrays callers may edit
     if im.mode in ("L", "RGB", "RGBA"):
-        return np.asarray(im)
-    return np.asarray(im.convert("RGB"))
+        return np.array(im)
+    return np.array(im.convert("RGB"))
 
 
 def as_rgb_uint8(image: object, name: str = "image") -> np.ndarray:
@@ -226,7 +227,7 @@ def read_image_file(path: str | os.PathLike[str], *, exif_transpose: bool = Fals
         raise InputError(f"{path}: cannot be read as an image ({e})") from e
     except Image.DecompressionBombError as e:
         raise InputError(
-            f"{path}: larger than PIL's limit of {Image.MAX_IMAGE_PIXELS} pixels ({e}); raise "
+            f"{path}: more than twice PIL's limit of {Image.MAX_IMAGE_PIXELS} pixels ({e}); raise "
             "PIL.Image.MAX_IMAGE_PIXELS if the file is trusted"
         ) from e
 

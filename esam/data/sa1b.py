@@ -84,7 +84,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg")
 JSON_SUFFIX = ".json"
 TAR_SUFFIX = ".tar"
 #: Compressed archives that cannot be read in place: refused, never passed over silently.
-COMPRESSED_TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst")
+COMPRESSED_TAR_SUFFIXES = (
+    ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz", ".tar.zst", ".tzst",
+    ".tar.lz4", ".tar.lzma", ".tlz", ".tar.lz", ".tar.z",
+)  # fmt: skip
 _GLOB_CHARS = "*?["
 
 __all__ = [

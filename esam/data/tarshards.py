@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tarfile
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -208,14 +209,18 @@ def read_at(path: str, offset: int, size: int) -> bytes:
     return data
 
 
+_MEMBER_MARKER = re.compile(re.escape(".tar" + MEMBER_SEP), re.IGNORECASE)
+
+
 def split_member_path(location: str) -> tuple[str, str] | None:
     """``("dir/sa_000000.tar", "sa_1.jpg")`` for ``"dir/sa_000000.tar::sa_1.jpg"``, None for a
     plain path (or for an existing file whose name happens to contain the separator)."""
-    marker = ".tar" + MEMBER_SEP
-    i = location.lower().find(marker)  # shards are found by suffix case-insensitively
-    if i < 0 or os.path.exists(location):
+    # shards are found by suffix case-insensitively; a regex keeps offsets into the string
+    # itself (lower() may change its length: "İ" becomes two characters)
+    match = _MEMBER_MARKER.search(location)
+    if match is None or os.path.exists(location):
         return None
-    return location[: i + 4], location[i + len(marker) :]
+    return location[: match.start() + 4], location[match.end() :]
 
 
 def member_path(shard: str | os.PathLike[str], member: str) -> str:

@@ -150,7 +150,8 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
         if not ctx.is_main:
             return FinetuneResult(result.global_step, None, run_dir, None)
         existing = run_dir / RESULTS_FILENAME
-        if result.steps_run == 0 and existing.is_file() and (run_dir / MODEL_FILENAME).is_file():
+        complete = result.steps_run == 0 and not result.evaluations  # nothing new this call
+        if complete and existing.is_file() and (run_dir / MODEL_FILENAME).is_file():
             log.info(
                 "the run in %s was complete already (step %d); %s and %s left as they are",
                 run_dir,

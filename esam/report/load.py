@@ -409,8 +409,9 @@ def checkpoint_id(model: dict[str, Any]) -> str:
     """Short identity of the weights a run used, for telling runs of one model name apart.
 
     The first 8 hex digits of ``model.checkpoint_sha256``; without a hash, the checkpoint's file
-    name; without a checkpoint, ``"untrained"`` (or ``"standin"``) for placeholder weights, else
-    ``""`` (nothing recorded, e.g. a baseline that needs no weights).
+    name; without a checkpoint, ``"untrained"`` (or ``"standin"``) for placeholder weights,
+    followed by `` on <8 hex digits>`` of ``model.backbone_sha256`` when the run names a
+    backbone, else ``""`` (nothing recorded, e.g. a baseline that needs no weights).
     """
     sha = model.get("checkpoint_sha256")
     if isinstance(sha, str) and sha.strip():
@@ -421,7 +422,13 @@ def checkpoint_id(model: dict[str, Any]) -> str:
     kind = placeholder_weights(model)
     if kind is None:
         return ""
-    return "standin" if kind.startswith("stand") else "untrained"
+    label = "standin" if kind.startswith("stand") else "untrained"
+    # heads left untrained on a given backbone (a downstream smoke run): the backbone tells
+    # two such runs apart
+    backbone = model.get("backbone_sha256")
+    if isinstance(backbone, str) and backbone.strip():
+        return f"{label} on {backbone.strip().lower()[:8]}"
+    return label
 
 
 def protocol_label(config: dict[str, Any]) -> str:

@@ -250,6 +250,11 @@ def _stands_for_the_model(variant: Any) -> bool:
     return not (isinstance(variant, str) and _OTHER_WORKLOAD.search(variant))
 
 
+def _has_overrides(variant: Any) -> bool:
+    """Whether rows of this ``variant`` measured a model under architecture overrides."""
+    return isinstance(variant, str) and re.search(r"(^|, )overrides=", variant) is not None
+
+
 def _flag(value: Any) -> bool:
     """A nullable boolean cell as a plain bool (missing counts as false)."""
     return value is not None and value is not pd.NA and value == value and bool(value)
@@ -270,7 +275,7 @@ def params_table(tidy: pd.DataFrame) -> pd.DataFrame:
     """Total parameter count per model and source (measured first, then published); counts
     taken under architecture overrides are left out (they describe a shrunken model)."""
     sub = tidy[(tidy["task"] == "model") & (tidy["metric"] == "params_total")]
-    sub = sub[sub["variant"].map(_stands_for_the_model).astype(bool)]
+    sub = sub[~sub["variant"].map(_has_overrides).astype(bool)]
     return sub.groupby(["model", "source", "reference"], as_index=False, sort=False)["value"].max()
 
 

@@ -562,6 +562,14 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as e:
             changes = config_changes(state.get("config"), self._config_dict())
             why = f"; its config differs from this run's in {'; '.join(changes)}" if changes else ""
+            moved = group_changes(state.get("optimizer"), self.optimizer)
+            if moved:
+                why += (
+                    f"; parameters sit in other optimizer groups than in the checkpoint "
+                    f"({'; '.join(moved[:5])}{'; ...' if len(moved) > 5 else ''}): weight-decay "
+                    "exemptions or learning-rate scales changed since it was written, so the "
+                    "run must start again (or resume with the esam version that wrote it)"
+                )
             raise TrainCheckpointError(
                 f"{path} does not fit this model / optimizer: {e}{why}"
             ) from e
@@ -601,6 +609,30 @@ class Trainer:
 
 #: Config keys that differ between a run and its resumption by design.
 _RESUME_KEYS = frozenset({"train.resume", "resume"})
+
+
+def group_changes(saved: Any, optimizer: torch.optim.Optimizer) -> list[str]:
+    """``"name: weight_decay 0.1 -> 0.0"`` for each parameter whose group settings differ
+    between a saved optimizer state and ``optimizer`` (both from :func:`param_groups`, whose
+    groups carry ``param_names``); empty when the names are not recorded."""
+
+    def settings(groups: Any) -> dict[str, tuple[float, float]]:
+        out: dict[str, tuple[float, float]] = {}
+        for g in groups or []:
+            for name in g.get("param_names") or []:
+                out[name] = (float(g.get("weight_decay", 0.0)), float(g.get("lr_scale", 1.0)))
+        return out
+
+    before = settings(saved.get("param_groups") if isinstance(saved, dict) else None)
+    now = settings(optimizer.param_groups)
+    changed = []
+    for name in sorted(before.keys() & now.keys()):
+        (wd0, lr0), (wd1, lr1) = before[name], now[name]
+        if wd0 != wd1:
+            changed.append(f"{name}: weight_decay {wd0:g} -> {wd1:g}")
+        elif lr0 != lr1:
+            changed.append(f"{name}: lr_scale {lr0:g} -> {lr1:g}")
+    return changed
 
 
 def config_changes(saved: Any, now: Any, limit: int = 8) -> list[str]:
