@@ -22,6 +22,7 @@ from esam.data.synthetic import synthetic_detections, write_synthetic_coco
 from esam.eval.instseg import InstSegConfig, evaluate_detections, load_detections, run_instseg
 from esam.utils.results import validate_results
 from tests.conftest import require_shared
+from tests.polygons import with_short_polygon_parts
 
 
 def _published(text: str, kind: str) -> list[float]:
@@ -321,13 +322,7 @@ def test_short_polygon_parts_in_the_ground_truth_are_left_out(
     ones; the harness drops such parts, as zero-shot evaluation does."""
     ann, img, det = syn
     clean = run_instseg(_cfg(ann, img, det))
-    data = json.loads(ann.read_text())
-    polygons = [a for a in data["annotations"] if isinstance(a["segmentation"], list)]
-    assert len(polygons) >= 2
-    polygons[0]["segmentation"] = [[1.0, 1.0, 2.0, 2.0], *polygons[0]["segmentation"]]
-    polygons[1]["segmentation"] = [[3.0, 3.0], *polygons[1]["segmentation"]]
-    slivers = tmp_path / "slivers.json"
-    slivers.write_text(json.dumps(data))
+    slivers = with_short_polygon_parts(ann, tmp_path / "slivers.json")
     run = run_instseg(_cfg(slivers, img, det))
     assert clean is not None and run is not None
     assert run.results["metrics"]["ap"] == clean.results["metrics"]["ap"] is not None

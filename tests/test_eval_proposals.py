@@ -22,6 +22,7 @@ from esam.eval.proposals import (  # noqa: E402
     ground_truth,
     run_proposals,
 )
+from tests.polygons import with_short_polygon_parts  # noqa: E402
 
 
 def _coco_file(
@@ -144,13 +145,7 @@ def test_short_polygon_parts_in_the_ground_truth_are_left_out(tmp_path: Path) ->
     from esam.data.synthetic import write_synthetic_coco
 
     ann, images = write_synthetic_coco(tmp_path / "syn", n_images=2)
-    data = json.loads(ann.read_text())
-    polygons = [a for a in data["annotations"] if isinstance(a["segmentation"], list)]
-    assert len(polygons) >= 2
-    polygons[0]["segmentation"] = [[1.0, 1.0, 2.0, 2.0], *polygons[0]["segmentation"]]
-    polygons[1]["segmentation"] = [[3.0, 3.0], *polygons[1]["segmentation"]]
-    slivers = tmp_path / "slivers.json"
-    slivers.write_text(json.dumps(data))
+    slivers = with_short_polygon_parts(ann, tmp_path / "slivers.json")
     kw = dict(model="oracle", dataset="coco", images=str(images), progress=False)
     clean = run_proposals(ProposalsConfig(**kw, annotations=str(ann)))
     run = run_proposals(ProposalsConfig(**kw, annotations=str(slivers)))
