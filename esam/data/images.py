@@ -97,11 +97,7 @@ def decode_image(data: bytes, name: str, expected_hw: tuple[int, int] | None = N
             im.load()
             rgb = as_rgb_uint8(stored_pixels(im, name), name)
     except Image.DecompressionBombError as e:
-        raise ImageReadError(
-            SKIP_IMAGE_UNSUPPORTED,
-            f"{name}: more than twice PIL's limit of {Image.MAX_IMAGE_PIXELS} pixels ({e}); raise "
-            "PIL.Image.MAX_IMAGE_PIXELS if the file is trusted",
-        ) from e
+        raise ImageReadError(SKIP_IMAGE_UNSUPPORTED, _too_large(name, e)) from e
     except UnsupportedImageError as e:
         raise ImageReadError(SKIP_IMAGE_UNSUPPORTED, str(e)) from e
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
@@ -109,6 +105,16 @@ def decode_image(data: bytes, name: str, expected_hw: tuple[int, int] | None = N
             SKIP_IMAGE_CORRUPT, f"{name}: cannot be decoded as an image ({e})"
         ) from e
     return _check_size(rgb, name, expected_hw)
+
+
+def _too_large(name: str, error: Exception) -> str:
+    """The message for an image PIL refuses to decode for its size (a decompression bomb)."""
+    from PIL import Image
+
+    return (
+        f"{name}: more than twice PIL's limit of {Image.MAX_IMAGE_PIXELS} pixels ({error}); "
+        "raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted"
+    )
 
 
 def stored_pixels(im: Any, name: str) -> np.ndarray:
@@ -226,10 +232,7 @@ def read_image_file(path: str | os.PathLike[str], *, exif_transpose: bool = Fals
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
         raise InputError(f"{path}: cannot be read as an image ({e})") from e
     except Image.DecompressionBombError as e:
-        raise InputError(
-            f"{path}: more than twice PIL's limit of {Image.MAX_IMAGE_PIXELS} pixels ({e}); raise "
-            "PIL.Image.MAX_IMAGE_PIXELS if the file is trusted"
-        ) from e
+        raise InputError(_too_large(str(path), e)) from e
 
 
 def _check_size(rgb: np.ndarray, name: str, expected_hw: tuple[int, int] | None) -> np.ndarray:

@@ -363,9 +363,10 @@ def _check_unique_names(containers: list[_Container]) -> None:
         return
     repeated = names[counts > 1]
     first = repeated[0]
-    where = [c.path for c, b in zip(containers, base, strict=True) if (b == first).any()]
-    if len(where) == 1:
-        c, b = next((c, b) for c, b in zip(containers, base, strict=True) if (b == first).any())
+    holders = [(c, b) for c, b in zip(containers, base, strict=True) if (b == first).any()]
+    where = [c.path for c, _ in holders]
+    if len(holders) == 1:
+        c, b = holders[0]
         members = [_decode(m) for m in c.json[b == first]]
         raise InputError(
             f"{len(repeated)} json name(s) appear more than once in {where[0]}, first "

@@ -239,20 +239,22 @@ def throughput_table(tidy: pd.DataFrame) -> pd.DataFrame:
     return best[list(THROUGHPUT_COLUMNS)].reset_index(drop=True)
 
 
-#: Variant keys of throughput sweeps that change the workload itself (architecture overrides,
-#: such as a smaller input or encoder; several prompts per image): such a sweep's speed is not
-#: the model's. (``image_size`` is recorded by every sweep; only overrides change it.)
-_OTHER_WORKLOAD = re.compile(r"(^|, )overrides=|(^|, )prompts_per_image=(?!1(,|$))")
-
-
-def _stands_for_the_model(variant: Any) -> bool:
-    """Whether rows of this ``variant`` measured the model as it is, on one prompt per image."""
-    return not (isinstance(variant, str) and _OTHER_WORKLOAD.search(variant))
+#: Variant keys of throughput sweeps that change the workload itself: architecture overrides
+#: (a smaller input or encoder) and several prompts per image. Such a sweep's speed is not the
+#: model's. (``image_size`` is recorded by every sweep; only overrides change it.)
+_OVERRIDES = re.compile(r"(^|, )overrides=")
+_MANY_PROMPTS = re.compile(r"(^|, )prompts_per_image=(?!1(,|$))")
 
 
 def _has_overrides(variant: Any) -> bool:
     """Whether rows of this ``variant`` measured a model under architecture overrides."""
-    return isinstance(variant, str) and re.search(r"(^|, )overrides=", variant) is not None
+    return isinstance(variant, str) and _OVERRIDES.search(variant) is not None
+
+
+def _stands_for_the_model(variant: Any) -> bool:
+    """Whether rows of this ``variant`` measured the model as it is, on one prompt per image."""
+    many_prompts = isinstance(variant, str) and _MANY_PROMPTS.search(variant) is not None
+    return not (_has_overrides(variant) or many_prompts)
 
 
 def _flag(value: Any) -> bool:

@@ -231,10 +231,10 @@ class Trainer:
         resumed_at = self.global_step
         self.model.train()
         try:
-            if self._evaluation_missed(stop):
+            missed = self._missed_evaluation(stop)
+            if missed is not None:
                 # stopped after the checkpoint of an epoch's end but before its evaluation
-                epoch = (self.global_step - 1) // self.steps_per_epoch
-                evaluations.append(self._evaluate(epoch, metrics))
+                evaluations.append(self._evaluate(missed, metrics))
             while self.global_step < stop:
                 epoch, first = divmod(self.global_step, self.steps_per_epoch)
                 last = self._run_epoch(epoch, first, stop, metrics) or last
@@ -254,22 +254,23 @@ class Trainer:
             evaluations,
         )
 
-    def _evaluation_missed(self, stop: int) -> bool:
-        """A resumed run starts where an evaluation was due but the log holds none: the run
-        stopped between the checkpoint and the evaluation (rank 0 reads the log; every rank
-        gets its answer, since evaluating is collective)."""
+    def _missed_evaluation(self, stop: int) -> int | None:
+        """The epoch whose evaluation a resumed run must make up, or None: the run starts
+        where an evaluation was due but the log holds none (it stopped between the checkpoint
+        and the evaluation). Rank 0 reads the log; every rank gets its answer, since evaluating
+        is collective."""
         if self.global_step == 0 or self.evaluate is None:
-            return False
+            return None
         epoch = (self.global_step - 1) // self.steps_per_epoch
         whole = self.global_step % self.steps_per_epoch == 0
         if not (whole or self.global_step >= stop) or not self._evaluation_due(epoch, stop):
-            return False
+            return None
         missed = False
         if self.ctx.is_main:
             path = self.out / LOG_FILENAME
             rows = read_log(path) if path.is_file() else []
             missed = not any(r.get("step") == self.global_step and "eval_s" in r for r in rows)
-        return bool(broadcast_object(missed, self.ctx))
+        return epoch if broadcast_object(missed, self.ctx) else None
 
     def _evaluation_due(self, epoch: int, stop: int) -> bool:
         """An evaluation is due now: at the end of the run, or after an N-th whole epoch."""
