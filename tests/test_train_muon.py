@@ -12,7 +12,7 @@ from torch import nn
 
 from esam.errors import InputError
 from esam.train import OptimConfig, ScheduleConfig, TrainConfig, build_optimization
-from esam.train.muon import MuonWithAdamW, matrix_params, split_groups
+from esam.train.muon import MuonWithAdamW, matrix_params, ns_dtype_for, orthogonalise, split_groups
 from esam.train.param_groups import param_groups
 from tests.test_train_engine import IndexedData, MseTask, build
 
@@ -53,11 +53,18 @@ def test_the_split_gives_muon_the_linear_weights_only() -> None:
 
 
 def test_each_part_steps_as_its_own_torch_optimizer() -> None:
+    """With its Newton-Schulz iterations in bfloat16 (PyTorch's choice), the Muon part is
+    PyTorch's Muon bit for bit."""
     torch.manual_seed(0)
     net = Net()
     ref = copy.deepcopy(net)
     groups = param_groups(net, weight_decay=0.1)
-    opt = MuonWithAdamW(*split_groups(groups, matrix_params(net)), betas=(0.9, 0.95), momentum=0.9)
+    opt = MuonWithAdamW(
+        *split_groups(groups, matrix_params(net)),
+        betas=(0.9, 0.95),
+        momentum=0.9,
+        ns_dtype="bfloat16",
+    )
     ref_muon, ref_adamw = split_groups(param_groups(ref, weight_decay=0.1), matrix_params(ref))
     ref_opts = [
         torch.optim.Muon(ref_muon, lr=0.0, momentum=0.9, adjust_lr_fn="match_rms_adamw"),
@@ -78,6 +85,71 @@ def test_each_part_steps_as_its_own_torch_optimizer() -> None:
     for (name, a), b in zip(net.named_parameters(), ref.parameters(), strict=True):
         assert torch.equal(a, b), name
     assert not torch.equal(net.fc1.weight, Net().fc1.weight)
+    # the two keep the same state: a checkpoint of PyTorch's Muon loads (runs resume across)
+    assert opt.muon is not None
+    saved = ref_opts[0].state_dict()
+    opt.muon.load_state_dict(saved)
+    assert opt.muon.state_dict()["param_groups"] == saved["param_groups"]
+
+
+NS = (3.4445, -4.7750, 2.0315)  # PyTorch's (and Keller Jordan's) quintic coefficients
+
+
+@pytest.mark.parametrize("shape", [(8, 24), (24, 8), (16, 16)])
+def test_float32_iterations_orthogonalise_in_float32(shape: tuple[int, int]) -> None:
+    """A matrix of known SVD U S V^T (singular values over two decades) comes out as
+    U S' V^T: the same singular vectors, S' inside the band five iterations of these
+    coefficients reach (about 0.68-1.14), computed in float32; the input is untouched."""
+    g = torch.Generator().manual_seed(0)
+    u = torch.linalg.qr(torch.randn(shape[0], shape[0], generator=g))[0]
+    v = torch.linalg.qr(torch.randn(shape[1], shape[1], generator=g))[0]
+    r = min(shape)
+    u, v = u[:, :r], v[:, :r]
+    s = torch.logspace(-2, 0, r) * 5
+    a = u @ torch.diag(s) @ v.T
+    before = a.clone()
+    out = orthogonalise(a, NS, 5, 1e-7, torch.float32)
+    assert out.dtype == torch.float32 and out.shape == a.shape
+    assert torch.equal(a, before)
+    core = u.T @ out @ v  # diagonal: S'
+    diag = torch.diagonal(core)
+    # rounding of 5 iterations x 3 products of inner size <= max(shape), in float32
+    tol = 5 * 3 * max(shape) * torch.finfo(torch.float32).eps
+    assert (core - torch.diag(diag)).abs().max() < tol
+    assert diag.min() > 0.6 and diag.max() < 1.2
+    # bfloat16 computes the same map to within its own rounding (8 bits of mantissa)
+    half = orthogonalise(a, NS, 5, 1e-7, torch.bfloat16)
+    assert half.dtype == torch.bfloat16
+    rel = (half.float() - out).norm() / out.norm()
+    assert 0 < rel < 5 * 3 * torch.finfo(torch.bfloat16).eps
+
+
+def test_auto_iterates_in_bfloat16_on_cuda_only() -> None:
+    assert ns_dtype_for("auto", torch.device("cpu")) == torch.float32
+    assert ns_dtype_for("auto", torch.device("cuda", 0)) == torch.bfloat16
+    assert ns_dtype_for("bfloat16", torch.device("cpu")) == torch.bfloat16
+    assert ns_dtype_for("float32", torch.device("cuda")) == torch.float32
+
+
+def test_float32_muon_takes_the_same_steps_within_bfloat16_rounding() -> None:
+    """The default on a CPU (float32 iterations) and PyTorch's bfloat16 ones update the
+    weights alike: after 3 steps the two nets differ by far less than they moved."""
+    torch.manual_seed(0)
+    nets = [Net(), None]
+    nets[1] = copy.deepcopy(nets[0])
+    start = copy.deepcopy(nets[0])
+    for net, dtype in zip(nets, ("float32", "bfloat16"), strict=True):
+        groups = split_groups(param_groups(net, weight_decay=0.1), matrix_params(net))
+        opt = MuonWithAdamW(*groups, lr=0.01, momentum=0.9, ns_dtype=dtype)
+        assert opt.muon is not None and opt.muon.ns_dtype == dtype
+        for step in range(3):
+            opt.zero_grad()
+            _loss(net, step).backward()
+            opt.step()
+    for name in ("fc1.weight", "fc2.weight"):
+        a, b, w0 = (dict(m.named_parameters())[name] for m in (*nets, start))
+        moved = (a - w0).norm()
+        assert 0 < (a - b).norm() < 0.1 * moved, name
 
 
 def test_muon_rejects_tensors_that_are_not_matrices() -> None:
@@ -121,3 +193,8 @@ def test_build_optimization_builds_muon_from_the_config() -> None:
     opt, _ = build_optimization(Net(), cfg, steps_per_epoch=4, global_batch=8)
     assert isinstance(opt, MuonWithAdamW) and opt.muon is not None
     assert {g["momentum"] for g in opt.muon.param_groups} == {0.9}
+    assert opt.muon.ns_dtype == "auto"
+    cfg = TrainConfig(optim=OptimConfig(name="muon", muon_ns_dtype="bfloat16"))
+    opt, _ = build_optimization(Net(), cfg, steps_per_epoch=4, global_batch=8)
+    assert isinstance(opt, MuonWithAdamW) and opt.muon is not None
+    assert opt.muon.ns_dtype == "bfloat16"

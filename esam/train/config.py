@@ -13,6 +13,8 @@ from typing import Literal
 from esam.errors import InputError
 from esam.runtime.precision import parse_precision
 
+#: dtype of Muon's Newton-Schulz iterations (``auto``: bfloat16 on CUDA, float32 elsewhere).
+MuonNsDtype = Literal["auto", "float32", "bfloat16"]
 ScheduleKind = Literal["cosine", "linear", "poly", "step", "constant"]
 
 
@@ -46,6 +48,10 @@ class OptimConfig:
     """SGD momentum."""
     muon_momentum: float = 0.95
     """Muon's Nesterov momentum (``name: muon``)."""
+    muon_ns_dtype: MuonNsDtype = "auto"
+    """dtype of Muon's Newton-Schulz iterations: ``auto`` is bfloat16 on CUDA (PyTorch's
+    choice) and float32 elsewhere (CPUs without bfloat16 matrix units run these small products
+    10-20x slower in bfloat16)."""
     no_weight_decay: tuple[str, ...] = ()
     """More parameter names (or module prefixes) exempt from weight decay."""
 

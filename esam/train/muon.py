@@ -7,10 +7,17 @@ of the linear layers and leaves embeddings, convolutions, norms and biases to Ad
 schedulers (which set ``group["lr"]`` and ``group["weight_decay"]``), the fp16 grad scaler and
 checkpoints see a single optimizer. Muon's step is scaled to AdamW's update size
 (``adjust_lr_fn="match_rms_adamw"``), so the same learning rate and weight decay serve both.
+
+PyTorch runs the Newton-Schulz iterations in bfloat16, which GPUs multiply fast; a CPU without
+bfloat16 matrix units multiplies these small matrices 10 to 20 times slower than in float32,
+enough to double the step of a small model (``benchmarks/bench_muon.py``). :class:`Muon` is
+PyTorch's optimizer (its arguments, checks, state and checkpoints) with the iterations in a
+chosen dtype: by default bfloat16 on CUDA, as PyTorch does, and float32 elsewhere.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -18,9 +25,95 @@ import torch
 from torch import nn
 
 from esam.errors import InputError
+from esam.train.config import MuonNsDtype
 
 #: Muon's step scaled to match AdamW's update RMS, so one learning rate serves both.
 ADJUST_LR = "match_rms_adamw"
+
+
+def ns_dtype_for(setting: MuonNsDtype, device: torch.device) -> torch.dtype:
+    """The dtype of the Newton-Schulz iterations for a weight on ``device``."""
+    if setting == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[setting]
+
+
+def orthogonalise(
+    update: torch.Tensor,
+    coefficients: tuple[float, float, float],
+    steps: int,
+    eps: float,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Muon's quintic Newton-Schulz iteration, as PyTorch's, computed in ``dtype``.
+
+    Args:
+        update: AxB momentum-smoothed gradient (left untouched).
+
+    Returns:
+        AxB in ``dtype``: roughly U V^T of the update's SVD U S V^T (singular values pushed
+        into about 0.7-1.2, not exactly to 1; the iteration's coefficients trade that for speed).
+    """
+    a, b, c = coefficients
+    x = update.to(dtype, copy=True)
+    tall = update.size(0) > update.size(1)
+    if tall:  # iterate on the smaller Gram matrix
+        x = x.T
+    x.div_(x.norm().clamp(min=eps))  # spectral norm <= Frobenius norm <= 1
+    for _ in range(steps):
+        gram = x @ x.T
+        poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)
+        x = torch.addmm(x, poly, x, beta=a)
+    return x.T if tall else x
+
+
+class Muon(torch.optim.Muon):
+    """``torch.optim.Muon`` with AdamW-matched update size whose Newton-Schulz iterations run
+    in ``ns_dtype`` (:func:`ns_dtype_for`); otherwise the same update (decoupled weight decay,
+    Nesterov momentum, state ``momentum_buffer``), so checkpoints of either load into the other.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        *,
+        lr: float = 1e-3,
+        momentum: float = 0.95,
+        ns_dtype: MuonNsDtype = "auto",
+    ) -> None:
+        super().__init__(params, lr=lr, momentum=momentum, adjust_lr_fn=ADJUST_LR)
+        self.ns_dtype = ns_dtype
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, decay, momentum = group["lr"], group["weight_decay"], group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(
+                        p.grad, memory_format=torch.preserve_format
+                    )
+                buf = state["momentum_buffer"]
+                buf.lerp_(p.grad, 1 - momentum)
+                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+                ortho = orthogonalise(
+                    update,
+                    group["ns_coefficients"],
+                    group["ns_steps"],
+                    group["eps"],
+                    ns_dtype_for(self.ns_dtype, p.device),
+                )
+                p.mul_(1 - lr * decay)
+                # match_rms_adamw: an orthogonal AxB update has RMS 1/sqrt(max(A, B))
+                p.add_(ortho, alpha=-lr * 0.2 * math.sqrt(max(p.shape[0], p.shape[1])))
+        return loss
 
 
 def matrix_params(model: nn.Module) -> set[int]:
@@ -63,6 +156,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
         lr: initial learning rate of both (schedulers set it per step).
         betas, eps: AdamW's.
         momentum: Muon's (Nesterov) momentum.
+        ns_dtype: dtype of Muon's Newton-Schulz iterations (:func:`ns_dtype_for`).
     """
 
     def __init__(
@@ -74,14 +168,13 @@ class MuonWithAdamW(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         momentum: float = 0.95,
+        ns_dtype: MuonNsDtype = "auto",
     ) -> None:
         bad = [tuple(p.shape) for g in muon_groups for p in g["params"] if p.ndim != 2]
         if bad:
             raise InputError(f"Muon updates 2-D weights only; got tensors of shape {bad[:3]}")
         self.muon = (
-            torch.optim.Muon(muon_groups, lr=lr, momentum=momentum, adjust_lr_fn=ADJUST_LR)
-            if muon_groups
-            else None
+            Muon(muon_groups, lr=lr, momentum=momentum, ns_dtype=ns_dtype) if muon_groups else None
         )
         self.adamw = (
             torch.optim.AdamW(adamw_groups, lr=lr, betas=betas, eps=eps) if adamw_groups else None

@@ -36,7 +36,14 @@ def build_optimizer(
         if matrices is None:
             raise ValueError("optimizer muon needs the ids of the weight matrices (matrices=)")
         muon, adamw = split_groups(groups, matrices)
-        return MuonWithAdamW(muon, adamw, betas=cfg.betas, eps=cfg.eps, momentum=cfg.muon_momentum)
+        return MuonWithAdamW(
+            muon,
+            adamw,
+            betas=cfg.betas,
+            eps=cfg.eps,
+            momentum=cfg.muon_momentum,
+            ns_dtype=cfg.muon_ns_dtype,
+        )
     raise InputError(f"unknown optimizer {cfg.name!r}; choose adamw, sgd or muon")
 
 
