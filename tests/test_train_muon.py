@@ -124,11 +124,31 @@ def test_float32_iterations_orthogonalise_in_float32(shape: tuple[int, int]) -> 
     assert 0 < rel < 5 * 3 * torch.finfo(torch.bfloat16).eps
 
 
-def test_auto_iterates_in_bfloat16_on_cuda_only() -> None:
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_iterates_in_bfloat16_on_bfloat16_gpus_only(
+    native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("esam.train.muon.supports_bf16", lambda device: native)
     assert ns_dtype_for("auto", torch.device("cpu")) == torch.float32
-    assert ns_dtype_for("auto", torch.device("cuda", 0)) == torch.bfloat16
+    gpu = torch.bfloat16 if native else torch.float32
+    assert ns_dtype_for("auto", torch.device("cuda", 0)) == gpu
     assert ns_dtype_for("bfloat16", torch.device("cpu")) == torch.bfloat16
     assert ns_dtype_for("float32", torch.device("cuda")) == torch.float32
+
+
+def test_an_unknown_iteration_dtype_is_refused_when_built() -> None:
+    with pytest.raises(InputError, match="float32 or bfloat16, got 'bf16'"):
+        MuonWithAdamW([{"params": [Net().fc1.weight]}], [], ns_dtype="bf16")  # type: ignore[arg-type]
+
+
+def test_a_zero_gradient_only_decays_the_weights() -> None:
+    """The norm clamp keeps an all-zero update finite: the step is the weight decay alone."""
+    net = Net()
+    before = net.fc1.weight.detach().clone()
+    opt = MuonWithAdamW([{"params": [net.fc1.weight], "weight_decay": 0.5}], [], lr=0.1)
+    net.fc1.weight.grad = torch.zeros_like(net.fc1.weight)
+    opt.step()
+    assert torch.equal(net.fc1.weight.detach(), before * (1 - 0.1 * 0.5))
 
 
 def test_float32_muon_takes_the_same_steps_within_bfloat16_rounding() -> None:

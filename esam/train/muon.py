@@ -25,17 +25,24 @@ import torch
 from torch import nn
 
 from esam.errors import InputError
+from esam.runtime.precision import supports_bf16
 from esam.train.config import MuonNsDtype
 
 #: Muon's step scaled to match AdamW's update RMS, so one learning rate serves both.
 ADJUST_LR = "match_rms_adamw"
 
 
+NS_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
 def ns_dtype_for(setting: MuonNsDtype, device: torch.device) -> torch.dtype:
-    """The dtype of the Newton-Schulz iterations for a weight on ``device``."""
+    """The dtype of the Newton-Schulz iterations for a weight on ``device``: ``auto`` is
+    bfloat16 on a GPU that computes in it natively, float32 elsewhere (even CPUs with bfloat16
+    units ran these small products faster in float32)."""
     if setting == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[setting]
+        native = device.type == "cuda" and supports_bf16(device)
+        return torch.bfloat16 if native else torch.float32
+    return NS_DTYPES[setting]
 
 
 def orthogonalise(
@@ -71,6 +78,8 @@ class Muon(torch.optim.Muon):
     """``torch.optim.Muon`` with AdamW-matched update size whose Newton-Schulz iterations run
     in ``ns_dtype`` (:func:`ns_dtype_for`); otherwise the same update (decoupled weight decay,
     Nesterov momentum, state ``momentum_buffer``), so checkpoints of either load into the other.
+    (One departure: the iterations work on a copy even when the update already has their dtype;
+    PyTorch's normalise a bfloat16 momentum buffer in place when Nesterov is off.)
     """
 
     def __init__(
@@ -81,6 +90,10 @@ class Muon(torch.optim.Muon):
         momentum: float = 0.95,
         ns_dtype: MuonNsDtype = "auto",
     ) -> None:
+        if ns_dtype != "auto" and ns_dtype not in NS_DTYPES:
+            raise InputError(
+                f"Muon's Newton-Schulz dtype must be auto, float32 or bfloat16, got {ns_dtype!r}"
+            )
         super().__init__(params, lr=lr, momentum=momentum, adjust_lr_fn=ADJUST_LR)
         self.ns_dtype = ns_dtype
 
@@ -112,7 +125,7 @@ class Muon(torch.optim.Muon):
                 )
                 p.mul_(1 - lr * decay)
                 # match_rms_adamw: an orthogonal AxB update has RMS 1/sqrt(max(A, B))
-                p.add_(ortho, alpha=-lr * 0.2 * math.sqrt(max(p.shape[0], p.shape[1])))
+                p.add_(ortho, alpha=-(lr * (0.2 * math.sqrt(max(p.shape[0], p.shape[1])))))
         return loss
 
 
