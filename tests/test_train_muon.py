@@ -18,7 +18,7 @@ from tests.test_train_engine import IndexedData, MseTask, build
 
 
 class Net(nn.Module):
-    """Linear layers (Muon's), an embedding, a norm and a conv (AdamW's)."""
+    """Linear layers and a conv (Muon's weights), an embedding and a norm (AdamW's)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -39,13 +39,23 @@ def _loss(model: nn.Module, seed: int) -> torch.Tensor:
     return ((model(x) - y) ** 2).mean()
 
 
-def test_the_split_gives_muon_the_linear_weights_only() -> None:
+def test_the_split_gives_muon_the_linear_and_convolution_weights_only() -> None:
     net = Net()
     muon, adamw = split_groups(param_groups(net, weight_decay=0.1), matrix_params(net))
     names = {id(p): n for n, p in net.named_parameters()}
-    assert sorted(names[id(p)] for g in muon for p in g["params"]) == ["fc1.weight", "fc2.weight"]
+    weights = ["conv.weight", "fc1.weight", "fc2.weight"]
+    assert sorted(names[id(p)] for g in muon for p in g["params"]) == weights
     others = sorted(names[id(p)] for g in adamw for p in g["params"])
-    assert others == sorted(set(names.values()) - {"fc1.weight", "fc2.weight"})
+    assert others == sorted(set(names.values()) - set(weights))
+    # the embedding table and the norm and bias vectors stay with AdamW
+    assert others == [
+        "conv.bias",
+        "embed.weight",
+        "fc1.bias",
+        "fc2.bias",
+        "norm.bias",
+        "norm.weight",
+    ]
     # each half keeps its group's weight decay, and the names of its own tensors
     assert {g["weight_decay"] for g in muon} == {0.1}
     for g in muon + adamw:
@@ -54,18 +64,22 @@ def test_the_split_gives_muon_the_linear_weights_only() -> None:
 
 def test_each_part_steps_as_its_own_torch_optimizer() -> None:
     """With its Newton-Schulz iterations in bfloat16 (PyTorch's choice), the Muon part is
-    PyTorch's Muon bit for bit."""
+    PyTorch's Muon bit for bit (on the linear weights: PyTorch's takes matrices only)."""
     torch.manual_seed(0)
     net = Net()
     ref = copy.deepcopy(net)
+
+    def linear(model: nn.Module) -> set[int]:
+        return {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+
     groups = param_groups(net, weight_decay=0.1)
     opt = MuonWithAdamW(
-        *split_groups(groups, matrix_params(net)),
+        *split_groups(groups, linear(net)),
         betas=(0.9, 0.95),
         momentum=0.9,
         ns_dtype="bfloat16",
     )
-    ref_muon, ref_adamw = split_groups(param_groups(ref, weight_decay=0.1), matrix_params(ref))
+    ref_muon, ref_adamw = split_groups(param_groups(ref, weight_decay=0.1), linear(ref))
     ref_opts = [
         torch.optim.Muon(ref_muon, lr=0.0, momentum=0.9, adjust_lr_fn="match_rms_adamw"),
         torch.optim.AdamW(ref_adamw, lr=0.0, betas=(0.9, 0.95)),
@@ -174,8 +188,30 @@ def test_float32_muon_takes_the_same_steps_within_bfloat16_rounding() -> None:
 
 def test_muon_rejects_tensors_that_are_not_matrices() -> None:
     net = Net()
-    with pytest.raises(InputError, match="2-D weights only"):
-        MuonWithAdamW([{"params": [net.conv.weight]}], [])
+    with pytest.raises(InputError, match=r"matrices and kernels only; got shapes \[\(8,\)\]"):
+        MuonWithAdamW([{"params": [net.fc1.bias]}], [])
+
+
+@pytest.mark.parametrize(
+    "layer", [nn.Conv2d(3, 5, 3), nn.ConvTranspose2d(6, 4, 2, stride=2), nn.Conv1d(4, 7, 1)]
+)
+def test_a_kernel_steps_as_the_matrix_of_its_first_dimension_by_the_rest(layer: nn.Module) -> None:
+    """A convolution's kernel is updated exactly as a linear weight holding its
+    first-dimension-by-rest matrix, with the same gradients, would be."""
+    torch.manual_seed(0)
+    kernel = layer.weight
+    start = kernel.detach().clone()
+    matrix = nn.Parameter(kernel.detach().flatten(1).clone())
+    opts = [
+        MuonWithAdamW([{"params": [w], "weight_decay": 0.1}], [], lr=0.05) for w in (kernel, matrix)
+    ]
+    for step in range(3):
+        grad = torch.randn(kernel.shape, generator=torch.Generator().manual_seed(step))
+        kernel.grad, matrix.grad = grad.clone(), grad.flatten(1).clone()
+        for opt in opts:
+            opt.step()
+    assert torch.equal(kernel.detach().flatten(1), matrix.detach())
+    assert not torch.equal(kernel.detach(), start)
 
 
 def test_a_muon_run_resumes_bitwise(tmp_path: Path) -> None:

@@ -24,8 +24,8 @@ class OptimConfig:
 
     name: Literal["adamw", "sgd", "muon"] = "adamw"
     """Optimizer: ``adamw``, ``sgd`` (with momentum), or ``muon``: Muon for the weights of the
-    linear layers and AdamW (``betas``, ``eps``) for every other parameter, at the same
-    learning rate and weight decay (:mod:`esam.train.muon`)."""
+    linear and convolution layers and AdamW (``betas``, ``eps``) for every other parameter, at
+    the same learning rate and weight decay (:mod:`esam.train.muon`)."""
     base_lr: float = 1.5e-4
     """Peak learning rate per 256 samples: the run's peak is base_lr x global batch / 256."""
     lr: float | None = None

@@ -1,18 +1,20 @@
-"""Muon for a model's weight matrices and AdamW for the rest, as one optimizer.
+"""Muon for a model's weight matrices and kernels and AdamW for the rest, as one optimizer.
 
 Muon (``torch.optim.Muon``: Nesterov momentum whose update is orthogonalised by a few
-Newton-Schulz iterations) is defined for 2-D weights only; the usual split gives it the weights
-of the linear layers and leaves embeddings, convolutions, norms and biases to AdamW.
-:class:`MuonWithAdamW` runs both behind one :class:`torch.optim.Optimizer`, so the engine, the
-schedulers (which set ``group["lr"]`` and ``group["weight_decay"]``), the fp16 grad scaler and
-checkpoints see a single optimizer. Muon's step is scaled to AdamW's update size
-(``adjust_lr_fn="match_rms_adamw"``), so the same learning rate and weight decay serve both.
+Newton-Schulz iterations) is defined for matrices; a convolution's kernel is one too, its
+output channels by the rest (a linear layer over each receptive field), as Muon's own speed
+runs treat it. :func:`matrix_params` gives Muon the weights of the linear and convolution
+layers and leaves embeddings, norms and biases to AdamW. :class:`MuonWithAdamW` runs both
+behind one :class:`torch.optim.Optimizer`, so the engine, the schedulers (which set
+``group["lr"]`` and ``group["weight_decay"]``), the fp16 grad scaler and checkpoints see a
+single optimizer. Muon's step is scaled to AdamW's update size (``adjust_lr_fn=
+"match_rms_adamw"``), so the same learning rate and weight decay serve both.
 
 PyTorch runs the Newton-Schulz iterations in bfloat16, which GPUs multiply fast; a CPU without
 bfloat16 matrix units multiplies these small matrices 10 to 20 times slower than in float32,
-enough to double the step of a small model (``benchmarks/bench_muon.py``). :class:`Muon` is
-PyTorch's optimizer (its arguments, checks, state and checkpoints) with the iterations in a
-chosen dtype: by default bfloat16 on CUDA, as PyTorch does, and float32 elsewhere.
+enough to double the step of a small model (``benchmarks/bench_muon.py``). :class:`Muon`
+computes PyTorch's update with the iterations in a chosen dtype: by default bfloat16 on GPUs
+that compute in it natively, float32 elsewhere.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ ADJUST_LR = "match_rms_adamw"
 
 
 NS_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+#: PyTorch's (and Keller Jordan's) quintic Newton-Schulz coefficients.
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
 def ns_dtype_for(setting: MuonNsDtype, device: torch.device) -> torch.dtype:
@@ -74,12 +78,18 @@ def orthogonalise(
     return x.T if tall else x
 
 
-class Muon(torch.optim.Muon):
-    """``torch.optim.Muon`` with AdamW-matched update size whose Newton-Schulz iterations run
-    in ``ns_dtype`` (:func:`ns_dtype_for`); otherwise the same update (decoupled weight decay,
-    Nesterov momentum, state ``momentum_buffer``), so checkpoints of either load into the other.
-    (One departure: the iterations work on a copy even when the update already has their dtype;
-    PyTorch's normalise a bfloat16 momentum buffer in place when Nesterov is off.)
+class Muon(torch.optim.Optimizer):
+    """PyTorch's Muon (``torch.optim.Muon``) with AdamW-matched update size, for weight
+    matrices and convolution kernels, its Newton-Schulz iterations in ``ns_dtype``
+    (:func:`ns_dtype_for`).
+
+    The update is PyTorch's (decoupled weight decay, Nesterov momentum, the same param-group
+    keys and state ``momentum_buffer``, so checkpoints of either load into the other; in
+    bfloat16 the same bits, which a test checks), with two additions: a kernel of shape
+    ``out x in x k...`` (a transposed convolution's: ``in x out x k...``) is orthogonalised as
+    the matrix of its first dimension by the rest, as for a linear layer over its receptive
+    field; and the iterations work on a copy even when the update already has their dtype
+    (PyTorch's normalise a bfloat16 momentum buffer in place when Nesterov is off).
     """
 
     def __init__(
@@ -94,7 +104,22 @@ class Muon(torch.optim.Muon):
             raise InputError(
                 f"Muon's Newton-Schulz dtype must be auto, float32 or bfloat16, got {ns_dtype!r}"
             )
-        super().__init__(params, lr=lr, momentum=momentum, adjust_lr_fn=ADJUST_LR)
+        if lr < 0 or momentum < 0:
+            raise InputError(f"Muon needs lr >= 0 and momentum >= 0, got {lr} and {momentum}")
+        defaults = {  # torch.optim.Muon's group keys and defaults
+            "lr": lr,
+            "weight_decay": 0.1,
+            "momentum": momentum,
+            "nesterov": True,
+            "ns_coefficients": NS_COEFFICIENTS,
+            "eps": 1e-7,
+            "ns_steps": 5,
+            "adjust_lr_fn": ADJUST_LR,
+        }
+        super().__init__(params, defaults)
+        bad = [tuple(p.shape) for g in self.param_groups for p in g["params"] if p.ndim < 2]
+        if bad:
+            raise InputError(f"Muon updates matrices and kernels only; got shapes {bad[:3]}")
         self.ns_dtype = ns_dtype
 
     @torch.no_grad()
@@ -116,8 +141,9 @@ class Muon(torch.optim.Muon):
                 buf = state["momentum_buffer"]
                 buf.lerp_(p.grad, 1 - momentum)
                 update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+                rows, cols = p.shape[0], p[0].numel()
                 ortho = orthogonalise(
-                    update,
+                    update.reshape(rows, cols),
                     group["ns_coefficients"],
                     group["ns_steps"],
                     group["eps"],
@@ -125,13 +151,26 @@ class Muon(torch.optim.Muon):
                 )
                 p.mul_(1 - lr * decay)
                 # match_rms_adamw: an orthogonal AxB update has RMS 1/sqrt(max(A, B))
-                p.add_(ortho, alpha=-(lr * (0.2 * math.sqrt(max(p.shape[0], p.shape[1])))))
+                p.add_(ortho.reshape_as(p), alpha=-(lr * (0.2 * math.sqrt(max(rows, cols)))))
         return loss
 
 
+#: The layers whose weight Muon updates: linear layers and convolutions (kernels as matrices).
+MUON_LAYERS = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+
+
 def matrix_params(model: nn.Module) -> set[int]:
-    """``id`` of the weight of every :class:`torch.nn.Linear` in ``model`` (Muon's share)."""
-    return {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    """``id`` of the weight of every linear and convolution layer in ``model`` (Muon's share,
+    :data:`MUON_LAYERS`)."""
+    return {id(m.weight) for m in model.modules() if isinstance(m, MUON_LAYERS)}
 
 
 def split_groups(
@@ -164,7 +203,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
     Muon's first. The state dict holds both optimizers' state dicts.
 
     Args:
-        muon_groups: param groups of 2-D tensors only.
+        muon_groups: param groups of matrices and kernels (2 or more dimensions) only.
         adamw_groups: param groups of every other tensor.
         lr: initial learning rate of both (schedulers set it per step).
         betas, eps: AdamW's.
@@ -183,9 +222,6 @@ class MuonWithAdamW(torch.optim.Optimizer):
         momentum: float = 0.95,
         ns_dtype: MuonNsDtype = "auto",
     ) -> None:
-        bad = [tuple(p.shape) for g in muon_groups for p in g["params"] if p.ndim != 2]
-        if bad:
-            raise InputError(f"Muon updates 2-D weights only; got tensors of shape {bad[:3]}")
         self.muon = (
             Muon(muon_groups, lr=lr, momentum=momentum, ns_dtype=ns_dtype) if muon_groups else None
         )
