@@ -6,8 +6,8 @@ against its targets. The stage:
 1. generates a seeded SA-1B-format set with ``esam data synth-sa1b`` (default scenes: 10-21
    overlapping textured shapes per image, one mask per visible part) at 128 px: 2000 training
    images (seed 0) and 40 held-out images (seed 1);
-2. trains EfficientSAM from random weights with ``esam finetune --config tiny`` for 2 epochs
-   (1000 steps of 4 images, 16 masks each; ``--epochs N`` for another length);
+2. trains EfficientSAM from random weights with ``esam finetune --config tiny`` for 3 epochs
+   (1500 steps of 4 images, 16 masks each; ``--epochs N`` for another length);
 3. scores the held-out images through ``esam eval zeroshot --dataset sa1b`` (the code path of
    the COCO and LVIS benchmarks): box prompts, one click, and the ``box_fill`` reference (the
    prompt box itself, filled);
