@@ -237,3 +237,37 @@ def test_core_tox_env_matches_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
     env = environment_info()
     assert env["lock_file"] == LOCK_FILE
     assert env["matches_lock"] is True, env["mismatches"]
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC
+stepping\t: 1
+flags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 avx512_vnni
+
+processor\t: 1
+vendor_id\t: GenuineIntel
+model name\t: Other CPU
+flags\t\t: amx_bf16
+"""
+
+
+def test_cpuinfo_names_the_first_cpu_its_generation_and_matrix_flags() -> None:
+    info = meta.parse_cpuinfo(CPUINFO)
+    assert info == {
+        "cpu_model": "AMD EPYC",
+        "cpu_id": "AuthenticAMD family 25 model 17 stepping 1",
+        # in MATRIX_FLAGS order, the flags of the first block only
+        "cpu_matrix_flags": ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"],
+    }
+    assert meta.parse_cpuinfo("processor : 0\nmodel name : X\n") == {"cpu_model": "X"}
+    assert meta.parse_cpuinfo("") == {}
+
+
+def test_hardware_info_always_names_a_cpu() -> None:
+    info = meta.hardware_info("cpu")
+    assert isinstance(info["cpu_model"], str) and info["cpu_model"]
+    assert info["cpu_cores"] == os.cpu_count()
+    assert set(info.get("cpu_matrix_flags", [])) <= set(meta.MATRIX_FLAGS)

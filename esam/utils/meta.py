@@ -86,20 +86,68 @@ def git_commit(path: str | os.PathLike[str] | None = None) -> str | None:
     return f"{sha}-dirty" if modified or untracked else sha
 
 
-def _cpu_model() -> str:
+#: CPU flags that decide how fast matrix products run in each dtype (a CPU without
+#: ``avx512_bf16`` or ``amx_bf16`` multiplies bfloat16 many times slower than float32).
+MATRIX_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "amx_fp16",
+)
+
+
+def parse_cpuinfo(text: str) -> dict[str, Any]:
+    """The first processor of a ``/proc/cpuinfo`` text: ``cpu_model`` (its model name),
+    ``cpu_id`` (vendor, family, model and stepping: "AMD EPYC" names several generations) and
+    ``cpu_matrix_flags`` (those of :data:`MATRIX_FLAGS` it has). Fields the text lacks are
+    left out."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break  # end of the first processor's block
+            continue
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    out: dict[str, Any] = {}
+    if fields.get("model name"):
+        out["cpu_model"] = fields["model name"]
+    parts = [
+        f"{label} {fields[key]}"
+        for key, label in (("cpu family", "family"), ("model", "model"), ("stepping", "stepping"))
+        if fields.get(key)
+    ]
+    if fields.get("vendor_id") and parts:
+        out["cpu_id"] = f"{fields['vendor_id']} {' '.join(parts)}"
+    if "flags" in fields:
+        flags = set(fields["flags"].split())
+        out["cpu_matrix_flags"] = [f for f in MATRIX_FLAGS if f in flags]
+    return out
+
+
+def _cpu_fields() -> dict[str, Any]:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        fields = parse_cpuinfo(Path("/proc/cpuinfo").read_text())
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        fields = {}
+    fields.setdefault("cpu_model", platform.processor() or platform.machine())
+    return fields
 
 
 def hardware_info(device: str = "cpu") -> dict[str, Any]:
-    """CPU model and core count, and the GPU name, driver and CUDA version when ``device`` is CUDA."""
+    """CPU model, identity (:func:`parse_cpuinfo`) and core count, and the GPU name, driver and
+    CUDA version when ``device`` is CUDA."""
+    cpu = _cpu_fields()
     info: dict[str, Any] = {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu.pop("cpu_model"),
+        **cpu,
         "cpu_cores": os.cpu_count(),
         "platform": platform.platform(),
     }
