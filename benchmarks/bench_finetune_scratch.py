@@ -131,7 +131,7 @@ def main() -> None:
     p.add_argument("--budget-min", type=float, default=10.0)
     p.add_argument("--quick", action="store_true", help="the demo's quick setting (smoke test)")
     p.add_argument(
-        "--epochs", type=int, default=None, help="epochs of the run (default: the demo's 2)"
+        "--epochs", type=int, default=None, help="epochs of the run (default: the demo's 3)"
     )
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
