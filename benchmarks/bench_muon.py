@@ -1,15 +1,16 @@
 """Muon's Newton-Schulz iterations in bfloat16 against float32, on a fine-tuning config's model.
 
 ``train.optim.name=muon`` orthogonalises the update of every linear layer's weight and every
-convolution kernel with five Newton-Schulz iterations. PyTorch runs them in bfloat16; ``train.optim.muon_ns_dtype`` chooses (``auto``:
-bfloat16 on CUDA, float32 elsewhere). On a CPU without bfloat16 matrix units the small products
-run many times slower in bfloat16. This script builds the config's model (default ``tiny``,
-untrained, seed 0), fills its gradients with one training step of the config's batch (random
-rectangles as masks), and times, interleaved so that load changes hit both alike:
+convolution kernel with five Newton-Schulz iterations. PyTorch runs them in bfloat16;
+``train.optim.muon_ns_dtype`` chooses (``auto``: bfloat16 on CUDA, float32 elsewhere). On a CPU
+without bfloat16 matrix units the small products run many times slower in bfloat16. This
+script builds the config's model (default ``tiny``, untrained, seed 0), fills its gradients
+with one training step of the config's batch (random rectangles as masks), and times,
+interleaved so that load changes hit both alike:
 
-* the optimizer step (Muon for the linear and convolution weights, AdamW for the rest) with the iterations in
-  bfloat16 and in float32 (learning rate 0, so every repeat does the same work on the same
-  weights);
+* the optimizer step (Muon for the linear and convolution weights, AdamW for the rest) with the
+  iterations in bfloat16 and in float32 (learning rate 0, so every repeat does the same work on
+  the same weights);
 * the forward and backward pass of the training step, which both share.
 
 It prints the minimum of each and the training step (forward + backward + optimizer) with
