@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import torch
 
 from esam.errors import UserError
+from esam.utils.meta import cpu_fields
 
 #: Every accepted precision name and its dtype.
 PRECISIONS: dict[str, torch.dtype] = {
@@ -133,15 +134,8 @@ def cpu_has_native_bf16() -> bool:
     Without it, torch's CPU bfloat16 matmuls run emulated and far slower than float32, so a
     bf16 run on such a CPU is correct but slow. Read from ``/proc/cpuinfo`` (False elsewhere).
     """
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
+    flags = set(cpu_fields().get("cpu_matrix_flags", []))
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def supports_bf16(device: str | torch.device) -> bool:

@@ -132,7 +132,9 @@ def parse_cpuinfo(text: str) -> dict[str, Any]:
     return out
 
 
-def _cpu_fields() -> dict[str, Any]:
+def cpu_fields() -> dict[str, Any]:
+    """:func:`parse_cpuinfo` of this machine's ``/proc/cpuinfo``; elsewhere only ``cpu_model``,
+    from :mod:`platform`."""
     try:
         fields = parse_cpuinfo(Path("/proc/cpuinfo").read_text())
     except OSError:
@@ -144,7 +146,7 @@ def _cpu_fields() -> dict[str, Any]:
 def hardware_info(device: str = "cpu") -> dict[str, Any]:
     """CPU model, identity (:func:`parse_cpuinfo`) and core count, and the GPU name, driver and
     CUDA version when ``device`` is CUDA."""
-    cpu = _cpu_fields()
+    cpu = cpu_fields()
     info: dict[str, Any] = {
         "cpu_model": cpu.pop("cpu_model"),
         **cpu,
