@@ -10,7 +10,9 @@ Plan, in priority order (each model's configurations also in priority order):
 1. EfficientSAM-Ti reference mode and fast path at identical settings (batch 1 and 8 fp32,
    batch 8 and 32 bf16, eager): the fast/reference speed ratio.
 2. EfficientSAM-Ti fast path, best-throughput candidates and precision check: batch 32 bf16
-   compiled, batch 32 fp16 eager, batch 64 bf16 compiled.
+   compiled, batch 32 fp16 eager and compiled, batch 64 bf16 compiled. (On an H200, bf16 kept
+   98.2 mIoU against fp32 and fp16 99.8: the accuracy bar of 99.5 leaves fp16 as the precision
+   whose compiled run matters.)
 3. EfficientSAM-S, reference and fast (batch 8 fp32 and bf16, eager).
 4. SAM ViT-B/L/H through segment-anything when importable (batch 8 bf16, batch 1 fp32).
 5. EfficientSAM-S fast path, batch 32 bf16 compiled (added to its results file).
@@ -85,7 +87,11 @@ def plan(dry_run: bool, with_sam: bool) -> list[Stage]:
     shared = [e(1, "fp32"), e(8, "fp32"), e(8, "bf16"), e(32, "bf16")]
     stages = [
         Stage("efficientsam_vitt:reference", list(shared), 50),
-        Stage("efficientsam_vitt", [*shared, c(32, "bf16"), e(32, "fp16"), c(64, "bf16")], 175),
+        Stage(
+            "efficientsam_vitt",
+            [*shared, c(32, "bf16"), e(32, "fp16"), c(32, "fp16"), c(64, "bf16")],
+            190,
+        ),
         Stage("efficientsam_vits:reference", [e(8, "fp32"), e(8, "bf16")], 30),
         Stage("efficientsam_vits", [e(8, "fp32"), e(8, "bf16")], 30),
     ]
@@ -94,7 +100,7 @@ def plan(dry_run: bool, with_sam: bool) -> list[Stage]:
             stages.append(
                 Stage(name, [e(8, "bf16"), e(1, "fp32")], allowance, accuracy_images=4, iters=10)
             )
-    stages.append(Stage("efficientsam_vits", [c(32, "bf16")], 65))
+    stages.append(Stage("efficientsam_vits", [c(32, "bf16")], 50))
     if dry_run:
         for st in stages:
             st.configs = list(
