@@ -16,8 +16,13 @@
 #    prompt), step time and peak memory.
 #
 # Requirements on that machine: python with torch (CUDA), numpy, pyyaml, tqdm and pillow;
-# pycocotools (the SA-1B reader's RLE) installed, or its wheel for that machine's Python in the
-# git-ignored dist/wheels/ (it is then installed into a temporary folder, nothing else is).
+# pycocotools (the SA-1B reader's RLE) and segment-anything (the ViT-H teacher) installed, or
+# their wheels in the git-ignored dist/wheels/ (pycocotools' for that machine's Python, installed
+# into a temporary folder; segment-anything's imported from the zip; nothing else is installed):
+#
+#     pip download segment-anything==1.0 --no-deps -d dist/wheels
+#     pip download pycocotools --no-deps --only-binary=:all: --python-version 3.12 \
+#         --platform manylinux2014_x86_64 -d dist/wheels
 # Nothing is downloaded; no weights are needed.
 #
 # A benchmark that misses its target says so and the script goes on.
@@ -38,6 +43,16 @@ mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
+# SAM ViT-H (the SAMI teacher) from segment-anything: installed, or its pure-Python wheel in
+# dist/wheels/, imported from the zip as run_all.sh does.
+if ! "$PY" -c "import segment_anything" >/dev/null 2>&1; then
+    for whl in "$ROOT"/dist/wheels/segment_anything-*.whl; do
+        if [ -f "$whl" ]; then
+            export PYTHONPATH="$PYTHONPATH:$whl"
+            break
+        fi
+    done
+fi
 if ! "$PY" -c "import pycocotools" >/dev/null 2>&1; then
     for whl in "$ROOT"/dist/wheels/pycocotools-*.whl; do
         if [ -f "$whl" ] && "$PY" -m pip install -q --no-index --no-deps --target "$WORK/site" "$whl"; then
