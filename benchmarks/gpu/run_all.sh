@@ -40,14 +40,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 PY="${PYTHON:-python}"
 
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-if ! "$PY" -c "import segment_anything" >/dev/null 2>&1; then
-    for whl in "$ROOT"/dist/wheels/segment_anything-*.whl; do
-        if [ -f "$whl" ]; then
-            export PYTHONPATH="$PYTHONPATH:$whl"
-            break
-        fi
-    done
-fi
+# shellcheck source=benchmarks/gpu/wheels.sh
+. "$ROOT/benchmarks/gpu/wheels.sh"
+esam_use_wheel "$PY" "$ROOT" segment_anything "segment_anything-*.whl"
 # Compiled kernels are cached per run, so repeated shapes across worker processes compile once.
 export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-${TMPDIR:-/tmp}/esam-inductor-cache}"
 

@@ -43,24 +43,12 @@ mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
-# SAM ViT-H (the SAMI teacher) from segment-anything: installed, or its pure-Python wheel in
-# dist/wheels/, imported from the zip as run_all.sh does.
-if ! "$PY" -c "import segment_anything" >/dev/null 2>&1; then
-    for whl in "$ROOT"/dist/wheels/segment_anything-*.whl; do
-        if [ -f "$whl" ]; then
-            export PYTHONPATH="$PYTHONPATH:$whl"
-            break
-        fi
-    done
-fi
-if ! "$PY" -c "import pycocotools" >/dev/null 2>&1; then
-    for whl in "$ROOT"/dist/wheels/pycocotools-*.whl; do
-        if [ -f "$whl" ] && "$PY" -m pip install -q --no-index --no-deps --target "$WORK/site" "$whl"; then
-            export PYTHONPATH="$PYTHONPATH:$WORK/site"
-            break
-        fi
-    done
-fi
+# SAM ViT-H (the SAMI teacher) and the SA-1B reader's RLE decoding, from dist/wheels/ when
+# not installed.
+# shellcheck source=benchmarks/gpu/wheels.sh
+. "$ROOT/benchmarks/gpu/wheels.sh"
+esam_use_wheel "$PY" "$ROOT" segment_anything "segment_anything-*.whl"
+esam_use_wheel "$PY" "$ROOT" pycocotools "pycocotools-*.whl" "$WORK/site"
 
 if [ -n "${ESAM_TRAIN_CHECK_DRY:-}" ]; then
     DEVICE=cpu SIZE=128 STEPS=2 K=4 DEPTH=1 SAMI_BATCH=2 SAMI_STUDENT=efficientsam_vitt
