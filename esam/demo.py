@@ -293,7 +293,7 @@ def stage_pretrain(plan: DemoPlan) -> None:
 
 #: The fine-tuning stage's generated SA-1B-format set: default scenes (10-21 overlapping shapes,
 #: visible parts of at least 16 px) at the tiny config's 128 px; (training images, epochs) full
-#: and quick. Full: 2000 images x 3 epochs at batch 4, 1500 steps (7 to 8 minutes on a 2-core
+#: and quick. Full: 2000 images x 3 epochs at batch 4, 1500 steps (6.7-7.4 minutes on a 2-core
 #: AMD EPYC). The held-out images (seed 1) are scored as the fine-tuning proof.
 FINETUNE_SET = {"full": (2000, 3), "quick": (16, 1)}
 FINETUNE_SIZE = 128

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The training half on one CUDA GPU: the paper's recipes at their real sizes for a few steps,
-# and the two training-step benchmarks. About 3 minutes on one H200.
+# and the two training-step benchmarks. About 2 minutes on one H200.
 #
 #     bash benchmarks/gpu/train_check.sh OUT_DIR
 #     ESAM_TRAIN_CHECK_DRY=1 bash benchmarks/gpu/train_check.sh OUT_DIR   # CPU rehearsal, tiny sizes
@@ -15,15 +15,15 @@
 #    3 rounds: the batched step against a per-prompt loop (which re-encodes the image for every
 #    prompt), step time and peak memory.
 #
-# Requirements on that machine: python with torch (CUDA), numpy, pyyaml, tqdm and pillow;
-# pycocotools (the SA-1B reader's RLE) and segment-anything (the ViT-H teacher) installed, or
-# their wheels in the git-ignored dist/wheels/ (pycocotools' for that machine's Python, installed
-# into a temporary folder; segment-anything's imported from the zip; nothing else is installed):
+# Requirements on that machine: python with torch (CUDA), numpy, pyyaml, tqdm and pillow.
+# Nothing is downloaded; no weights are needed.
+# Also pycocotools (the SA-1B reader's RLE) and segment-anything (the ViT-H teacher):
+# installed, or their wheels in the git-ignored dist/wheels/ (pycocotools' for that machine's
+# Python, installed into a temporary folder; segment-anything's imported from the zip):
 #
 #     pip download segment-anything==1.0 --no-deps -d dist/wheels
 #     pip download pycocotools --no-deps --only-binary=:all: --python-version 3.12 \
 #         --platform manylinux2014_x86_64 -d dist/wheels
-# Nothing is downloaded; no weights are needed.
 #
 # A benchmark that misses its target says so and the script goes on.
 # Output in OUT_DIR (flat, 4 files): finetune-vitt-recipe.json (the run's results: losses per
@@ -51,10 +51,10 @@ esam_use_wheel "$PY" "$ROOT" segment_anything "segment_anything-*.whl"
 esam_use_wheel "$PY" "$ROOT" pycocotools "pycocotools-*.whl" "$WORK/site"
 
 if [ -n "${ESAM_TRAIN_CHECK_DRY:-}" ]; then
-    DEVICE=cpu SIZE=128 STEPS=2 K=4 DEPTH=1 SAMI_BATCH=2 SAMI_STUDENT=efficientsam_vitt
+    DEVICE=cpu SIZE=128 STEPS=2 K=4 DEPTH=1 SAMI_BATCH=2
     FT_EXTRA=(model.img_size=128 model.encoder_depth=1 data.max_masks=4 train.precision=fp32)
 else
-    DEVICE=cuda SIZE=1024 STEPS=12 K=64 DEPTH=12 SAMI_BATCH=64 SAMI_STUDENT=efficientsam_vitt
+    DEVICE=cuda SIZE=1024 STEPS=12 K=64 DEPTH=12 SAMI_BATCH=64
     FT_EXTRA=()
 fi
 
@@ -88,13 +88,12 @@ EOF
     cp "$WORK/ft/results.json" "$OUT/finetune-vitt-recipe.json"
 
     echo "== 2. bench_sami_step.py, batch $SAMI_BATCH"
-    "$PY" benchmarks/bench_sami_step.py --device "$DEVICE" --student "$SAMI_STUDENT" \
+    "$PY" benchmarks/bench_sami_step.py --device "$DEVICE" --student efficientsam_vitt \
         --batch "$SAMI_BATCH" --dtypes fp32,bf16 --iters 3 --output "$OUT/sami-step-vitt.json" \
         || echo "(exit code $?: a target missed)"
     echo "== 3. bench_finetune_step.py, $K masks at $SIZE px"
     "$PY" benchmarks/bench_finetune_step.py --device "$DEVICE" --k "$K" --rounds 3 \
         --img-size "$SIZE" --encoder-depth "$DEPTH" --repeats 2 --naive-backward each \
         --output "$OUT/finetune-step-vitt-$SIZE.json" || echo "(exit code $?: a target missed)"
-
 } 2>&1 | tee "$OUT/train_check.txt"
 rm -rf "$WORK"
